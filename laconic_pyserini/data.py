@@ -1,0 +1,343 @@
+"""Datasets: BEIR folders, pyserini JSONL files and ir_datasets ids, read as streams.
+
+A *source* is one of
+- a BEIR folder (``corpus.jsonl[.gz]``, ``queries.jsonl[.gz]``, ``qrels/<split>.tsv[.gz]``);
+- a name (``scifact``, ``beir/scifact``) resolved under ``$LACONIC_DATA`` (default: ``../shared/datasets``
+  next to the checkout when it exists), and otherwise through ``ir_datasets`` (which downloads);
+- for corpora, a pyserini JSONL file (``{"id", "contents"}`` lines, optionally gzipped);
+- for topics, a TSV file (``qid<TAB>text``) or a JSONL file (``_id``/``id`` and ``text``/``title``).
+
+Every malformed input raises :class:`DataError` naming the file, the line and what to do.
+This module imports neither torch nor the JVM.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+DATA_ENV = "LACONIC_DATA"
+
+
+class DataError(ValueError):
+    """Bad input data; the message names the file, the line and the fix."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, problem: str, fix: str = "") -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        message = f"{where}: {problem}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+        self.path = str(path)
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Document:
+    """One corpus document. Pyserini JSONL documents have an empty title and ``contents`` as text."""
+
+    id: str
+    title: str
+    text: str
+
+    @property
+    def contents(self) -> str:
+        """Title and text joined with a space, as Anserini's BeirFlatCollection does (title omitted if empty)."""
+        return f"{self.title} {self.text}" if self.title else self.text
+
+
+# --------------------------------------------------------------------------------------------- paths
+
+
+def default_data_root() -> Path | None:
+    """``$LACONIC_DATA``, else ``../shared/datasets`` beside this checkout or the working directory."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    here = Path(__file__).resolve().parent.parent
+    for base in (here, Path.cwd()):
+        candidate = base.parent / "shared" / "datasets"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def _with_gz(path: Path) -> Path | None:
+    if path.exists():
+        return path
+    gz = path.with_name(path.name + ".gz")
+    return gz if gz.exists() else None
+
+
+def is_beir_dir(path: Path) -> bool:
+    return path.is_dir() and _with_gz(path / "corpus.jsonl") is not None
+
+
+def resolve_dataset(source: str | os.PathLike) -> Path:
+    """Turn a BEIR folder or a dataset name into a local BEIR folder.
+
+    Names are looked up under the data root (``scifact`` or ``beir/scifact``); a name that is not there is
+    fetched through ``ir_datasets`` and exported once to ``$LACONIC_DATA`` (or ``~/.cache/laconic-data``).
+    """
+    path = Path(source)
+    if path.exists():
+        if not is_beir_dir(path):
+            raise DataError(path, None, "not a BEIR folder: corpus.jsonl[.gz] is missing",
+                            "pass a folder with corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+        return path
+    name = str(source).strip("/")
+    short = name.split("/", 1)[1] if name.startswith("beir/") else name
+    root = default_data_root()
+    if root is not None:
+        for candidate in (root / short, root / name, root / short.replace("/", "-")):
+            if is_beir_dir(candidate):
+                return candidate
+    return _export_ir_datasets(name)
+
+
+def _export_ir_datasets(name: str) -> Path:
+    """Export an ir_datasets BEIR dataset to a BEIR folder (needs the network the first time)."""
+    dataset_id = name if "/" in name else f"beir/{name}"
+    try:
+        import ir_datasets
+    except ImportError as exc:  # pragma: no cover - dependency of the package
+        raise DataError(name, None, "unknown dataset and ir_datasets is not installed",
+                        "pass a BEIR folder or install ir_datasets") from exc
+    try:
+        ir_datasets.registry[dataset_id]
+    except KeyError:
+        root = default_data_root()
+        raise DataError(name, None, f"unknown dataset: not a folder, not under {root}, and not an "
+                        f"ir_datasets id ({dataset_id!r})",
+                        "pass a BEIR folder, set LACONIC_DATA, or use an id such as beir/scifact") from None
+    base = Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "laconic-data")
+    out = base / dataset_id.replace("/", "-")
+    if is_beir_dir(out):
+        return out
+    return _write_beir_folder(dataset_id, out)
+
+
+def _write_beir_folder(dataset_id: str, out: Path) -> Path:
+    import ir_datasets
+
+    tmp = out.with_name(out.name + ".partial")
+    (tmp / "qrels").mkdir(parents=True, exist_ok=True)
+    family = dataset_id.rsplit("/", 1)[0] if dataset_id.count("/") > 1 else dataset_id
+    base = ir_datasets.load(dataset_id)
+    with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for doc in base.docs_iter():
+            f.write(json.dumps({"_id": doc.doc_id, "title": getattr(doc, "title", "") or "",
+                                "text": doc.text}) + "\n")
+    queries: dict[str, str] = {}
+    for split in ("train", "dev", "test"):
+        try:
+            sub = ir_datasets.load(f"{family}/{split}")
+        except KeyError:
+            continue
+        _write_split(sub, split, tmp, queries)
+    if base.has_qrels():
+        _write_split(base, "test", tmp, queries)
+    with open(tmp / "queries.jsonl", "w", encoding="utf-8") as f:
+        for qid, text in queries.items():
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    tmp.rename(out)
+    return out
+
+
+def _write_split(dataset, split: str, out: Path, queries: dict[str, str]) -> None:
+    for q in dataset.queries_iter():
+        queries[q.query_id] = q.text
+    with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for qrel in dataset.qrels_iter():
+            f.write(f"{qrel.query_id}\t{qrel.doc_id}\t{qrel.relevance}\n")
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def open_text(path: str | os.PathLike) -> IO[str]:
+    """Open a text file, gunzipping ``*.gz``; undecodable bytes are reported by :func:`iter_lines`."""
+    path = Path(path)
+    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
+    """(line number, line without newline) for every non-blank line; bad UTF-8 raises DataError."""
+    path = Path(path)
+    number = 0
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise DataError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                                "re-encode the file as UTF-8") from None
+            line = line.rstrip("\r\n")
+            if line.strip():
+                yield number, line
+
+
+def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every line of a JSONL file; malformed lines raise DataError."""
+    for number, line in iter_lines(path):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(path, number, f"not valid JSON ({exc.msg}, column {exc.colno})",
+                            "fix or remove that line") from None
+        if not isinstance(obj, dict):
+            raise DataError(path, number, "a JSON line must be an object", "fix or remove that line")
+        yield number, obj
+
+
+def corpus_file(source: str | os.PathLike) -> Path:
+    """The JSONL file behind a corpus source (a BEIR folder, a name or a JSONL file)."""
+    path = Path(source)
+    if path.is_file():
+        return path
+    folder = resolve_dataset(source)
+    found = _with_gz(folder / "corpus.jsonl")
+    assert found is not None  # resolve_dataset checked it
+    return found
+
+
+def iter_corpus(source: str | os.PathLike, *, check_duplicates: bool = True) -> Iterator[Document]:
+    """Stream the documents of a corpus (BEIR ``_id``/``title``/``text`` or pyserini ``id``/``contents``).
+
+    Duplicate ids are refused (the set of seen ids is the only state kept); an empty text is allowed.
+    """
+    path = corpus_file(source)
+    seen: set[str] = set()
+    for number, obj in iter_jsonl(path):
+        doc = _document(path, number, obj)
+        if check_duplicates:
+            if doc.id in seen:
+                raise DataError(path, number, f"duplicate document id {doc.id!r}",
+                                "document ids must be unique: remove or rename the second one")
+            seen.add(doc.id)
+        yield doc
+
+
+def _document(path: Path, number: int, obj: dict) -> Document:
+    doc_id = obj.get("_id", obj.get("id", obj.get("docid")))
+    if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+        raise DataError(path, number, "document has no id (expected '_id' or 'id')",
+                        "give every line an '_id' (BEIR) or 'id' (pyserini JSONL)")
+    if "contents" in obj and "text" not in obj:
+        text = obj["contents"]
+        title = ""
+    else:
+        text = obj.get("text")
+        title = obj.get("title") or ""
+    if text is None:
+        raise DataError(path, number, f"document {doc_id!r} has no 'text' (BEIR) or 'contents' (pyserini)",
+                        "add the field, even as an empty string")
+    if not isinstance(text, str) or not isinstance(title, str):
+        raise DataError(path, number, f"document {doc_id!r}: 'title' and 'text' must be strings")
+    return Document(str(doc_id), title, text)
+
+
+def count_corpus(source: str | os.PathLike) -> int:
+    """Number of documents, without parsing JSON (used for progress bars and manifests)."""
+    return sum(1 for _ in iter_lines(corpus_file(source)))
+
+
+def qrels_file(source: str | os.PathLike, split: str) -> Path:
+    folder = resolve_dataset(source)
+    found = _with_gz(folder / "qrels" / f"{split}.tsv")
+    if found is None:
+        available = sorted(p.name.split(".")[0] for p in (folder / "qrels").glob("*.tsv*")) \
+            if (folder / "qrels").is_dir() else []
+        raise DataError(folder / "qrels" / f"{split}.tsv", None, f"no qrels for split {split!r}",
+                        f"choose one of {available}" if available else "add qrels/<split>.tsv")
+    return found
+
+
+def load_qrels(source: str | os.PathLike, split: str = "test") -> dict[str, dict[str, int]]:
+    """``{query_id: {doc_id: grade}}`` from a BEIR qrels TSV (a header line is recognised and skipped).
+
+    A TREC qrels file (``qid 0 docid grade``) may be given directly as ``source``.
+    """
+    path = Path(source)
+    if not path.is_file():
+        path = qrels_file(source, split)
+    qrels: dict[str, dict[str, int]] = {}
+    for number, line in iter_lines(path):
+        cols = line.split("\t") if "\t" in line else line.split()
+        if number == 1 and cols[0] in ("query-id", "query_id", "qid"):
+            continue
+        if len(cols) == 4:  # TREC: qid iteration docid grade
+            cols = [cols[0], cols[2], cols[3]]
+        if len(cols) != 3:
+            raise DataError(path, number, f"expected 3 columns (query-id, corpus-id, score), got {len(cols)}",
+                            "use BEIR's TSV layout or TREC's 4 columns")
+        try:
+            grade = int(float(cols[2]))
+        except ValueError:
+            raise DataError(path, number, f"score {cols[2]!r} is not a number") from None
+        qrels.setdefault(cols[0], {})[cols[1]] = grade
+    if not qrels:
+        raise DataError(path, None, "no judgements in the qrels file")
+    return qrels
+
+
+def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[str, str]:
+    """``{query_id: text}``, in file order.
+
+    From a BEIR folder or name, only queries judged in ``qrels/<split>.tsv`` are kept (``split=None``: all).
+    A ``.tsv`` file is ``qid<TAB>text``; a ``.jsonl`` file has ``_id``/``id`` and ``text``/``title``.
+    Duplicate ids and empty files are errors.
+    """
+    path = Path(source)
+    keep: set[str] | None = None
+    if path.is_file():
+        topics_path = path
+    else:
+        folder = resolve_dataset(source)
+        found = _with_gz(folder / "queries.jsonl")
+        if found is None:
+            raise DataError(folder / "queries.jsonl", None, "no queries file", "add queries.jsonl")
+        topics_path = found
+        if split is not None:
+            keep = set(load_qrels(folder, split))
+    name = topics_path.name.removesuffix(".gz")
+    topics: dict[str, str] = {}
+    if name.endswith(".tsv") or name.endswith(".txt"):
+        rows = ((n, *_split_tsv(topics_path, n, line)) for n, line in iter_lines(topics_path))
+    else:
+        rows = ((n, *_topic_json(topics_path, n, obj)) for n, obj in iter_jsonl(topics_path))
+    for number, qid, text in rows:
+        if keep is not None and qid not in keep:
+            continue
+        if qid in topics:
+            raise DataError(topics_path, number, f"duplicate query id {qid!r}", "query ids must be unique")
+        topics[qid] = text
+    if not topics:
+        raise DataError(topics_path, None, "no topics" + (f" judged in split {split!r}" if keep is not None else ""),
+                        "check the file and the --split")
+    return topics
+
+
+def _split_tsv(path: Path, number: int, line: str) -> tuple[str, str]:
+    qid, sep, text = line.partition("\t")
+    if not sep or not qid.strip():
+        raise DataError(path, number, "expected 'qid<TAB>text'", "separate the id and the text with a tab")
+    return qid.strip(), text
+
+
+def _topic_json(path: Path, number: int, obj: dict) -> tuple[str, str]:
+    qid = obj.get("_id", obj.get("id", obj.get("qid")))
+    text = obj.get("text", obj.get("title", obj.get("contents")))
+    if qid is None or str(qid).strip() == "":
+        raise DataError(path, number, "query has no id (expected '_id' or 'id')")
+    if not isinstance(text, str):
+        raise DataError(path, number, f"query {qid!r} has no 'text'")
+    return str(qid), text

@@ -1,0 +1,54 @@
+"""Shared fixtures: real data from ../shared/datasets, real models from $LACONIC_MODELS, real Anserini."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never touch the network: transformers and the hub client read local folders only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA_ROOT = Path(os.environ.get("LACONIC_DATA", REPO.parent / "shared" / "datasets"))
+MODELS_ROOT = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models"))
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "scifact" / "corpus.jsonl").exists():
+        pytest.fail(f"real datasets not found under {DATA_ROOT}: the project expects ../shared/datasets "
+                    "beside the checkout (or set LACONIC_DATA)")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def models_root() -> Path:
+    return MODELS_ROOT
+
+
+def model_dir(name: str) -> Path:
+    """A model folder under $LACONIC_MODELS; the test fails (not skips) when `make test` should have fetched it."""
+    path = MODELS_ROOT / name
+    if not path.is_dir():
+        pytest.fail(f"{path} is missing: run `make models` (../shared/assets/fetch-models.sh {MODELS_ROOT})")
+    return path
+
+
+@pytest.fixture(scope="session")
+def bm25_index(tmp_path_factory, data_root):
+    """Build (once per session) the BM25 indexes that several test modules search."""
+    from laconic_pyserini.index import build_bm25_index
+
+    built: dict[tuple[str, str], Path] = {}
+
+    def get(dataset: str, fields: str = "flat") -> Path:
+        key = (dataset, fields)
+        if key not in built:
+            out = tmp_path_factory.mktemp("bm25") / f"{dataset}.{fields}"
+            built[key] = build_bm25_index(data_root / dataset, out, fields=fields, threads=2)
+        return built[key]
+
+    return get
