@@ -34,11 +34,11 @@ test: setup
 	@$(PY) -m pytest -q; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
+# The side-by-side comparison on BEIR SciFact: BM25, splade-tiny (sparse, Lucene impact index) and
+# all-MiniLM-L6-v2 (dense, faiss); writes report.{md,json,png} and prints the table.
 demo: setup
-	$(PY) -m laconic_pyserini.index --bm25 --input scifact --index $(DEMO_DIR)/bm25-flat.scifact
-	$(PY) -m laconic_pyserini.search --bm25 --index $(DEMO_DIR)/bm25-flat.scifact --topics scifact \
-	    --output $(DEMO_DIR)/run.bm25-flat.scifact.txt --remove-query --threads 2
-	$(PY) -m laconic_pyserini.eval --qrels scifact --run $(DEMO_DIR)/run.bm25-flat.scifact.txt
+	$(PY) -m laconic_pyserini.compare --dataset scifact --output $(DEMO_DIR)/scifact \
+	    --system bm25 --system sparse:rasyosef/splade-tiny --system dense:sentence-transformers/all-MiniLM-L6-v2
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -14,15 +14,14 @@ This module imports neither torch nor the JVM.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 DATA_ENV = "LACONIC_DATA"
+IR_DATASETS_ALIASES = {"beir/webis-touche2020": "beir/webis-touche2020/v2"}
 
 
 class DataError(ValueError):
@@ -79,11 +78,13 @@ def is_beir_dir(path: Path) -> bool:
     return path.is_dir() and _with_gz(path / "corpus.jsonl") is not None
 
 
-def resolve_dataset(source: str | os.PathLike) -> Path:
+def resolve_dataset(source: str | os.PathLike, *, download: bool = True, data_root: Path | None = None) -> Path:
     """Turn a BEIR folder or a dataset name into a local BEIR folder.
 
     Names are looked up under the data root (``scifact`` or ``beir/scifact``); a name that is not there is
     fetched through ``ir_datasets`` and exported once to ``$LACONIC_DATA`` (or ``~/.cache/laconic-data``).
+    With ``download=False`` only local folders count (a DataError otherwise): nothing touches the network.
+    ``data_root`` replaces the default root (``$LACONIC_DATA`` or ``../shared/datasets``).
     """
     path = Path(source)
     if path.exists():
@@ -93,17 +94,21 @@ def resolve_dataset(source: str | os.PathLike) -> Path:
         return path
     name = str(source).strip("/")
     short = name.split("/", 1)[1] if name.startswith("beir/") else name
-    root = default_data_root()
-    if root is not None:
-        for candidate in (root / short, root / name, root / short.replace("/", "-")):
-            if is_beir_dir(candidate):
-                return candidate
+    root = data_root or default_data_root()
+    candidates = [root / short, root / name, root / short.replace("/", "-")] if root is not None else []
+    candidates.append(_export_dir(name))  # an earlier ir_datasets export
+    for candidate in candidates:
+        if is_beir_dir(candidate):
+            return candidate
+    if not download:
+        raise DataError(name, None, f"dataset not found locally (looked under {root})",
+                        "pass a BEIR folder or set LACONIC_DATA")
     return _export_ir_datasets(name)
 
 
 def _export_ir_datasets(name: str) -> Path:
     """Export an ir_datasets BEIR dataset to a BEIR folder (needs the network the first time)."""
-    dataset_id = name if "/" in name else f"beir/{name}"
+    dataset_id = _ir_datasets_id(name)
     try:
         import ir_datasets
     except ImportError as exc:  # pragma: no cover - dependency of the package
@@ -116,11 +121,22 @@ def _export_ir_datasets(name: str) -> Path:
         raise DataError(name, None, f"unknown dataset: not a folder, not under {root}, and not an "
                         f"ir_datasets id ({dataset_id!r})",
                         "pass a BEIR folder, set LACONIC_DATA, or use an id such as beir/scifact") from None
-    base = Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "laconic-data")
-    out = base / dataset_id.replace("/", "-")
+    out = _export_dir(name)
     if is_beir_dir(out):
         return out
     return _write_beir_folder(dataset_id, out)
+
+
+def _ir_datasets_id(name: str) -> str:
+    dataset_id = name if "/" in name else f"beir/{name}"
+    # BEIR's Touche-2020 (the v2 judgements, which Anserini and MTEB score) is ir_datasets' .../v2.
+    return IR_DATASETS_ALIASES.get(dataset_id, dataset_id)
+
+
+def _export_dir(name: str) -> Path:
+    """Where an ir_datasets dataset is exported as a BEIR folder (one folder per id)."""
+    base = Path(os.environ.get(DATA_ENV) or Path.home() / ".cache" / "laconic-data")
+    return base / _ir_datasets_id(name).replace("/", "-")
 
 
 def _write_beir_folder(dataset_id: str, out: Path) -> Path:
@@ -162,40 +178,50 @@ def _write_split(dataset, split: str, out: Path, queries: dict[str, str]) -> Non
 # --------------------------------------------------------------------------------------------- reading
 
 
-def open_text(path: str | os.PathLike) -> IO[str]:
-    """Open a text file, gunzipping ``*.gz``; undecodable bytes are reported by :func:`iter_lines`."""
-    path = Path(path)
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+def _open_bytes(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _decode(path: Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
+                        "re-encode the file as UTF-8") from None
+
+
+def _is_blank(raw: bytes) -> bool:
+    try:
+        return not raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return not raw.strip()
 
 
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """(line number, line without newline) for every non-blank line; bad UTF-8 raises DataError."""
     path = Path(path)
-    number = 0
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with _open_bytes(path) as f:
         for number, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                raise DataError(path, number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})",
-                                "re-encode the file as UTF-8") from None
-            line = line.rstrip("\r\n")
-            if line.strip():
-                yield number, line
+            if not _is_blank(raw):
+                yield number, _decode(path, number, raw).rstrip("\r\n")
+
+
+def _parse_json(path: Path, number: int, line: str) -> dict:
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise DataError(path, number, f"not valid JSON ({exc.msg}, column {exc.colno})",
+                        "fix or remove that line") from None
+    if not isinstance(obj, dict):
+        raise DataError(path, number, "a JSON line must be an object", "fix or remove that line")
+    return obj
 
 
 def iter_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every line of a JSONL file; malformed lines raise DataError."""
+    path = Path(path)
     for number, line in iter_lines(path):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(path, number, f"not valid JSON ({exc.msg}, column {exc.colno})",
-                            "fix or remove that line") from None
-        if not isinstance(obj, dict):
-            raise DataError(path, number, "a JSON line must be an object", "fix or remove that line")
-        yield number, obj
+        yield number, _parse_json(path, number, line)
 
 
 def corpus_file(source: str | os.PathLike) -> Path:
@@ -209,21 +235,54 @@ def corpus_file(source: str | os.PathLike) -> Path:
     return found
 
 
-def iter_corpus(source: str | os.PathLike, *, check_duplicates: bool = True) -> Iterator[Document]:
-    """Stream the documents of a corpus (BEIR ``_id``/``title``/``text`` or pyserini ``id``/``contents``).
+@dataclass(frozen=True)
+class CorpusLine:
+    """One non-blank corpus line: a document, or the error that makes it invalid."""
 
-    Duplicate ids are refused (the set of seen ids is the only state kept); an empty text is allowed.
+    ordinal: int  # 0-based among non-blank lines: what shard ranges and resume points count
+    number: int  # 1-based physical line number, for messages
+    doc: Document | None
+    error: DataError | None
+
+
+def read_corpus(source: str | os.PathLike, *, stop: int | None = None) -> Iterator[CorpusLine]:
+    """Every non-blank line of a corpus up to ordinal ``stop`` (exclusive), as a document or an error.
+
+    Readers that may skip bad lines (``encode --skip-invalid``) use this; a duplicate id is an error on its
+    second occurrence, and an invalid line never enters the set of seen ids, so every reader of the same file
+    (every shard) agrees on which lines are invalid.
     """
     path = corpus_file(source)
     seen: set[str] = set()
-    for number, obj in iter_jsonl(path):
-        doc = _document(path, number, obj)
-        if check_duplicates:
-            if doc.id in seen:
-                raise DataError(path, number, f"duplicate document id {doc.id!r}",
-                                "document ids must be unique: remove or rename the second one")
-            seen.add(doc.id)
-        yield doc
+    ordinal = 0
+    with _open_bytes(path) as f:
+        for number, raw in enumerate(f, start=1):
+            if stop is not None and ordinal >= stop:
+                return
+            if _is_blank(raw):
+                continue
+            try:
+                doc = _document(path, number, _parse_json(path, number, _decode(path, number, raw).rstrip("\r\n")))
+                if doc.id in seen:
+                    raise DataError(path, number, f"duplicate document id {doc.id!r}",
+                                    "document ids must be unique: remove or rename the second one")
+            except DataError as exc:
+                yield CorpusLine(ordinal, number, None, exc)
+            else:
+                seen.add(doc.id)
+                yield CorpusLine(ordinal, number, doc, None)
+            ordinal += 1
+
+
+def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
+    """Stream the documents of a corpus (BEIR ``_id``/``title``/``text`` or pyserini ``id``/``contents``).
+
+    The first bad line (not JSON, no id, duplicate id, bad UTF-8) raises DataError; an empty text is allowed.
+    """
+    for line in read_corpus(source):
+        if line.error is not None:
+            raise line.error
+        yield line.doc
 
 
 def _document(path: Path, number: int, obj: dict) -> Document:
@@ -246,8 +305,9 @@ def _document(path: Path, number: int, obj: dict) -> Document:
 
 
 def count_corpus(source: str | os.PathLike) -> int:
-    """Number of documents, without parsing JSON (used for progress bars and manifests)."""
-    return sum(1 for _ in iter_lines(corpus_file(source)))
+    """Number of non-blank lines (documents, if all are valid), without parsing JSON: for progress and shards."""
+    with _open_bytes(corpus_file(source)) as f:
+        return sum(1 for raw in f if not _is_blank(raw))
 
 
 def qrels_file(source: str | os.PathLike, split: str) -> Path:

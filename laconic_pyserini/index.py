@@ -130,10 +130,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", help="BEIR folder or dataset name (--bm25), or an encoded collection folder")
     parser.add_argument("--index", help="output index folder")
     parser.add_argument("--fields", choices=FIELDS, default="flat")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
     parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
     parser.add_argument("--recipe", help="an index_recipes/*.yaml file: encode, index and check the count")
     parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
+    parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.recipe is None and (args.input is None or args.index is None):
@@ -143,16 +144,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         if args.recipe:
-            from .recipes import RecipeError, run_recipe
+            from .encode import EncodeError
+            from .index_recipe import RecipeError, run_recipe
 
             try:
-                path = run_recipe(args.recipe, args.work, threads=args.threads)
-            except RecipeError as exc:
+                path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
+            except (RecipeError, EncodeError) as exc:
                 raise IndexFolderError(str(exc)) from None
         elif args.bm25:
-            path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads)
+            path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
         else:
-            path = build_impact_index(args.input, args.index, threads=args.threads, optimize=args.optimize)
+            path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
     except (DataError, IndexFolderError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

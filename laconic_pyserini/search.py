@@ -2,16 +2,18 @@
 
     python -m laconic_pyserini.search [--bm25] --index DIR --topics BEIR_DIR_OR_NAME_OR_FILE [--split test]
         --output RUN [--hits 1000] [--remove-query] [--threads N]
-        [--encoder SPEC_OR_PATH | --pre-encoded FILE] [--batch-size B] [--backend lucene|seismic]
+        [--encoder SPEC_OR_PATH | --pre-encoded FILE] [--batch-size B] [--backend lucene|seismic|faiss]
         [--query-cut N] [--heap-factor F]
 
 The searcher is chosen by the index's ``manifest.json`` (and ``--backend`` among those that fit its kind).
 For an impact index, query texts are encoded with the index's own encoder (or ``--encoder``, which must have the
 same contract), or ``--pre-encoded FILE`` (``qid<TAB>term term…`` or JSONL vectors from
 ``python -m laconic_pyserini.encode.query``) supplies the vectors; with ``--topics`` as well, only the topics'
-ids are searched. ``--backend seismic`` searches an approximate Seismic index built once beside the Lucene one. ``--remove-query`` drops hits whose doc id equals the
-query id (BEIR's convention for ArguAna, Quora and CQADupStack; Anserini's ``-removeQuery``); one extra hit is
-retrieved so that a run still has ``--hits`` hits per query.
+ids are searched. ``--backend seismic`` searches an approximate Seismic index built once beside the Lucene one.
+
+``--remove-query`` drops hits whose doc id equals the query id (BEIR's convention for ArguAna, Quora and
+CQADupStack; Anserini's ``-removeQuery``); one extra hit is retrieved so that a run still has ``--hits`` hits per
+query.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def search_topics(searcher: Searcher, topics: dict[str, str], *, hits: int = 100
 
 #: Search backends by index kind; the first is the default. A new backend adds itself here and to
 #: :func:`backend_options` (its options) and :func:`laconic_pyserini.searchers.open_searcher` (its class).
-BACKENDS = {"bm25": ("lucene",), "impact": ("lucene", "seismic")}
+BACKENDS = {"bm25": ("lucene",), "impact": ("lucene", "seismic"), "faiss": ("faiss",)}
 
 
 def backend_options(args: argparse.Namespace, kind: str | None, backend: str) -> dict:
@@ -53,6 +55,8 @@ def backend_options(args: argparse.Namespace, kind: str | None, backend: str) ->
         if backend == "seismic":
             options.update({name: value for name, value in (("query_cut", args.query_cut),
                                                              ("heap_factor", args.heap_factor)) if value is not None})
+    if kind == "faiss":  # dense: queries encoded by the index's own dense spec (or a compatible --encoder)
+        options.update(batch_size=args.batch_size, device=args.device, encoder=args.encoder, ef_search=args.ef_search)
     return options
 
 
@@ -68,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--backend", default=None,
-                        help="search backend for the index kind (impact: lucene (default) or seismic)")
+                        help="search backend for the index kind (impact: lucene (default) or seismic; faiss: faiss)")
     queries = parser.add_mutually_exclusive_group()
     queries.add_argument("--encoder", help="query encoder (spec name or model folder); default: the index's own")
     queries.add_argument("--pre-encoded", help="pre-encoded queries: qid<TAB>term term… (.tsv) or JSONL vectors")
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="cpu", help="query-encoding device")
     parser.add_argument("--query-cut", type=int, default=None, help="seismic: query terms looked up (default 10)")
     parser.add_argument("--heap-factor", type=float, default=None, help="seismic: block-skipping factor (default 0.7)")
+    parser.add_argument("--ef-search", type=int, default=None, help="faiss HNSW: search breadth (default: the index's)")
     return parser
 
 
@@ -111,12 +116,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         kind = manifest.get("kind")
         if args.bm25 and kind != "bm25":
             raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
-        backends = BACKENDS.get(kind, (None,))
-        backend = args.backend or backends[0]
-        if backend not in backends:
-            raise IndexFolderError(f"{args.index}: a {kind!r} index is searched with --backend "
-                                   f"{' or '.join(map(str, backends))}, not {backend!r}")
-        if kind != "impact" and (args.encoder or args.pre_encoded):
+        backends = BACKENDS.get(kind, ())
+        backend = args.backend or (backends[0] if backends else None)
+        if backend is not None and backend not in backends:
+            choices = " or ".join(backends) if backends else "no other backend"
+            raise IndexFolderError(f"{args.index}: a {kind!r} index is searched with {choices}, "
+                                   f"not --backend {backend}")
+        if kind != "impact" and (args.pre_encoded or (args.encoder and kind != "faiss")):
             raise IndexFolderError(f"{args.index}: --encoder and --pre-encoded apply to impact indexes, "
                                    f"not to a {kind!r} index")
         topics = _queries(args, manifest)

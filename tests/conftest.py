@@ -52,3 +52,36 @@ def bm25_index(tmp_path_factory, data_root):
         return built[key]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def encoded(tmp_path_factory, data_root):
+    """Whole-corpus encodings shared by every test module, made once per session (they are the slow part).
+
+    ``encoded("splade-tiny", "scifact")`` -> ``{"encoded": JsonVectorCollection folder, "index": impact index}``;
+    ``encoded("minilm", "scifact")`` -> ``{"index": faiss flat index folder}``. Both come from the package's own
+    typed functions (``encode_corpus`` + ``build_impact_index``, ``encode_dense_corpus``), exactly what the CLIs run.
+    """
+    built: dict[tuple[str, str], dict[str, Path]] = {}
+
+    def get(encoder: str, dataset: str) -> dict[str, Path]:
+        key = (encoder, dataset)
+        if key in built:
+            return built[key]
+        work = tmp_path_factory.mktemp(f"{encoder}-{dataset}")
+        if encoder == "minilm":
+            from laconic_pyserini.encode.dense import encode_dense_corpus
+
+            model_dir("all-MiniLM-L6-v2")
+            built[key] = {"index": encode_dense_corpus(data_root / dataset, "minilm", work / "index")}
+        else:
+            from laconic_pyserini.encode import encode_corpus
+            from laconic_pyserini.impact_index import build_impact_index
+
+            model_dir(encoder)
+            encode_corpus(data_root / dataset, work / "encoded", encoder, batch_size=32, progress=False)
+            built[key] = {"encoded": work / "encoded",
+                          "index": build_impact_index(work / "encoded", work / "index", threads=2)}
+        return built[key]
+
+    return get

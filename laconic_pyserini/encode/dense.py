@@ -1,0 +1,289 @@
+"""Encode a corpus with a dense model into a faiss index folder that pyserini's ``FaissSearcher`` opens.
+
+    python -m laconic_pyserini.encode.dense --corpus BEIR_DIR_OR_NAME --encoder SPEC_OR_PATH_OR_HUB_ID --output DIR
+        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype fp32] [--hnsw-m 32] [--ef-construction 200]
+        [--ef-search 128] [--chunk-size 1024]
+    python -m laconic_pyserini.encode.dense --from-index FLAT_DIR --output DIR --index-type hnsw   # no re-encoding
+
+Layout of ``DIR``: ``index`` (a faiss index, inner product), ``docid`` (one id per line, in index order) -- what
+``pyserini.search.faiss.FaissSearcher`` reads -- and ``manifest.json`` (``kind: "faiss"``, the encoder spec, counts,
+index parameters, encoding throughput), which ``laconic_pyserini.search`` dispatches on.
+
+Embeddings are committed in chunks of ``--chunk-size`` documents under ``DIR.partial/chunks`` (each chunk one
+atomically renamed ``.npz``), so a killed run rerun with the same command continues after the last whole chunk.
+The index is built in ``DIR.partial`` and renamed to ``DIR`` when complete: ``DIR`` never holds half an index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..data import DataError, count_corpus, iter_corpus
+from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
+from ..spec import EncoderSpec, SpecError, load_spec
+
+logger = logging.getLogger(__name__)
+
+INDEX_TYPES = ("flat", "hnsw")
+FORMAT = "laconic-pyserini/faiss-index"
+STATE = "state.json"
+CHUNKS = "chunks"
+
+
+def _hnsw_params(m: int, ef_construction: int, ef_search: int) -> dict:
+    return {"M": m, "ef_construction": ef_construction, "ef_search": ef_search}
+
+
+def build_faiss_index(vectors: np.ndarray, index_type: str = "flat", *, hnsw_m: int = 32,
+                      ef_construction: int = 200, ef_search: int = 128):
+    """An inner-product faiss index over ``vectors`` (float32, one row per document)."""
+    import faiss
+
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    dimension = vectors.shape[1]
+    if index_type == "flat":
+        index = faiss.IndexFlatIP(dimension)
+    else:
+        index = faiss.IndexHNSWFlat(dimension, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = ef_construction
+        # efSearch is saved with the index, so FaissSearcher gets the same setting without being told.
+        index.hnsw.efSearch = ef_search
+    index.add(vectors)
+    return index
+
+
+def _write_index_folder(folder: Path, index, ids: Sequence[str], manifest: dict) -> None:
+    import faiss
+
+    faiss.write_index(index, str(folder / "index"))
+    with open(folder / "docid", "w", encoding="utf-8") as f:
+        for doc_id in ids:
+            f.write(doc_id + "\n")
+    _write_manifest(folder, manifest)
+
+
+def _finish(partial: Path, output: Path) -> Path:
+    for leftover in (partial / CHUNKS, partial / STATE):
+        if leftover.is_dir():
+            shutil.rmtree(leftover)
+        elif leftover.exists():
+            leftover.unlink()
+    if output.exists():
+        shutil.rmtree(output)
+    partial.rename(output)
+    return output
+
+
+def _is_finished(folder: Path) -> bool:
+    manifest = folder / MANIFEST
+    return manifest.is_file() and (folder / "index").is_file() and (folder / "docid").is_file()
+
+
+def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, output: str | os.PathLike, *,
+                        index_type: str = "flat", batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
+                        hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 128,
+                        chunk_size: int = 1024, as_query: bool | None = None) -> Path:
+    """Encode every document of ``corpus`` and write a faiss index folder at ``output``; returns ``output``.
+
+    ``as_query`` (default: BEIR Quora / CQADupStack, by name) gives documents the query prefix.
+    """
+    from .source import describe_corpus, is_question_corpus
+    from ..modeling.dense import DenseEncoder
+
+    if index_type not in INDEX_TYPES:
+        raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
+    spec = encoder if isinstance(encoder, EncoderSpec) else load_spec(encoder)
+    if spec.kind != "dense":
+        raise SpecError(f"encoder {spec.name!r} is a sparse ({spec.kind}) encoder; encode it with "
+                        "`python -m laconic_pyserini.encode`, or pass a dense spec (e.g. minilm)")
+    if as_query is None:
+        as_query = is_question_corpus(corpus)
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
+             "dtype": dtype, "as_query_documents": as_query}
+    state_path = partial / STATE
+    if partial.exists() and _is_finished(partial) and not state_path.exists():
+        logger.info("%s: a finished index was not yet renamed; finishing", partial)
+        return _finish(partial, output)
+    if partial.exists():
+        try:
+            previous = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if previous != state:
+            logger.warning("%s: left by a different or damaged run; starting over", partial)
+            shutil.rmtree(partial)
+    chunks_dir = partial / CHUNKS
+    chunks_dir.mkdir(parents=True, exist_ok=True)
+    if not state_path.exists():
+        from .manifest import write_json_atomic
+
+        write_json_atomic(state_path, state)
+
+    total = count_corpus(corpus)
+    if total == 0:
+        raise DataError(state["corpus"]["path"], None, "the corpus holds no documents", "pass a non-empty corpus")
+    n_chunks = (total + chunk_size - 1) // chunk_size
+    done = {i for i in range(n_chunks) if (chunks_dir / _chunk_name(i)).exists()}
+    if done:
+        logger.info("resuming: %d of %d chunks already encoded", len(done), n_chunks)
+    model = None
+    pending: list[tuple[str, str, str]] = []
+    for ordinal, doc in enumerate(iter_corpus(corpus)):
+        chunk = ordinal // chunk_size
+        if chunk in done:
+            continue
+        pending.append((doc.id, doc.title, doc.text))
+        if len(pending) == chunk_size or ordinal == total - 1:
+            if model is None:
+                model = DenseEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
+            _encode_chunk(model, chunk, pending, chunks_dir, as_query)
+            logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
+            pending = []
+    if pending:  # count_corpus and iter_corpus disagree: never index a corpus we did not read whole
+        raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
+
+    ids, vectors, seconds = _read_chunks(chunks_dir, n_chunks)
+    if len(ids) != total:
+        raise IndexFolderError(f"{chunks_dir}: {len(ids)} embeddings for {total} documents; delete {partial} "
+                               "and encode again")
+    start = time.perf_counter()
+    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                              ef_search=ef_search)
+    build_seconds = time.perf_counter() - start
+    manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
+                "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
+                "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
+                "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
+                "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
+                "build_seconds": round(build_seconds, 3)}
+    if index_type == "hnsw":
+        manifest["hnsw"] = _hnsw_params(hnsw_m, ef_construction, ef_search)
+    _write_index_folder(partial, index, ids, manifest)
+    return _finish(partial, output)
+
+
+def _chunk_name(chunk: int) -> str:
+    return f"chunk-{chunk:05d}.npz"
+
+
+def _encode_chunk(model, chunk: int, docs: list[tuple[str, str, str]], chunks_dir: Path, as_query: bool) -> None:
+    start = time.perf_counter()
+    vectors = model.encode_documents([(title, text) for _, title, text in docs], as_query=as_query)
+    seconds = time.perf_counter() - start
+    if not np.isfinite(vectors).all():
+        raise ValueError(f"chunk {chunk}: the model produced NaN or infinite embeddings; check --dtype and the model")
+    target = chunks_dir / _chunk_name(chunk)
+    tmp = chunks_dir / (target.name + ".tmp.npz")
+    np.savez(tmp, vectors=vectors, ids=np.array([doc_id for doc_id, _, _ in docs]), seconds=np.array(seconds))
+    os.replace(tmp, target)
+
+
+def _read_chunks(chunks_dir: Path, n_chunks: int) -> tuple[list[str], np.ndarray, float]:
+    ids: list[str] = []
+    blocks = []
+    seconds = 0.0
+    for chunk in range(n_chunks):
+        with np.load(chunks_dir / _chunk_name(chunk), allow_pickle=False) as data:
+            ids.extend(str(x) for x in data["ids"])
+            blocks.append(data["vectors"])
+            seconds += float(data["seconds"])
+    return ids, np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32), seconds
+
+
+def read_faiss_folder(index_dir: str | os.PathLike) -> dict:
+    """The manifest of a faiss index folder written here; a clear error for any other folder."""
+    manifest = read_index_manifest(index_dir)
+    if manifest.get("kind") != "faiss":
+        raise IndexFolderError(f"{index_dir}: a {manifest.get('kind')!r} index, not a faiss index")
+    for name in ("index", "docid"):
+        if not (Path(index_dir) / name).is_file():
+            raise IndexFolderError(f"{Path(index_dir) / name}: missing; rebuild with "
+                                   "`python -m laconic_pyserini.encode.dense`")
+    return manifest
+
+
+def rebuild_faiss_index(flat_dir: str | os.PathLike, output: str | os.PathLike, index_type: str = "hnsw", *,
+                        hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 128) -> Path:
+    """A new index of ``index_type`` over the vectors of a flat index folder (no re-encoding)."""
+    import faiss
+
+    manifest = read_faiss_folder(flat_dir)
+    if manifest["index_type"] != "flat":
+        raise IndexFolderError(f"{flat_dir}: a {manifest['index_type']} index; rebuild from a flat one (HNSW vectors "
+                               "are stored but their graph order would be re-derived from scratch anyway)")
+    flat = faiss.read_index(str(Path(flat_dir) / "index"))
+    vectors = flat.reconstruct_n(0, flat.ntotal)
+    ids = Path(flat_dir, "docid").read_text(encoding="utf-8").splitlines()
+    output = Path(output)
+    partial = output.with_name(output.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    start = time.perf_counter()
+    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
+                              ef_search=ef_search)
+    new_manifest = {k: v for k, v in manifest.items() if k not in ("package_version", "hnsw")}
+    new_manifest.update(index_type=index_type, build_seconds=round(time.perf_counter() - start, 3),
+                        rebuilt_from=str(flat_dir))
+    if index_type == "hnsw":
+        new_manifest["hnsw"] = _hnsw_params(hnsw_m, ef_construction, ef_search)
+    _write_index_folder(partial, index, ids, new_manifest)
+    return _finish(partial, output)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.encode.dense", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = parser.add_argument_group("input")
+    source.add_argument("--corpus", help="BEIR folder, dataset name or pyserini JSONL corpus")
+    source.add_argument("--from-index", help="a flat faiss folder whose vectors to re-index (instead of --corpus)")
+    out = parser.add_argument_group("output")
+    out.add_argument("--output", required=True, help="faiss index folder to write")
+    out.add_argument("--index-type", choices=INDEX_TYPES, default="flat")
+    out.add_argument("--hnsw-m", type=int, default=32, help="HNSW neighbours per node")
+    out.add_argument("--ef-construction", type=int, default=200)
+    out.add_argument("--ef-search", type=int, default=128, help="HNSW search breadth, saved with the index")
+    out.add_argument("--chunk-size", type=int, default=1024, help="documents per committed chunk (resume unit)")
+    enc = parser.add_argument_group("encoder")
+    enc.add_argument("--encoder", help="spec name (minilm), hub id, or local model folder")
+    enc.add_argument("--batch-size", type=int, default=32)
+    enc.add_argument("--device", default="cpu")
+    enc.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    enc.add_argument("--max-length", type=int, help="override the spec's max length")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    hnsw = dict(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search)
+    try:
+        if args.from_index:
+            path = rebuild_faiss_index(args.from_index, args.output, args.index_type, **hnsw)
+        else:
+            if not (args.corpus and args.encoder):
+                parser.error("--corpus and --encoder are required (or --from-index FLAT_DIR)")
+            spec = load_spec(args.encoder, max_length=args.max_length)
+            path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
+                                       batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                       chunk_size=args.chunk_size, **hnsw)
+    except (DataError, IndexFolderError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = read_index_manifest(path)
+    print(f"{path}\t{manifest['documents']} documents\t{manifest['dimension']} dimensions\t{manifest['index_type']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

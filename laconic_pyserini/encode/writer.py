@@ -1,0 +1,77 @@
+"""Anserini JsonVectorCollection lines and atomically committed part files.
+
+A part is written to ``part-NNNNN.jsonl.tmp``, fsynced and renamed; only then does the manifest list it. A
+``kill -9`` therefore leaves either a committed part (listed, with its sha256) or debris that the next run
+deletes: nothing half-written is ever read as output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from .manifest import EMPTY_TERM, EncodeError, PartInfo, fsync_dir
+
+
+def check_terms(vector: dict[str, int], what: str) -> None:
+    """Refuse terms that a whitespace tokenizer would split or lose.
+
+    Anserini indexes ``-pretokenized`` vectors through a whitespace analyzer (a term ``"foo bar"`` becomes two
+    terms, ``foo`` and ``bar``), and pyserini's pre-encoded query TSV is split with ``str.split()``. Python's
+    ``isspace`` covers every character Java's ``Character.isWhitespace`` does, so this guard is strict enough
+    for both. Vocabulary strings of BERT wordpieces and of byte-level BPE (``Ġheart``) never trip it.
+    """
+    for term in vector:
+        if not term or any(ch.isspace() for ch in term):
+            raise EncodeError(f"{what}: term {term!r} is empty or contains whitespace, which Anserini's "
+                              "pretokenized indexing and pyserini's query TSV would split; this tokenizer's "
+                              "vocabulary cannot be written as whitespace-separated terms")
+        if term == EMPTY_TERM:
+            raise EncodeError(f"{what}: the model produced the reserved term {EMPTY_TERM!r}, which marks empty "
+                              "vectors in the output; this vocabulary cannot be used with this writer")
+
+
+def vector_line(doc_id: str, contents: str, impacts: dict[str, int]) -> str:
+    """One JsonVectorCollection line; an empty vector gets :data:`EMPTY_TERM` so Lucene keeps the document."""
+    check_terms(impacts, f"document {doc_id!r}")
+    vector = impacts if impacts else {EMPTY_TERM: 1}
+    return json.dumps({"id": doc_id, "contents": contents, "vector": vector}, ensure_ascii=False) + "\n"
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:05d}.jsonl"
+
+
+def commit_part(root: Path, folder: str, index: int, lines: list[str], *, start: int, end: int,
+                empty_documents: int, empty_vectors: int, invalid: list[dict], invalid_lines: int,
+                terms: int) -> PartInfo:
+    """Write ``root/folder/part-index.jsonl`` atomically and describe it."""
+    directory = root / folder
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / part_name(index)
+    tmp = final.with_name(final.name + ".tmp")
+    data = "".join(lines).encode("utf-8")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+    fsync_dir(directory)
+    return PartInfo(path=f"{folder}/{final.name}", documents=len(lines), sha256=hashlib.sha256(data).hexdigest(),
+                    bytes=len(data), start=start, end=end, empty_documents=empty_documents,
+                    empty_vectors=empty_vectors, invalid_lines=invalid_lines, terms=terms, invalid=invalid)
+
+
+def remove_uncommitted(directory: Path, committed: set[str]) -> list[Path]:
+    """Delete ``*.tmp`` files and part files the manifest does not list (a run killed mid-commit)."""
+    removed = []
+    if not directory.is_dir():
+        return removed
+    for path in sorted(directory.iterdir()):
+        if path.is_file() and (path.name.endswith(".tmp") or
+                               (path.name.startswith("part-") and path.name not in committed)):
+            path.unlink()
+            removed.append(path)
+    return removed

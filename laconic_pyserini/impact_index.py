@@ -1,0 +1,103 @@
+"""Anserini impact indexes of encoded collections (``python -m laconic_pyserini.index --input ENCODED --index DIR``).
+
+The encoded folder (written by ``python -m laconic_pyserini.encode``) is indexed unchanged with Anserini's
+``IndexCollection -collection JsonVectorCollection -impact -pretokenized``: each term's integer impact becomes its
+term frequency, so Lucene's score of a query is exactly the dot product of the query's and the document's impacts.
+
+The index folder's ``manifest.json`` records ``kind: "impact"``, the document count (checked against the encoding
+manifest: a mismatch is an error, never a warning), the encoder spec copied from the encoding, and the encoded
+folder's path, from which a Seismic index can be built later (:mod:`laconic_pyserini.searchers.seismic`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from .index import IndexFolderError, _finish, _write_manifest, lucene_document_count, run_index_collection
+
+logger = logging.getLogger(__name__)
+
+KIND = "impact"
+
+
+def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathLike, *, threads: int = 2,
+                       optimize: bool = False) -> Path:
+    """Index an encoded collection with Anserini (impact postings, pretokenized terms); returns the index folder.
+
+    The part files are checked against the encoding manifest's sha256 first, so a modified collection is never
+    indexed. ``optimize`` merges the index into one segment (slower to build, a little faster to search).
+    """
+    from .encode.manifest import EncodeError, read_manifest, verify_parts
+
+    encoded_dir = Path(encoded_dir).resolve()
+    index_dir = Path(index_dir)
+    try:
+        manifest = read_manifest(encoded_dir)
+        verify_parts(manifest)
+    except EncodeError as exc:
+        raise IndexFolderError(str(exc)) from None
+    if not manifest.parts:
+        raise IndexFolderError(f"{encoded_dir}: the encoding holds no documents; nothing to index")
+    spec = manifest.spec
+    if spec.get("kind") == "dense":
+        raise IndexFolderError(f"{encoded_dir}: encoded with the dense encoder {spec.get('name')!r}; an impact index "
+                               "needs sparse vectors (build a faiss index instead)")
+    index_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = index_dir.with_name(index_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    # Anserini reads every file under -input; the manifest's part list is the collection, nothing else.
+    with tempfile.TemporaryDirectory(prefix="laconic-impact-", dir=index_dir.parent) as tmp:
+        for number, part in enumerate(manifest.parts):
+            source = (manifest.root / part.path).resolve()
+            os.symlink(source, Path(tmp) / f"part-{number:06d}{''.join(source.suffixes)}")
+        args = ["-collection", "JsonVectorCollection", "-input", tmp, "-index", str(partial),
+                "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
+                "-threads", str(threads)]
+        if optimize:
+            args.append("-optimize")
+        run_index_collection(args)
+    indexed = lucene_document_count(partial)
+    if indexed != manifest.documents:
+        raise IndexFolderError(
+            f"{partial}: Anserini indexed {indexed} documents but {encoded_dir / 'manifest.json'} lists "
+            f"{manifest.documents}; see the IndexCollection log above (unindexable / empty / errors) and re-encode "
+            "the folder if its files were changed")
+    _write_manifest(partial, {
+        "kind": KIND,
+        "documents": indexed,
+        "spec": spec,
+        "encoded": str(encoded_dir),
+        "corpus": manifest.corpus,
+        "encoding_counts": manifest.counts,
+        "empty_vector_term": _empty_term(),
+        "anserini": {"collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
+                     "impact": True, "pretokenized": True, "optimize": optimize},
+    })
+    logger.info("impact index of %d documents (%s) -> %s", indexed, spec.get("name"), index_dir)
+    return _finish(partial, index_dir)
+
+
+def _empty_term() -> str:
+    from .encode.manifest import EMPTY_TERM
+
+    return EMPTY_TERM
+
+
+def read_impact_manifest(index_dir: str | os.PathLike) -> dict:
+    """The manifest of an impact index; a clear error for any other folder."""
+    from .index import read_index_manifest
+
+    manifest = read_index_manifest(index_dir)
+    kind = manifest.get("kind")
+    if kind != KIND:
+        raise IndexFolderError(
+            f"{index_dir}: a {kind!r} index, not an impact index; build one from an encoded collection with "
+            "`python -m laconic_pyserini.index --input ENCODED_DIR --index DIR`")
+    if not isinstance(manifest.get("spec"), dict):
+        raise IndexFolderError(f"{Path(index_dir) / 'manifest.json'}: no encoder spec; rebuild the index")
+    return manifest

@@ -1,0 +1,26 @@
+"""Model math: the bidirectional switch, the chunked sparse head, model loading and the sparse encoder.
+
+Everything that imports torch lives in this package; the names below are imported on first use so that
+``import laconic_pyserini.modeling`` alone stays cheap.
+"""
+
+from __future__ import annotations
+
+_EXPORTS = {
+    "SparseEncoder": "sparse_encoder",
+    "load_sparse_encoder": "sparse_encoder",
+    "load_model": "loading",
+    "make_bidirectional": "bidirectional",
+    "UnsupportedArchitectureError": "bidirectional",
+    "sparse_pool": "sparse_head",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,82 @@
+"""Dense search over a faiss index folder written by ``laconic_pyserini.encode.dense``.
+
+Queries are encoded on the fly with the encoder spec recorded in the index manifest (or a compatible one given
+explicitly). The folder is the one pyserini's ``FaissSearcher`` reads (``index`` + ``docid``); this searcher uses
+faiss directly so that serving a dense index needs neither the JVM nor pyserini's encoder zoo.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..run import Hits, Run
+
+
+class FaissSearcher:
+    """``batch_search(queries, k, threads) -> Run``; ``encode_queries`` and ``search_vectors`` separately, for
+    timing the two halves of a query."""
+
+    def __init__(self, index_dir: str | os.PathLike, *, encoder: str | None = None, device: str = "cpu",
+                 dtype: str = "fp32", ef_search: int | None = None, batch_size: int = 32) -> None:
+        import faiss
+
+        from ..encode.dense import read_faiss_folder
+        from ..spec import EncoderSpec, SpecError, load_spec
+
+        self.index_dir = Path(index_dir)
+        self.manifest = read_faiss_folder(index_dir)
+        indexed = EncoderSpec.from_dict(self.manifest["spec"], source=str(self.index_dir / "manifest.json"))
+        self.spec = indexed
+        if encoder is not None:
+            asked = load_spec(encoder)
+            why = indexed.mismatch(asked)
+            if why:
+                raise SpecError(f"--encoder {encoder!r} does not match the encoder of {index_dir} ({why}); "
+                                f"search it with --encoder {indexed.name} or leave --encoder out")
+            self.spec = asked
+        self.device, self.dtype, self.batch_size = device, dtype, batch_size
+        self.index = faiss.read_index(str(self.index_dir / "index"))
+        self.docids = (self.index_dir / "docid").read_text(encoding="utf-8").splitlines()
+        if len(self.docids) != self.index.ntotal:
+            from ..index import IndexFolderError
+
+            raise IndexFolderError(f"{self.index_dir}: {len(self.docids)} doc ids for {self.index.ntotal} vectors; "
+                                   "rebuild the index")
+        if ef_search is not None:
+            if not hasattr(self.index, "hnsw"):
+                raise ValueError(f"{index_dir}: ef_search applies to HNSW indexes, this one is "
+                                 f"{self.manifest.get('index_type')}")
+            self.index.hnsw.efSearch = ef_search
+        self._encoder = None
+
+    @property
+    def encoder(self):
+        # Loaded on first use: a caller that only searches pre-encoded vectors never pays for the model.
+        if self._encoder is None:
+            from ..modeling.dense import DenseEncoder
+
+            self._encoder = DenseEncoder(self.spec, device=self.device, dtype=self.dtype, batch_size=self.batch_size)
+        return self._encoder
+
+    def encode_queries(self, texts: list[str]) -> np.ndarray:
+        return self.encoder.encode_queries(texts)
+
+    def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1) -> list[Hits]:
+        import faiss
+
+        faiss.omp_set_num_threads(max(1, threads))
+        k = min(k, self.index.ntotal)
+        scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        return [[(self.docids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
+                for row_scores, row_ids in zip(scores, rows)]
+
+    def search(self, query: str, k: int = 1000) -> Hits:
+        return self.search_vectors(self.encode_queries([query]), k)[0]
+
+    def batch_search(self, queries: dict[str, str], k: int, threads: int = 1) -> Run:
+        qids = list(queries)
+        vectors = self.encode_queries([queries[q] for q in qids])
+        return dict(zip(qids, self.search_vectors(vectors, k, threads)))

@@ -1,0 +1,115 @@
+"""Exact learned-sparse search over an Anserini impact index, through pyserini's ``LuceneImpactSearcher``.
+
+::
+
+    searcher = LaconicSearcher("indexes/scifact.splade-tiny")            # queries encoded with the index's spec
+    searcher.search("does aspirin prevent heart attacks?", k=10)         # [(docid, score), ...]
+    searcher.batch_search({"q1": "text", "q2": {"heart": 120}}, k=1000)  # texts and pre-encoded vectors alike
+
+A document's score is the dot product of the query's and the document's integer impacts, exactly.
+
+Why we do not call ``LuceneImpactSearcher.search``: it keeps a query term only if ``idf[term] > min_idf`` with
+``min_idf=0``, and ``idf = log(N / df)`` is 0 for a term found in every document, so such a term silently leaves the
+query and every score drops by its contribution. We keep its Java searcher (``.object``) and its vocabulary
+(``.idf``, all indexed terms), build the ``{term: impact}`` map ourselves and skip only terms the index lacks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from ..run import Hits, Run
+from ..spec import EncoderSpec
+from .queries import QueryEncoding, QueryVector
+
+logger = logging.getLogger(__name__)
+
+
+class LaconicSearcher:
+    """Search an impact index with query texts (encoded with the index's encoder) or quantised query vectors.
+
+    ``encoder``: ``None`` (the spec recorded in the index), a spec name / model folder / hub id, or a loaded
+    :class:`~laconic_pyserini.modeling.SparseEncoder`; an encoder whose contract differs from the index's is
+    refused (:class:`~laconic_pyserini.spec.SpecError`). ``batch_size`` is the query-encoding batch.
+    """
+
+    def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
+                 dtype: str = "fp32") -> None:
+        from .. import jvm
+        from ..impact_index import read_impact_manifest
+
+        self.index_dir = str(index_dir)
+        self.manifest = read_impact_manifest(index_dir)
+        self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
+        self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
+                                     device=device, dtype=dtype)
+        jvm.start()
+        from pyserini.pyclass import JArrayList, JHashMap, JInt
+        from pyserini.search.lucene import LuceneImpactSearcher
+
+        self._JArrayList, self._JHashMap, self._JInt = JArrayList, JHashMap, JInt
+        # query_encoder=None gives pyserini's whitespace token counter, which we never call.
+        self.lucene = LuceneImpactSearcher(self.index_dir, None)
+        self.vocabulary = self.lucene.idf  # every indexed term (its idf is not used)
+        self._boxed: dict[int, object] = {}
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    def _java_query(self, vector: QueryVector):
+        """The ``{term: Integer}`` Java map of a query's indexed terms, or None when it has none."""
+        query = None
+        for term, impact in vector.items():
+            # Lucene refuses a negative boost, and a zero one adds nothing.
+            if impact > 0 and term in self.vocabulary:
+                if query is None:
+                    query = self._JHashMap()
+                # Java Integers are immutable: one boxed object per impact value saves a JNI construction per term.
+                boxed = self._boxed.get(impact)
+                if boxed is None:
+                    boxed = self._boxed.setdefault(impact, self._JInt(int(impact)))
+                query.put(term, boxed)
+        return query
+
+    @staticmethod
+    def _hits(java_hits) -> Hits:
+        return [(hit.docid, float(hit.score)) for hit in java_hits]
+
+    # ------------------------------------------------------------------------------------------ search
+
+    def search(self, query: str | QueryVector, k: int = 10) -> Hits:
+        """Top ``k`` ``(docid, score)`` of one query text or ``{term: impact}`` vector."""
+        vector = self.queries.vectors({"q": query})["q"]
+        return self.search_vector(vector, k)
+
+    def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
+        query = self._java_query(vector)
+        if query is None:
+            return []
+        return self._hits(self.lucene.object.search(query, int(k)))
+
+    def batch_search(self, queries: dict[str, str | QueryVector], k: int, threads: int = 1) -> Run:
+        """``{qid: [(docid, score), ...]}`` for texts (encoded in batches) and/or pre-encoded vectors."""
+        return self.batch_search_vectors(self.queries.vectors(queries), k, threads)
+
+    def batch_search_vectors(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
+        qids = self._JArrayList()
+        java_queries = self._JArrayList()
+        empty = []
+        for qid, vector in vectors.items():
+            query = self._java_query(vector)
+            if query is None:
+                empty.append(qid)  # no indexed term: nothing can match, and Anserini needs no empty query
+                continue
+            qids.add(qid)
+            java_queries.add(query)
+        if empty:
+            logger.warning("%d queries share no term with the index and get no hits (e.g. %s)", len(empty), empty[0])
+        results = {}
+        if len(empty) < len(vectors):
+            found = self.lucene.object.batch_search(java_queries, qids, int(k), int(threads))
+            results = {entry.getKey(): entry.getValue() for entry in found.entrySet().toArray()}
+        return {qid: self._hits(results[qid]) if qid in results else [] for qid in vectors}
+
+    def close(self) -> None:
+        self.lucene.close()

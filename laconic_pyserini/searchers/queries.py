@@ -1,0 +1,160 @@
+"""Query vectors for sparse searchers: encoded on the fly with the index's spec, or read pre-encoded.
+
+Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.quantize` with the
+spec's scale), so Lucene's score is the dot product of two quantised vectors, whichever way a query came in.
+An encoder whose tokenisation contract differs from the index's is refused before any query is encoded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import numbers
+import os
+from collections import Counter
+from pathlib import Path
+
+from ..data import DataError, iter_jsonl, iter_lines
+from ..quantize import quantize
+from ..spec import EncoderSpec, SpecError, load_spec
+
+logger = logging.getLogger(__name__)
+
+QueryVector = dict[str, int]
+
+
+class QueryEncoding:
+    """Turns query texts into quantised vectors with an encoder that matches the index's spec.
+
+    ``encoder`` is ``None`` (the index's own spec), a spec name / model folder / hub id, or a loaded
+    :class:`~laconic_pyserini.modeling.SparseEncoder`. The model loads on the first text query, so a searcher fed
+    only pre-encoded vectors never imports torch.
+    """
+
+    def __init__(self, index_spec: EncoderSpec, encoder=None, *, where: str = "the index", batch_size: int = 32,
+                 device: str = "cpu", dtype: str = "fp32") -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, not {batch_size}")
+        self.index_spec = index_spec
+        self._encoder = None
+        if encoder is None:
+            spec = index_spec
+        elif isinstance(encoder, (str, os.PathLike)):
+            spec = load_spec(str(encoder))
+        elif isinstance(getattr(encoder, "spec", None), EncoderSpec):
+            spec, self._encoder = encoder.spec, encoder
+        else:
+            raise TypeError(f"encoder must be None, a spec name or path, or a SparseEncoder, not {type(encoder)}")
+        check_spec(index_spec, spec, where=where, what="query encoder")
+        self.spec = spec
+        self.batch_size = batch_size
+        self.device, self.dtype = device, dtype
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            from ..modeling import load_sparse_encoder
+
+            self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype)
+        return self._encoder
+
+    def encode(self, texts: list[str]) -> list[QueryVector]:
+        """Quantised vectors of query texts (the spec's query prefix is added by the encoder)."""
+        vectors: list[QueryVector] = []
+        for start in range(0, len(texts), self.batch_size):
+            for weights in self.encoder.encode_queries(texts[start:start + self.batch_size]):
+                vectors.append(quantize(weights, self.spec.quant_scale))
+        return vectors
+
+    def vectors(self, queries: dict[str, str | QueryVector]) -> dict[str, QueryVector]:
+        """``{qid: impacts}``: texts are encoded in batches, vectors (pre-encoded queries) pass through."""
+        texts = {qid: q for qid, q in queries.items() if isinstance(q, str)}
+        encoded = dict(zip(texts, self.encode(list(texts.values())))) if texts else {}
+        out = {}
+        for qid, query in queries.items():
+            if isinstance(query, str):
+                out[qid] = encoded[qid]
+            elif isinstance(query, dict):
+                if not all(isinstance(w, numbers.Integral) for w in query.values()):
+                    raise ValueError(f"query {qid!r}: a query vector holds integer impacts; quantise float weights "
+                                     "with laconic_pyserini.quantize.quantize(weights, spec.quant_scale)")
+                out[qid] = query
+            else:
+                raise TypeError(f"query {qid!r}: expected a text or a {{term: impact}} dict, not {type(query)}")
+        return out
+
+
+def check_spec(index_spec: EncoderSpec, query_spec: EncoderSpec, *, where: str, what: str) -> None:
+    """Refuse query vectors from an encoder whose contract differs from the documents' encoder."""
+    reason = index_spec.mismatch(query_spec)
+    if reason:
+        raise SpecError(f"{what} {query_spec.name!r} does not match {where}, which was encoded with "
+                        f"{index_spec.name!r} ({reason}); encode queries with --encoder {index_spec.name} "
+                        "(or leave --encoder out to use the index's own encoder)")
+
+
+def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = None) -> dict[str, QueryVector]:
+    """``{qid: {term: impact}}`` from a pre-encoded queries file, in file order.
+
+    - TSV (``.tsv``/``.txt``): ``qid<TAB>term term term…``, each term repeated by its impact (pyserini's format);
+    - JSONL: ``{"id": qid, "vector": {term: impact}}`` (``contents`` may be present and is ignored).
+
+    When ``FILE.manifest.json`` (written by ``python -m laconic_pyserini.encode.query``) is present, its spec is
+    checked against ``index_spec``. Duplicate ids, non-integer impacts and empty files are errors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "no such pre-encoded queries file",
+                        "write one with `python -m laconic_pyserini.encode.query`")
+    if index_spec is not None:
+        _check_sidecar(path, index_spec)
+    name = path.name.removesuffix(".gz")
+    queries: dict[str, QueryVector] = {}
+    if name.endswith((".tsv", ".txt")):
+        rows = ((number, *_tsv_query(path, number, line)) for number, line in iter_lines(path))
+    else:
+        rows = ((number, *_json_query(path, number, obj)) for number, obj in iter_jsonl(path))
+    for number, qid, vector in rows:
+        if qid in queries:
+            raise DataError(path, number, f"duplicate query id {qid!r}", "query ids must be unique")
+        queries[qid] = vector
+    if not queries:
+        raise DataError(path, None, "no queries in the file", "encode topics into it first")
+    return queries
+
+
+def _check_sidecar(path: Path, index_spec: EncoderSpec) -> None:
+    sidecar = path.with_name(path.name + ".manifest.json")
+    if not sidecar.is_file():
+        logger.warning("%s: no %s beside it; cannot check that its queries come from encoder %r",
+                       path, sidecar.name, index_spec.name)
+        return
+    try:
+        spec = EncoderSpec.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))["spec"], source=str(sidecar))
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise DataError(sidecar, None, f"unreadable query manifest ({exc!r})", "re-encode the queries") from None
+    check_spec(index_spec, spec, where="the index", what=f"the encoder of {path}")
+
+
+def _tsv_query(path: Path, number: int, line: str) -> tuple[str, QueryVector]:
+    qid, sep, terms = line.partition("\t")
+    if not sep or not qid.strip():
+        raise DataError(path, number, "expected 'qid<TAB>term term …'", "separate the id and the terms with a tab")
+    return qid.strip(), dict(Counter(terms.split()))
+
+
+def _json_query(path: Path, number: int, obj: dict) -> tuple[str, QueryVector]:
+    qid = obj.get("id", obj.get("_id", obj.get("qid")))
+    if qid is None or str(qid).strip() == "":
+        raise DataError(path, number, "query has no 'id'")
+    vector = obj.get("vector")
+    if not isinstance(vector, dict):
+        raise DataError(path, number, f"query {qid!r} has no 'vector' object", "expected {\"id\", \"vector\"}")
+    impacts = {}
+    for term, weight in vector.items():
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != int(weight):
+            raise DataError(path, number, f"query {qid!r}: weight {weight!r} of {term!r} is not an integer impact",
+                            "pre-encoded vectors hold quantised impacts; write them with laconic_pyserini.encode.query")
+        if weight > 0:
+            impacts[term] = int(weight)
+    return str(qid), impacts

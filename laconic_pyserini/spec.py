@@ -1,0 +1,357 @@
+"""The tokenisation contract of an encoder (:class:`EncoderSpec`) and how an ``--encoder`` argument becomes one.
+
+An ``--encoder`` argument is one of
+- a spec name from ``encoders/*.yaml`` (``laconic-1b``, ``splade-tiny``, ``minilm``);
+- a hub id that one of those specs names as its ``model`` (``utahnlp/laconic-1b``, ``rasyosef/splade-tiny``);
+- a local model folder: a folder with an ``encoder_spec.json`` (what training writes) is taken at its word;
+  otherwise the kind comes from the folder's ``config.json`` architectures (or its LoRA adapter's base, or its GGUF
+  header), never from its name, and the defaults of that kind apply (the LACONIC contract for decoders).
+
+Hub ids stay hub ids inside a spec, so a manifest written here reads the same on a machine with network access;
+:func:`resolve_model_location` turns them into a local folder under ``$LACONIC_MODELS`` when one exists.
+This module imports neither torch nor transformers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS_ENV = "LACONIC_MODELS"
+SPEC_FILENAME = "encoder_spec.json"
+KINDS = ("decoder", "mlm", "dense")
+POOLINGS = ("max", "mean", "last", "cls")
+ACTIVATIONS = ("log1p_relu", "relu")
+
+# Hub ids whose local copy (unpacked by ../shared/assets/fetch-models.sh) lives under a different folder name than
+# the last part of the id. All Llama-3 / 3.1 / 3.2 bases share one 128,256-token tokenizer.
+_LOCAL_NAMES = {
+    "meta-llama/Llama-3.2-1B": "llama3-tokenizer",
+    "meta-llama/Llama-3.2-3B": "llama3-tokenizer",
+    "meta-llama/Llama-3.1-8B": "llama3-tokenizer",
+    "meta-llama/Meta-Llama-3-8B": "llama3-tokenizer",
+    "HuggingFaceTB/SmolLM2-135M-Instruct": "smollm2-135m-gguf",
+}
+
+# Fields that decide which vector a text becomes, hence whether two encoders' vectors can be compared.
+# max_length and top_k are left out: queries and documents may legitimately be truncated differently.
+_CONTRACT_FIELDS = ("kind", "tokenizer", "base_model", "gguf_file", "query_prefix", "passage_prefix",
+                    "add_special_tokens", "pooling", "activation", "quant_scale", "normalize", "bidirectional")
+
+
+class SpecError(ValueError):
+    """An encoder spec or ``--encoder`` argument that cannot be used; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """Everything that decides how a text becomes a vector; written into every output's ``manifest.json``."""
+
+    name: str
+    model: str
+    kind: str
+    tokenizer: str | None = None
+    base_model: str | None = None
+    gguf_file: str | None = None
+    query_prefix: str = ""
+    passage_prefix: str = ""
+    add_special_tokens: bool = True
+    max_length: int = 256
+    pooling: str = "max"
+    activation: str = "log1p_relu"
+    top_k: int | None = None
+    quant_scale: float = 100.0
+    normalize: bool = False
+    # Decoders only: attend in both directions (LACONIC). Encoder-only models are bidirectional anyway.
+    bidirectional: bool = True
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.kind not in KINDS:
+            problems.append(f"kind {self.kind!r} is not one of {', '.join(KINDS)}")
+        if self.pooling not in POOLINGS:
+            problems.append(f"pooling {self.pooling!r} is not one of {', '.join(POOLINGS)}")
+        if self.kind != "dense" and self.pooling != "max":
+            problems.append(f"a sparse ({self.kind}) encoder max-pools; pooling {self.pooling!r} is for dense kinds")
+        if self.kind != "dense" and self.activation not in ACTIVATIONS:
+            problems.append(f"activation {self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+        if not isinstance(self.max_length, int) or self.max_length < 1:
+            problems.append(f"max_length must be a positive integer, not {self.max_length!r}")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
+            problems.append(f"top_k must be a positive integer or null, not {self.top_k!r}")
+        if not self.quant_scale > 0:
+            problems.append(f"quant_scale must be positive, not {self.quant_scale!r}")
+        if problems:
+            raise SpecError(f"encoder spec {self.name!r}: " + "; ".join(problems))
+
+    # ---------------------------------------------------------------------------------------- (de)serialising
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "spec") -> "EncoderSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SpecError(f"{source}: unknown encoder spec field(s) {', '.join(unknown)}; "
+                            f"known fields: {', '.join(sorted(known))}")
+        missing = [k for k in ("name", "model", "kind") if not d.get(k)]
+        if missing:
+            raise SpecError(f"{source}: encoder spec needs {', '.join(missing)}")
+        values = dict(d)
+        if "quant_scale" in values:
+            values["quant_scale"] = float(values["quant_scale"])
+        return cls(**values)
+
+    # ---------------------------------------------------------------------------------------- texts
+
+    def query_text(self, text: str) -> str:
+        return self.query_prefix + text
+
+    def document_text(self, title: str, text: str, as_query: bool = False) -> str:
+        """``passage: {title} {text}`` (``passage: {text}`` when the title is empty).
+
+        ``as_query`` gives documents the query prefix, as BEIR Quora and CQADupStack documents are questions.
+        """
+        body = f"{title} {text}" if title else text
+        return (self.query_prefix if as_query else self.passage_prefix) + body
+
+    # ---------------------------------------------------------------------------------------- compatibility
+
+    def mismatch(self, other: "EncoderSpec") -> str | None:
+        """Why vectors of ``self`` and ``other`` cannot be scored against each other, or None if they can."""
+        reasons = []
+        if self.name != other.name:
+            reasons.append(f"encoder {self.name!r} vs {other.name!r}")
+        if not _same_location(self.model, other.model) and not (_is_local(self.model) or _is_local(other.model)):
+            reasons.append(f"model {self.model!r} vs {other.model!r}")
+        for field in _CONTRACT_FIELDS:
+            a, b = getattr(self, field), getattr(other, field)
+            if field in ("tokenizer", "base_model") and a and b and _same_location(a, b):
+                continue
+            if a != b:
+                reasons.append(f"{field} {a!r} vs {b!r}")
+        return "; ".join(reasons) if reasons else None
+
+
+def _same_location(a: str, b: str) -> bool:
+    # A hub id and the local copy it resolves to (e.g. --tokenizer $LACONIC_MODELS/llama3-tokenizer) are one thing.
+    return a == b or resolve_model_location(a) == resolve_model_location(b)
+
+
+def _is_local(model: str) -> bool:
+    # A local folder's path differs from machine to machine; the spec name still identifies it.
+    return os.path.isabs(model) or model.startswith(".")
+
+
+# -------------------------------------------------------------------------------------------- locations
+
+
+def models_root() -> Path:
+    return Path(os.environ.get(MODELS_ENV) or Path.home() / ".cache" / "laconic-models").expanduser()
+
+
+def resolve_model_location(hub_id_or_path: str) -> str:
+    """A local folder for a hub id or path: the path itself if it exists, else ``$LACONIC_MODELS/<local name>``
+    if that exists, else the hub id unchanged (transformers downloads it where there is a network)."""
+    path = Path(hub_id_or_path).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    local_name = _LOCAL_NAMES.get(hub_id_or_path, hub_id_or_path.rstrip("/").rsplit("/", 1)[-1])
+    local = models_root() / local_name
+    if local.is_dir():
+        return str(local)
+    return hub_id_or_path
+
+
+# -------------------------------------------------------------------------------------------- yaml specs
+
+
+def encoders_dir() -> Path:
+    """The folder of shipped ``*.yaml`` specs (``encoders/`` at the top of the checkout)."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here.parent / "encoders", here / "encoders"):
+        if candidate.is_dir():
+            return candidate
+    return here.parent / "encoders"
+
+
+def known_specs() -> dict[str, EncoderSpec]:
+    """Every shipped spec by name."""
+    import yaml
+
+    specs = {}
+    for path in sorted(encoders_dir().glob("*.yaml")):
+        with open(path, encoding="utf-8") as f:
+            try:
+                data = yaml.safe_load(f)
+            except yaml.YAMLError as exc:
+                raise SpecError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: an encoder spec must be a mapping of fields")
+        data.setdefault("name", path.stem)
+        if data["name"] != path.stem:
+            raise SpecError(f"{path}: name {data['name']!r} differs from the file name; rename one of them")
+        specs[path.stem] = EncoderSpec.from_dict(data, source=str(path))
+    return specs
+
+
+def load_spec(encoder: str, *, tokenizer: str | None = None, **overrides) -> EncoderSpec:
+    """The spec for a spec name, a hub id named by a shipped spec, or a local model folder.
+
+    ``tokenizer`` and ``overrides`` (any :class:`EncoderSpec` field, e.g. ``max_length=128``) replace the spec's
+    values; ``None`` values are ignored so CLI flags can be passed through unconditionally.
+    """
+    specs = known_specs()
+    spec = specs.get(encoder)
+    if spec is None:
+        by_model = [s for s in specs.values() if s.model == encoder]
+        if by_model:
+            spec = by_model[0]
+    if spec is None:
+        path = Path(encoder).expanduser()
+        if path.is_dir():
+            spec = _spec_for_folder(path.resolve(), specs)
+        elif path.is_file() and path.suffix == ".gguf":
+            spec = _spec_for_folder(path.resolve().parent, specs, gguf_file=path.name)
+        else:
+            raise SpecError(
+                f"--encoder {encoder!r} is not a shipped spec ({', '.join(sorted(specs)) or 'none found'}), "
+                f"not a hub id named by one ({', '.join(sorted(s.model for s in specs.values()))}), "
+                f"and not a local folder; pass one of those, or a folder with config.json")
+    changes = {k: v for k, v in dict(overrides, tokenizer=tokenizer).items() if v is not None}
+    if changes:
+        known = {f.name for f in dataclasses.fields(EncoderSpec)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            raise SpecError(f"unknown encoder spec field(s) {', '.join(unknown)}")
+        spec = dataclasses.replace(spec, **changes)
+    return spec
+
+
+# -------------------------------------------------------------------------------------------- folders
+
+
+def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str | None = None) -> EncoderSpec:
+    saved = folder / SPEC_FILENAME
+    if saved.exists():
+        try:
+            data = json.loads(saved.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"{saved}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        data["model"] = str(folder)
+        return EncoderSpec.from_dict(data, source=str(saved))
+    # A local copy of a shipped spec's model (e.g. $LACONIC_MODELS/splade-tiny) is that spec.
+    for spec in specs.values():
+        location = Path(resolve_model_location(spec.model))
+        if location.exists() and location.resolve() == folder and gguf_file in (None, spec.gguf_file):
+            return spec
+    kind, base_model = detect_kind(folder)
+    if gguf_file is None and not (folder / "config.json").exists():
+        ggufs = sorted(p.name for p in folder.glob("*.gguf"))
+        gguf_file = ggufs[0] if len(ggufs) == 1 else None
+    name = folder.name
+    if kind == "decoder":
+        return EncoderSpec(name=name, model=str(folder), kind="decoder", base_model=base_model,
+                           gguf_file=gguf_file, **LACONIC_CONTRACT)
+    if kind == "mlm":
+        return EncoderSpec(name=name, model=str(folder), kind="mlm", base_model=base_model,
+                           add_special_tokens=True, max_length=256, pooling="max", activation="log1p_relu")
+    return _dense_folder_spec(folder, name)
+
+
+# The LACONIC input contract; a decoder folder without its own spec gets it.
+LACONIC_CONTRACT = dict(query_prefix="query: ", passage_prefix="passage: ", add_special_tokens=False,
+                        max_length=256, pooling="max", activation="log1p_relu", top_k=512, quant_scale=100.0)
+
+
+def _read_json(path: Path) -> dict | list:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise SpecError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def detect_kind(folder: Path) -> tuple[str, str | None]:
+    """(kind, base model of a LoRA adapter or None) from what a folder holds, never from its name."""
+    adapter = folder / "adapter_config.json"
+    if adapter.exists():
+        config = _read_json(adapter)
+        base = config.get("base_model_name_or_path")
+        if not base:
+            raise SpecError(f"{adapter}: a LoRA adapter must name base_model_name_or_path")
+        base_folder = Path(resolve_model_location(base))
+        if base_folder.is_dir():
+            return detect_kind(base_folder)[0], base
+        task = config.get("task_type")
+        if task == "CAUSAL_LM":
+            return "decoder", base
+        raise SpecError(f"{adapter}: cannot tell the kind of base model {base!r} (not found locally and task_type "
+                        f"{task!r}); pass --encoder with a spec that sets kind")
+    modules = folder / "modules.json"
+    if modules.exists():
+        types = " ".join(str(m.get("type", "")) for m in _read_json(modules))
+        return ("mlm" if "SpladePooling" in types or "MLMTransformer" in types else "dense"), None
+    config_path = folder / "config.json"
+    if config_path.exists():
+        architectures = _read_json(config_path).get("architectures") or []
+        for arch in architectures:
+            if arch.endswith("ForCausalLM"):
+                return "decoder", None
+            if arch.endswith("ForMaskedLM"):
+                return "mlm", None
+        for arch in architectures:
+            if arch.endswith("Model"):
+                return "dense", None
+        raise SpecError(f"{config_path}: architectures {architectures} are neither *ForCausalLM (decoder), "
+                        f"*ForMaskedLM (mlm) nor *Model (dense); pass a spec with an explicit kind")
+    ggufs = sorted(folder.glob("*.gguf"))
+    if ggufs:
+        architecture = _gguf_architecture(ggufs[0])
+        if architecture in ("llama", "qwen2", "mistral"):
+            return "decoder", None
+        raise SpecError(f"{ggufs[0]}: GGUF architecture {architecture!r} is not a supported decoder")
+    raise SpecError(f"{folder}: no config.json, adapter_config.json, modules.json, {SPEC_FILENAME} or *.gguf; "
+                    f"is this a model folder?")
+
+
+def _gguf_architecture(path: Path) -> str:
+    import gguf
+
+    field = gguf.GGUFReader(path).fields.get("general.architecture")
+    if field is None:
+        raise SpecError(f"{path}: GGUF file without general.architecture")
+    return bytes(field.parts[field.data[0]]).decode("utf-8")
+
+
+def _dense_folder_spec(folder: Path, name: str) -> EncoderSpec:
+    """A sentence-transformers folder: its own max length, pooling and normalisation."""
+    max_length, pooling, normalize = 512, "mean", False
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.exists():
+        max_length = int(_read_json(sbert).get("max_seq_length") or max_length)
+    modules = folder / "modules.json"
+    if modules.exists():
+        for module in _read_json(modules):
+            kind = str(module.get("type", ""))
+            if kind.endswith("Normalize"):
+                normalize = True
+            if kind.endswith("Pooling"):
+                pooling_config = folder / module.get("path", "") / "config.json"
+                if pooling_config.exists():
+                    pooling = _pooling_mode(_read_json(pooling_config), pooling_config)
+    return EncoderSpec(name=name, model=str(folder), kind="dense", add_special_tokens=True,
+                       max_length=max_length, pooling=pooling, activation="none", normalize=normalize)
+
+
+def _pooling_mode(config: dict, path: Path) -> str:
+    modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+             "pooling_mode_lasttoken": "last", "pooling_mode_max_tokens": "max"}
+    chosen = [mode for key, mode in modes.items() if config.get(key)]
+    if len(chosen) != 1:
+        raise SpecError(f"{path}: exactly one pooling mode must be on (found {chosen or 'none'})")
+    return chosen[0]

@@ -1,0 +1,57 @@
+"""Train one phase of the LACONIC curriculum.
+
+    python -m laconic_pyserini.train --config CONFIG.yaml [--set train.max_steps=100 ...] [--stop-after-steps N]
+    torchrun --nproc-per-node 8 -m laconic_pyserini.train --config CONFIG.yaml        # several GPUs / nodes
+
+A rerun of the same command resumes from the newest checkpoint in ``train.output_dir``. The trained encoder is
+written to ``OUTPUT_DIR/final`` and loads with ``python -m laconic_pyserini.encode --encoder OUTPUT_DIR/final``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def _value(text: str):
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML training config (see laconic_pyserini/train/configs)")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override one config value (YAML syntax), e.g. train.max_steps=100")
+    parser.add_argument("--stop-after-steps", type=int, default=None,
+                        help="checkpoint and stop after this many steps of this invocation (rerun to continue)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from ..data import DataError
+    from ..spec import SpecError
+    from .config import ConfigError, load_config
+
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set {item!r}: use SECTION.KEY=VALUE")
+        overrides[key] = _value(value)
+    try:
+        config = load_config(args.config, overrides)
+        from .loop import train
+
+        out = train(config, stop_after=args.stop_after_steps)
+    except (ConfigError, DataError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

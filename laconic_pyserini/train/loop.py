@@ -1,0 +1,194 @@
+"""The trainer: one phase of the curriculum from a :class:`~.config.Config`.
+
+Single process (``python -m laconic_pyserini.train``) or one process per device under torchrun (DDP; passages and
+queries are gathered across processes for the loss). Each optimizer step consumes ``grad_accum`` micro-batches;
+micro-batch ``m`` is fixed by the seed (:class:`.data.BatchOrder`), so a resumed run continues with exactly the
+batch an uninterrupted run would have seen next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from . import distributed
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import Config
+from .data import BatchOrder, batch_texts, load_examples
+from .losses import flops_weight, laconic_loss
+from .model import backbone_spec, build_trainable, save_output, trainable_state
+
+logger = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+FINAL = "final"
+
+
+def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
+    """Multiplier of the peak learning rate at a step: linear warm-up, then cosine / linear decay to 0, or flat."""
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if schedule == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def total_steps(config: Config, order: BatchOrder) -> int:
+    if config.train.max_steps is not None:
+        return config.train.max_steps
+    return max(1, int(config.train.epochs * order.per_epoch) // config.train.grad_accum)
+
+
+def _device(world: distributed.World) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(world.local_rank)
+        return torch.device("cuda", world.local_rank)
+    return torch.device("cpu")
+
+
+def train(config: Config, *, stop_after: int | None = None) -> Path:
+    """Run (or resume) one phase; returns the output folder (``output_dir/final``), or the output dir itself when
+    ``stop_after`` steps of this invocation end it early (a time-boxed job; rerun to continue)."""
+    output_dir = Path(config.train.output_dir)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    world = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device(world)
+    try:
+        return _train(config, output_dir, world, device, stop_after)
+    finally:
+        distributed.shutdown()
+
+
+def _train(config: Config, output_dir: Path, world: distributed.World, device: torch.device,
+           stop_after: int | None) -> Path:
+    cfg = config.train
+    torch.manual_seed(cfg.seed + world.rank)
+    spec = backbone_spec(config.model)
+    if not cfg.merge and spec.gguf_file:
+        from .config import ConfigError
+
+        # The encoder's loader reads an adapter's tokenizer from the GGUF base, which the adapter folder lacks.
+        raise ConfigError(f"{config.source}: train.merge: false over a GGUF backbone ({spec.gguf_file}) would "
+                          "write an adapter the encoder cannot load yet; use train.merge: true")
+    # bf16 weights only where bf16 kernels are the fast path; on CPUs the base stays fp32 and autocast runs bf16.
+    load_dtype = "bf16" if cfg.precision == "bf16" and device.type == "cuda" else "fp32"
+    trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
+                                passage_max_length=cfg.passage_max_length, device=str(device), dtype=load_dtype,
+                                gradient_checkpointing=cfg.gradient_checkpointing)
+    module = trainable.module
+    model = module
+    if world.distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    negatives = config.data.negatives if cfg.phase == 2 else 0
+    examples = load_examples(config.data.train, sources=config.data.sources,
+                             exclude_sources=config.data.exclude_sources, max_examples=config.data.max_examples,
+                             need_negatives=cfg.phase == 2)
+    order = BatchOrder(len(examples), cfg.batch_size, world.world_size, cfg.seed)
+    steps = total_steps(config, order)
+    warmup = int(config.optim.warmup_ratio * steps)
+    flops_warmup = int(config.loss.flops_warmup_ratio * steps)
+
+    params = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.optim.lr, weight_decay=config.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.optim.schedule, warmup, steps))
+
+    start = 0
+    resume_from = latest_checkpoint(output_dir)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, module=module, optimizer=optimizer, scheduler=scheduler, rank=world.rank)
+        start = int(state["step"])
+        logger.info("resumed from %s at step %d of %d", resume_from, start, steps)
+    if world.is_main:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
+        _truncate_log(output_dir / LOG_FILE, start)
+        logger.info("%d examples, %d micro-batches of %d per process per epoch, %d processes, %d steps "
+                    "(grad_accum %d, %d negatives per query)", len(examples), order.per_epoch, cfg.batch_size,
+                    world.world_size, steps, cfg.grad_accum, negatives)
+
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+                else contextlib.nullcontext())
+    gather = distributed.gather_with_grad if world.distributed and cfg.gather_negatives else None
+    began, done_here = time.perf_counter(), 0
+    for step in range(start, steps):
+        weight_q = flops_weight(step, config.loss.flops_query, flops_warmup)
+        weight_p = flops_weight(step, config.loss.flops_passage, flops_warmup)
+        sums: dict[str, float] = {}
+        for micro in range(cfg.grad_accum):
+            epoch, indices = order.indices(step * cfg.grad_accum + micro, world.rank)
+            queries, passages, group = batch_texts(
+                examples, indices, epoch, negatives=negatives, seed=cfg.seed,
+                query_text=spec.query_text, passage_text=spec.document_text)
+            q_ids, q_mask = trainable.query_tokenizer.tokenize(queries)
+            p_ids, p_mask = trainable.passage_tokenizer.tokenize(passages)
+            last = micro == cfg.grad_accum - 1
+            sync = model.no_sync() if world.distributed and not last else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    q_reps, p_reps = model(q_ids.to(device), q_mask.to(device), p_ids.to(device), p_mask.to(device))
+                terms = laconic_loss(q_reps.float(), p_reps.float(), group_size=group,
+                                     temperature=config.loss.temperature, flops_query=weight_q,
+                                     flops_passage=weight_p, gather=gather, rank=world.rank)
+                (terms["loss"] / cfg.grad_accum).backward()
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(distributed.all_reduce_mean(value.detach())) / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.optim.max_grad_norm)
+        lr = scheduler.get_last_lr()[0]
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        done_here += 1
+        finished = step + 1
+        if world.is_main and (finished % cfg.log_every == 0 or finished == steps or finished == start + 1):
+            record = {"step": finished, "lr": lr, "flops_weight_q": weight_q, "flops_weight_p": weight_p,
+                      "grad_norm": float(grad_norm), **sums,
+                      "seconds": round(time.perf_counter() - began, 2)}
+            with open(output_dir / LOG_FILE, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+            logger.info("step %d/%d loss %.4f info_nce %.4f flops_q %.2f flops_p %.2f nnz_q %.0f nnz_p %.0f "
+                        "lr %.2e (%.1f s/step)", finished, steps, sums["loss"], sums["info_nce"], sums["flops_q"],
+                        sums["flops_p"], sums["nonzero_q"], sums["nonzero_p"], lr,
+                        (time.perf_counter() - began) / done_here)
+        if finished % cfg.save_every == 0 or finished == steps or (stop_after and done_here >= stop_after):
+            save_checkpoint(output_dir, finished, weights=trainable_state(module), optimizer=optimizer,
+                            scheduler=scheduler, state={"config": config.to_dict(), "total_steps": steps},
+                            rank=world.rank, keep=cfg.keep_checkpoints)
+        if stop_after is not None and done_here >= stop_after and finished < steps:
+            logger.info("stopping after %d steps of this run (step %d of %d); rerun to continue", done_here,
+                        finished, steps)
+            return output_dir
+
+    final = output_dir / FINAL
+    if world.is_main:
+        save_output(trainable, final, name=config.model.name, merge=cfg.merge,
+                    extra={"config": config.to_dict(), "steps": steps, "examples": len(examples),
+                           "processes": world.world_size, "backbone_spec": spec.to_dict()})
+        logger.info("trained encoder -> %s (load it with --encoder %s)", final, final)
+    distributed.barrier()
+    return final
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop log lines past the resumed step: those steps are about to be redone."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(tmp, path)
