@@ -23,6 +23,8 @@ import logging
 import os
 from pathlib import Path
 
+from .yaml_file import read_yaml_mapping
+
 logger = logging.getLogger(__name__)
 
 KEYS = {"dataset", "encoder", "documents", "encode", "index", "description"}
@@ -36,17 +38,9 @@ class RecipeError(ValueError):
 
 def load_recipe(path: str | os.PathLike) -> dict:
     """A recipe's fields, checked (unknown keys are errors: a typo must not silently change a run)."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe (see index_recipes/)")
-    try:
-        recipe = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(recipe, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with dataset, encoder and documents")
+    recipe = read_yaml_mapping(path, RecipeError, missing="the shipped index recipes are in index_recipes/",
+                               shape="dataset, encoder and documents")
     problems = []
     unknown = sorted(set(recipe) - KEYS)
     if unknown:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATA_ENV, DataError, _with_gz, resolve_dataset
+from .yaml_file import read_yaml_mapping
 
 DEFAULT_METRICS = ("nDCG@10", "R@100", "R@1000")
 
@@ -143,17 +144,10 @@ class Recipe:
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
     """Read and check a recipe; any problem raises :class:`RecipeError` naming the file and the entry."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise RecipeError(f"{path}: no such recipe (the shipped ones are eval/beir.yaml and eval/mteb-retrieval.yaml)")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise RecipeError(f"{path}: not valid YAML ({exc})") from None
-    if not isinstance(raw, dict):
-        raise RecipeError(f"{path}: a recipe is a mapping with 'datasets' and 'conditions'")
+    raw = read_yaml_mapping(path, RecipeError,
+                            missing="the shipped recipes are eval/beir.yaml and eval/mteb-retrieval.yaml",
+                            shape="'datasets' and 'conditions'")
     where = str(path)
     metrics = tuple(raw.get("metrics") or DEFAULT_METRICS)
     datasets = {}

@@ -222,14 +222,18 @@ def naive_laconic(folder: Path, tokenizer, texts: list[str], prefix: str) -> lis
 
 
 @needs_llama3_tokenizer
-def test_laconic_vectors_equal_naive_reference(tiny_llama_dir):
+@pytest.mark.parametrize("screen", [True, False], ids=["screened-head", "fp32-head"])
+def test_laconic_vectors_equal_naive_reference(tiny_llama_dir, screen):
     spec = load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER))
     assert (spec.kind, spec.top_k, spec.add_special_tokens, spec.passage_prefix) == ("decoder", 512, False,
                                                                                      "passage: ")
-    encoder = load_sparse_encoder(spec)
+    encoder = load_sparse_encoder(spec, screen=screen)
     assert encoder.vocab_size == 128_256
+    assert (encoder._screened is not None) == screen  # an fp32 model is screened by default
     # A small chunk budget forces many chunks, the case the naive reference does not have.
     encoder.budget_bytes = 4 * 128_256 * 4 * 3
+    if screen:
+        encoder._screened.budget_bytes = 128_256 * 2 * 3  # three positions of a row at a time
     tokenizer = transformers.AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER)
     docs = encoder.encode_documents(TEXTS)
     queries = encoder.encode_queries(TEXTS[:2])
@@ -349,6 +353,33 @@ def test_splade_tiny_documents_and_empty_input():
     # An empty document is still [CLS] [SEP] for a model trained with special tokens: a small, valid vector.
     assert all(w > 0 for w in docs[1].values())
     assert encoder.encode_documents([]) == [] and encoder.encode_queries([]) == []
+
+
+@needs_splade_tiny
+def test_screened_head_bound_holds_and_output_equals_the_fp32_head():
+    """The bf16 screen's error stays inside its bound on real SciFact documents, it prunes most of the vocabulary,
+    and the encoder's quantised vectors equal those of the all-fp32 head, term for term."""
+    from itertools import islice
+
+    from laconic_pyserini.data import iter_corpus, resolve_dataset
+    docs = [d.contents for d in islice(iter_corpus(resolve_dataset("scifact")), 64)]
+    spec = load_spec("splade-tiny")
+    screened, plain = load_sparse_encoder(spec), load_sparse_encoder(spec, screen=False)
+    assert screened._screened is not None and plain._screened is None
+    assert [quantize(v) for v in screened.encode_documents(docs)] == \
+        [quantize(v) for v in plain.encode_documents(docs)]
+
+    ids, mask = screened.tokenize(docs[:8])
+    with torch.inference_mode():
+        hidden = screened._body(input_ids=ids, attention_mask=mask).last_hidden_state
+        _, approx, slack = screened._screened.screen(hidden, mask)
+        exact = screened.model.cls(hidden).masked_fill(~mask.bool()[:, :, None], float("-inf")).amax(dim=1)
+    error = (approx - exact).abs()
+    assert bool((error <= slack).all())
+    assert error.max() > 0  # bf16 really differs: the bound is doing work
+    candidates = ((approx + slack) > 0).sum(dim=1)
+    assert bool((candidates < 0.1 * screened.vocab_size).all())  # ~940 of 30,522 per SciFact document
+    assert bool((candidates >= ((exact > 0).sum(dim=1))).all())
 
 
 def test_folder_named_like_a_decoder_but_holding_bert_loads_as_mlm(tmp_path):

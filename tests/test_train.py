@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
@@ -411,3 +412,40 @@ def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, 
     trained = load_sparse_encoder(spec).encode_weights(texts)
     backbone = load_sparse_encoder(load_spec("smollm2-135m")).encode_weights(texts)
     assert trained.shape == backbone.shape and not torch.equal(trained, backbone)
+
+
+def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs_file):
+    """Early stopping: ``--export-step N`` writes step N's encoder, which encodes as backbone + step N's LoRA
+    weights (not the final ones); a step without a complete checkpoint is a clear error listing those there are."""
+    from laconic_pyserini.modeling import load_sparse_encoder
+    from laconic_pyserini.spec import load_spec
+    from laconic_pyserini.train.__main__ import main
+    from laconic_pyserini.train.checkpoint import step_checkpoint
+    from laconic_pyserini.train.loop import export_checkpoint, train
+    from laconic_pyserini.train.model import backbone_spec, build_trainable
+
+    out = tmp_path / "run"
+    config = _tiny_config(tiny_llama, pairs_file, out, save_every=2, keep_checkpoints=3)
+    final = train(config)
+    exported = export_checkpoint(config, 2)
+    assert exported == out / "step-2-final"
+    assert json.loads((exported / "training.json").read_text())["steps"] == 2
+    texts = ["query: diffusion tensor imaging of white matter"]
+    got = load_sparse_encoder(load_spec(str(exported))).encode_weights(texts)
+
+    rebuilt = build_trainable(backbone_spec(config.model), config.lora, query_max_length=256,
+                              passage_max_length=256)
+    params = dict(rebuilt.module.named_parameters())
+    with torch.no_grad():
+        for name, value in torch.load(step_checkpoint(out, 2) / "adapter.pt").items():
+            params[name].copy_(value)
+        rebuilt.module.eval()
+        ids, mask = rebuilt.query_tokenizer.tokenize(texts)
+        from laconic_pyserini.modeling.sparse_head import keep_top_k
+        expected = keep_top_k(rebuilt.module.encode(ids, mask), 512)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final))).encode_weights(texts))
+
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
+    assert main(["--config", str(config_file), "--export-step", "3"]) == 2  # only 2 and 4 were saved

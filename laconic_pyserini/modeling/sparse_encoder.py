@@ -9,7 +9,8 @@ import torch
 
 from ..spec import EncoderSpec
 from .loading import LoadedModel, load_model
-from .sparse_head import DEFAULT_CHUNK_BYTES, keep_top_k, lm_head_function, sparse_pool
+from .screened_head import ScreenedHead, split_head
+from .sparse_head import DEFAULT_CHUNK_BYTES, activate, keep_top_k, lm_head_function, sparse_pool
 
 logger = logging.getLogger(__name__)
 
@@ -44,10 +45,13 @@ class SparseEncoder:
 
     Weights are post-activation (log1p(relu) of the max-pooled logits), top-k applied when the spec asks for it;
     terms are raw vocabulary strings (``Ġheart`` for Llama-3, ``heart`` / ``##ing`` for BERT wordpieces).
+    With ``screen`` (the default), an fp32 model's vocabulary projection is screened in bf16 and only the terms that
+    can survive activation and top-k are computed in fp32 (:mod:`.screened_head`); ``screen=False`` computes every
+    logit in the model's dtype.
     """
 
     def __init__(self, spec: EncoderSpec, loaded: LoadedModel, *, device: str = "cpu",
-                 budget_bytes: int = DEFAULT_CHUNK_BYTES) -> None:
+                 budget_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool = True) -> None:
         self.spec = spec
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -65,6 +69,9 @@ class SparseEncoder:
         terms = self.tokenizer.convert_ids_to_tokens(list(range(min(self.vocab_size, len(self.tokenizer)))))
         self.terms: list[str | None] = terms + [None] * (self.vocab_size - len(terms))
         self.pad_id = self._padding_id()
+        split = split_head(self.model, spec.kind) if screen else None
+        self._screened = ScreenedHead(split, budget_bytes=budget_bytes) \
+            if split is not None and split.weight.dtype == torch.float32 else None
 
     def _padding_id(self) -> int:
         if self.spec.add_special_tokens and self.tokenizer.pad_token_id is not None:
@@ -108,8 +115,11 @@ class SparseEncoder:
         hidden = self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state \
             if self.spec.kind == "decoder" else \
             self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=self.spec.activation,
-                              budget_bytes=self.budget_bytes)
+        if self._screened is not None:
+            weights = activate(self._screened(hidden, attention_mask, self.spec.top_k), self.spec.activation)
+        else:
+            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size,
+                                  activation=self.spec.activation, budget_bytes=self.budget_bytes)
         return keep_top_k(weights, self.spec.top_k)
 
     def _to_dicts(self, weights: torch.Tensor) -> list[dict[str, float]]:
@@ -134,6 +144,7 @@ class SparseEncoder:
         return self._to_dicts(self.encode_weights(prefixed))
 
 
-def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -> SparseEncoder:
+def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32",
+                        screen: bool = True) -> SparseEncoder:
     """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`)."""
-    return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device)
+    return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device, screen=screen)

@@ -1,6 +1,7 @@
 """Train one phase of the LACONIC curriculum.
 
     python -m laconic_pyserini.train --config CONFIG.yaml [--set train.max_steps=100 ...] [--stop-after-steps N]
+    python -m laconic_pyserini.train --config CONFIG.yaml --export-step N [--export-to DIR]   # an earlier checkpoint
     torchrun --nproc-per-node 8 -m laconic_pyserini.train --config CONFIG.yaml        # several GPUs / nodes
 
 A rerun of the same command resumes from the newest checkpoint in ``train.output_dir``. The trained encoder is
@@ -29,6 +30,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="override one config value (YAML syntax), e.g. train.max_steps=100")
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="checkpoint and stop after this many steps of this invocation (rerun to continue)")
+    parser.add_argument("--export-step", type=int, default=None,
+                        help="write the encoder of this step's checkpoint (early stopping) instead of training")
+    parser.add_argument("--export-to", default=None,
+                        help="--export-step: output folder (default OUTPUT_DIR/step-N-final)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from ..data import DataError
@@ -43,10 +48,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides[key] = _value(value)
     try:
         config = load_config(args.config, overrides)
-        from .loop import train
+        from .loop import export_checkpoint, train
 
-        out = train(config, stop_after=args.stop_after_steps)
-    except (ConfigError, DataError, SpecError) as exc:
+        if args.export_step is not None:
+            out = export_checkpoint(config, args.export_step, args.export_to)
+        else:
+            out = train(config, stop_after=args.stop_after_steps)
+    except (ConfigError, DataError, SpecError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(out)

@@ -90,8 +90,21 @@ def _prune(folder: Path, keep: int) -> None:
         shutil.rmtree(stale)
 
 
-def load_checkpoint(path: Path, *, module: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict:
-    """Restore weights, optimizer, scheduler and this rank's RNG state; returns ``state.json``."""
+def step_checkpoint(output_dir: str | os.PathLike, step: int) -> Path:
+    """The complete checkpoint of ``step``; a clear error listing the steps there are otherwise."""
+    path = checkpoint_dir(output_dir) / f"{PREFIX}{step:08d}"
+    if not (path / "state.json").exists():
+        folder = checkpoint_dir(output_dir)
+        have = sorted(int(p.name[len(PREFIX):]) for p in folder.iterdir()
+                      if p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit() and (p / "state.json").exists()) \
+            if folder.is_dir() else []
+        raise FileNotFoundError(f"{path}: no complete checkpoint of step {step} "
+                                f"(complete checkpoints: {', '.join(map(str, have)) or 'none'})")
+    return path
+
+
+def load_weights(path: Path, module: torch.nn.Module) -> dict:
+    """Copy a checkpoint's trainable weights into ``module``; returns its ``state.json``."""
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
     weights = torch.load(path / "adapter.pt", map_location="cpu")
     params = dict(module.named_parameters())
@@ -102,6 +115,12 @@ def load_checkpoint(path: Path, *, module: torch.nn.Module, optimizer, scheduler
     with torch.no_grad():
         for name, value in weights.items():
             params[name].copy_(value)
+    return state
+
+
+def load_checkpoint(path: Path, *, module: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict:
+    """Restore weights, optimizer, scheduler and this rank's RNG state; returns ``state.json``."""
+    state = load_weights(path, module)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu"))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu"))
     rng_file = path / f"rng-{rank}.pt"

@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..yaml_file import read_yaml_mapping
+
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -152,16 +154,9 @@ def _coerce(cls, values: dict, where: str) -> dict:
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Config:
     """Read a YAML config; ``overrides`` (``{"train.max_steps": 10}``) replace single keys after reading."""
-    import yaml
-
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
-    raw = raw or {}
+    raw = read_yaml_mapping(path, ConfigError, missing="the shipped configs are in configs/",
+                            shape="model, lora, data, optim, loss and train sections", empty_ok=True)
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, step_checkpoint
 from .config import Config
 from .data import BatchOrder, batch_texts, load_examples
 from .losses import flops_weight, laconic_loss
@@ -181,6 +181,26 @@ def _train(config: Config, output_dir: Path, world: distributed.World, device: t
         logger.info("trained encoder -> %s (load it with --encoder %s)", final, final)
     distributed.barrier()
     return final
+
+
+def export_checkpoint(config: Config, step: int, out_dir: str | os.PathLike | None = None) -> Path:
+    """Write the encoder of an earlier checkpoint (early stopping) as a run's output is written: merged weights
+    or adapter, tokenizer, ``encoder_spec.json``. Default folder: ``output_dir/step-N-final``."""
+    output_dir = Path(config.train.output_dir)
+    path = step_checkpoint(output_dir, step)
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    cfg = config.train
+    spec = backbone_spec(config.model)
+    trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
+                                passage_max_length=cfg.passage_max_length)
+    state = load_weights(path, trainable.module)
+    target = Path(out_dir) if out_dir is not None else output_dir / f"step-{step}-{FINAL}"
+    save_output(trainable, target, name=config.model.name, merge=cfg.merge,
+                extra={"config": config.to_dict(), "steps": int(state["step"]), "exported_from": str(path),
+                       "backbone_spec": spec.to_dict()})
+    logger.info("encoder of %s -> %s (load it with --encoder %s)", path, target, target)
+    return target
 
 
 def _truncate_log(path: Path, step: int) -> None:
