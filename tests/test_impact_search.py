@@ -96,6 +96,31 @@ def brute_force(encoded_dir: Path, vectors: dict[str, dict[str, int]], k: int):
     return run, all_scores
 
 
+
+def test_vector_eval_impact_run_equals_the_lucene_index(tmp_path, data_root, scifact_impact, scifact_searcher):
+    """``train.vector_eval`` scores without an index; its ``impact`` run must be what the Lucene impact index of
+    the same encoder returns (same scores for every top-10 hit, same nDCG@10), and its ``full`` run close to it
+    for splade-tiny (whose vectors have no top-k cut, only quantisation)."""
+    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.eval import evaluate
+    from laconic_pyserini.run import read_trec_run
+    from laconic_pyserini.train.vector_eval import vector_eval
+
+    result = vector_eval("splade-tiny", str(data_root / "scifact"), tmp_path, max_length=256, dtype="fp32")
+    topics = load_topics(data_root / "scifact", "test")
+    lucene = scifact_searcher.batch_search(topics, 1000, threads=2)
+    ours = read_trec_run(tmp_path / "run.impact.trec")
+    for qid in topics:
+        assert [s for _, s in ours[qid][:10]] == [s for _, s in lucene[qid][:10]], qid
+    qrels = load_qrels(data_root / "scifact", "test")
+    assert result["impact"]["nDCG@10"] == pytest.approx(evaluate(qrels, lucene)["nDCG@10"], abs=1e-4)
+    assert result["full"]["nDCG@10"] == pytest.approx(result["impact"]["nDCG@10"], abs=5e-3)
+    assert (result["documents"], result["queries"]) == (SCIFACT_DOCS, 300)
+    # A rerun with the same arguments reuses the results.
+    (tmp_path / "run.impact.trec").unlink()
+    assert vector_eval("splade-tiny", str(data_root / "scifact"), tmp_path, max_length=256, dtype="fp32") == result
+
+
 # ---------------------------------------------------------------------------------------------- exactness
 
 
