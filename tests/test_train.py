@@ -273,17 +273,31 @@ def test_resume_after_a_crash_gives_the_same_next_steps(tmp_path, tiny_llama, pa
     assert a[4]["flops_weight_q"] == pytest.approx(1e-2) and a[1]["flops_weight_q"] == 0.0
 
 
+def _backbone_plus_checkpoint(config, checkpoint: Path, texts: list[str]) -> torch.Tensor:
+    """Reference vectors (top 512) built apart from the saved output: the training module over the backbone, with
+    a checkpoint's LoRA weights copied in."""
+    from laconic_pyserini.modeling.sparse_head import keep_top_k
+    from laconic_pyserini.train.checkpoint import load_weights
+    from laconic_pyserini.train.model import backbone_spec, build_trainable
+
+    rebuilt = build_trainable(backbone_spec(config.model), config.lora, query_max_length=256,
+                              passage_max_length=256)
+    load_weights(checkpoint, rebuilt.module)
+    rebuilt.module.eval()
+    with torch.no_grad():
+        ids, mask = rebuilt.query_tokenizer.tokenize(texts)
+        return keep_top_k(rebuilt.module.encode(ids, mask), 512)
+
+
 @pytest.mark.parametrize("merge", [True, False], ids=["merged", "adapter"])
 def test_trained_output_loads_as_an_encoder_and_encodes_as_trained(tmp_path, tiny_llama, pairs_file, merge):
     """The folder training writes is an ``--encoder`` by itself: its spec keeps the LACONIC contract, and the
     merged weights (or the LoRA adapter over the backbone) give the vectors of the backbone + the trained LoRA
     weights."""
     from laconic_pyserini.modeling import load_sparse_encoder
-    from laconic_pyserini.modeling.sparse_head import keep_top_k
     from laconic_pyserini.spec import load_spec
     from laconic_pyserini.train.checkpoint import latest_checkpoint
     from laconic_pyserini.train.loop import train
-    from laconic_pyserini.train.model import backbone_spec, build_trainable
 
     out = tmp_path / "run"
     config = _tiny_config(tiny_llama, pairs_file, out, merge=merge)
@@ -298,16 +312,7 @@ def test_trained_output_loads_as_an_encoder_and_encodes_as_trained(tmp_path, tin
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
     from_output = encoder.encode_weights(texts)
 
-    rebuilt = build_trainable(backbone_spec(config.model), config.lora, query_max_length=256,
-                              passage_max_length=256)
-    weights = torch.load(latest_checkpoint(out) / "adapter.pt")
-    params = dict(rebuilt.module.named_parameters())
-    with torch.no_grad():
-        for name, value in weights.items():
-            params[name].copy_(value)
-        rebuilt.module.eval()
-        ids, mask = rebuilt.query_tokenizer.tokenize(texts)
-        expected = keep_top_k(rebuilt.module.encode(ids, mask), spec.top_k)
+    expected = _backbone_plus_checkpoint(config, latest_checkpoint(out), texts)
     torch.testing.assert_close(from_output, expected, rtol=1e-4, atol=1e-5)
     backbone = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
     assert not torch.allclose(backbone, from_output)  # training changed the encoder
@@ -422,7 +427,6 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     from laconic_pyserini.train.__main__ import main
     from laconic_pyserini.train.checkpoint import step_checkpoint
     from laconic_pyserini.train.loop import export_checkpoint, train
-    from laconic_pyserini.train.model import backbone_spec, build_trainable
 
     out = tmp_path / "run"
     config = _tiny_config(tiny_llama, pairs_file, out, save_every=2, keep_checkpoints=3)
@@ -433,16 +437,7 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     texts = ["query: diffusion tensor imaging of white matter"]
     got = load_sparse_encoder(load_spec(str(exported))).encode_weights(texts)
 
-    rebuilt = build_trainable(backbone_spec(config.model), config.lora, query_max_length=256,
-                              passage_max_length=256)
-    params = dict(rebuilt.module.named_parameters())
-    with torch.no_grad():
-        for name, value in torch.load(step_checkpoint(out, 2) / "adapter.pt").items():
-            params[name].copy_(value)
-        rebuilt.module.eval()
-        ids, mask = rebuilt.query_tokenizer.tokenize(texts)
-        from laconic_pyserini.modeling.sparse_head import keep_top_k
-        expected = keep_top_k(rebuilt.module.encode(ids, mask), 512)
+    expected = _backbone_plus_checkpoint(config, step_checkpoint(out, 2), texts)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
     assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final))).encode_weights(texts))
 

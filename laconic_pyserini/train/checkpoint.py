@@ -28,14 +28,20 @@ def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
-def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
-    """The complete checkpoint with the highest step, or None."""
+def complete_checkpoints(output_dir: str | os.PathLike) -> dict[int, Path]:
+    """``{step: folder}`` of every checkpoint whose ``state.json`` was written (the last file of a save)."""
     folder = checkpoint_dir(output_dir)
     if not folder.is_dir():
-        return None
-    done = [p for p in folder.iterdir()
-            if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit() and (p / "state.json").exists()]
-    return max(done, key=lambda p: int(p.name[len(PREFIX):]), default=None)
+        return {}
+    return {int(p.name[len(PREFIX):]): p for p in folder.iterdir()
+            if p.is_dir() and p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit()
+            and (p / "state.json").exists()}
+
+
+def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
+    """The complete checkpoint with the highest step, or None."""
+    done = complete_checkpoints(output_dir)
+    return done[max(done)] if done else None
 
 
 def rng_state() -> dict:
@@ -92,15 +98,11 @@ def _prune(folder: Path, keep: int) -> None:
 
 def step_checkpoint(output_dir: str | os.PathLike, step: int) -> Path:
     """The complete checkpoint of ``step``; a clear error listing the steps there are otherwise."""
-    path = checkpoint_dir(output_dir) / f"{PREFIX}{step:08d}"
-    if not (path / "state.json").exists():
-        folder = checkpoint_dir(output_dir)
-        have = sorted(int(p.name[len(PREFIX):]) for p in folder.iterdir()
-                      if p.name.startswith(PREFIX) and p.name[len(PREFIX):].isdigit() and (p / "state.json").exists()) \
-            if folder.is_dir() else []
-        raise FileNotFoundError(f"{path}: no complete checkpoint of step {step} "
-                                f"(complete checkpoints: {', '.join(map(str, have)) or 'none'})")
-    return path
+    done = complete_checkpoints(output_dir)
+    if step not in done:
+        raise FileNotFoundError(f"{checkpoint_dir(output_dir) / f'{PREFIX}{step:08d}'}: no complete checkpoint of "
+                                f"step {step} (complete checkpoints: {', '.join(map(str, sorted(done))) or 'none'})")
+    return done[step]
 
 
 def load_weights(path: Path, module: torch.nn.Module) -> dict:
