@@ -281,7 +281,7 @@ def _backbone_plus_checkpoint(config, checkpoint: Path, texts: list[str]) -> tor
     from laconic_pyserini.train.model import backbone_spec, build_trainable
 
     rebuilt = build_trainable(backbone_spec(config.model), config.lora, query_max_length=256,
-                              passage_max_length=256)
+                              passage_max_length=256, center_head=config.model.center_head)
     load_weights(checkpoint, rebuilt.module)
     rebuilt.module.eval()
     with torch.no_grad():
@@ -316,6 +316,52 @@ def test_trained_output_loads_as_an_encoder_and_encodes_as_trained(tmp_path, tin
     torch.testing.assert_close(from_output, expected, rtol=1e-4, atol=1e-5)
     backbone = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
     assert not torch.allclose(backbone, from_output)  # training changed the encoder
+
+
+def test_centred_head_keeps_the_language_model_and_is_what_the_trained_encoder_loads(tmp_path, tiny_llama,
+                                                                                      pairs_file):
+    """``model.center_head``: the centred head gives the backbone's next-token distribution exactly, with the input
+    embeddings untouched and every head row's mean removed; training over it writes an untied ``lm_head`` that
+    the encoder loads, giving the vectors of the centred backbone + the trained LoRA (not of the raw backbone)."""
+    from transformers import AutoModelForCausalLM
+
+    from laconic_pyserini.modeling import load_sparse_encoder
+    from laconic_pyserini.modeling.head_centering import center_lm_head
+    from laconic_pyserini.spec import load_spec
+    from laconic_pyserini.train.checkpoint import latest_checkpoint
+    from laconic_pyserini.train.loop import train
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 7]])
+    with torch.no_grad():
+        before = model(input_ids=ids).logits
+        embeddings = model.get_input_embeddings().weight.clone()
+        removed = center_lm_head(model)
+        after = model(input_ids=ids).logits
+    assert removed > 0 and not model.config.tie_word_embeddings
+    torch.testing.assert_close(after.log_softmax(-1), before.log_softmax(-1), rtol=0, atol=1e-5)
+    assert not torch.allclose(after, before)                                   # the logits did move
+    assert torch.equal(model.get_input_embeddings().weight, embeddings)        # the input side did not
+    assert model.get_output_embeddings().weight.mean(0).abs().max() < 1e-6
+
+    out = tmp_path / "centred"
+    config = _tiny_config(tiny_llama, pairs_file, out)
+    config.model.center_head = True
+    final = train(config)
+    from safetensors import safe_open
+
+    with safe_open(str(final / "model.safetensors"), "pt") as f:
+        assert "lm_head.weight" in f.keys()
+    texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
+    got = load_sparse_encoder(load_spec(str(final))).encode_weights(texts)
+    torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(out), texts),
+                               rtol=1e-4, atol=1e-5)
+    config.model.center_head = False
+    assert not torch.allclose(got, _backbone_plus_checkpoint(config, latest_checkpoint(out), texts))
+
+    config.model.center_head, config.train.merge = True, False
+    with pytest.raises(ConfigError, match="train.merge: true"):
+        train(config)
 
 
 # ------------------------------------------------------------------------------------------------ mining
@@ -444,3 +490,29 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
     assert main(["--config", str(config_file), "--export-step", "3"]) == 2  # only 2 and 4 were saved
+
+    # step 0: the model training starts from, i.e. the backbone (the untrained baseline of the run)
+    assert main(["--config", str(config_file), "--export-step", "0", "--export-to", str(tmp_path / "step0")]) == 0
+    assert json.loads((tmp_path / "step0" / "training.json").read_text())["steps"] == 0
+    torch.testing.assert_close(load_sparse_encoder(load_spec(str(tmp_path / "step0"))).encode_weights(texts),
+                               load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts),
+                               rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------ probe
+
+
+def test_probe_ranks_training_queries_in_a_pool_with_their_judged_documents(data_root, models_root):
+    """The one-minute pilot check: real splade-tiny, real SciFact train queries. Every judged document is in the
+    pool, and a real retriever is far above a random ranking (MRR@10 ≈ 0.006 for 500 documents); splade-tiny has no
+    top-k cut, so impacts and full vectors rank alike. Centring needs a bias-free decoder head, said clearly."""
+    from laconic_pyserini.train.probe import probe
+
+    if not (models_root / "splade-tiny").is_dir():
+        pytest.fail(f"{models_root / 'splade-tiny'} is missing: run `make models`")
+    result = probe("splade-tiny", dataset=str(data_root / "scifact"), queries=60, pool=300)
+    assert (result["queries"], result["pool"]) == (60, 300)
+    assert result["impact"]["MRR@10"] > 0.4 and result["full"]["MRR@10"] > 0.4
+    assert abs(result["impact"]["MRR@10"] - result["full"]["MRR@10"]) < 0.05
+    with pytest.raises(ValueError, match="bias-free"):
+        probe("splade-tiny", dataset=str(data_root / "scifact"), queries=5, pool=50, center_head=True)

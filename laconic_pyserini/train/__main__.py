@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stop-after-steps", type=int, default=None,
                         help="checkpoint and stop after this many steps of this invocation (rerun to continue)")
     parser.add_argument("--export-step", type=int, default=None,
-                        help="write the encoder of this step's checkpoint (early stopping) instead of training")
+                        help="write the encoder of this step's checkpoint (early stopping) instead of training; "
+                             "0 = the model training starts from (the untrained baseline)")
     parser.add_argument("--export-to", default=None,
                         help="--export-step: output folder (default OUTPUT_DIR/step-N-final)")
     args = parser.parse_args(argv)

@@ -30,6 +30,10 @@ class ModelConfig:
     tokenizer: str | None = None
     # Name written into the output's encoder spec.
     name: str = "laconic-trained"
+    # Centre the frozen LM head before training (modeling/head_centering.py): an LM-equivalent change that removes
+    # the component every row shares, which otherwise makes the max-pool take most terms from the same few
+    # positions (SmolLM2). Not in the paper; needs train.merge: true (an adapter cannot carry the centred head).
+    center_head: bool = False
 
 
 @dataclass
@@ -176,6 +180,8 @@ def _check(config: Config) -> None:
         problems.append("data.train is required (a JSONL file of pairs or triples)")
     if not config.train.output_dir:
         problems.append("train.output_dir is required")
+    if not isinstance(config.model.center_head, bool):
+        problems.append(f"model.center_head must be true or false, not {config.model.center_head!r}")
     if config.train.phase not in (1, 2):
         problems.append(f"train.phase must be 1 (pairs) or 2 (hard negatives), not {config.train.phase!r}")
     if config.train.precision not in PRECISIONS:

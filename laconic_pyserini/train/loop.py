@@ -83,11 +83,17 @@ def _train(config: Config, output_dir: Path, world: distributed.World, device: t
         # The encoder's loader reads an adapter's tokenizer from the GGUF base, which the adapter folder lacks.
         raise ConfigError(f"{config.source}: train.merge: false over a GGUF backbone ({spec.gguf_file}) would "
                           "write an adapter the encoder cannot load yet; use train.merge: true")
+    if not cfg.merge and config.model.center_head:
+        from .config import ConfigError
+
+        raise ConfigError(f"{config.source}: model.center_head: true changes the LM head, which a LoRA adapter "
+                          "does not carry; use train.merge: true")
     # bf16 weights only where bf16 kernels are the fast path; on CPUs the base stays fp32 and autocast runs bf16.
     load_dtype = "bf16" if cfg.precision == "bf16" and device.type == "cuda" else "fp32"
     trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
                                 passage_max_length=cfg.passage_max_length, device=str(device), dtype=load_dtype,
-                                gradient_checkpointing=cfg.gradient_checkpointing)
+                                gradient_checkpointing=cfg.gradient_checkpointing,
+                                center_head=config.model.center_head)
     module = trainable.module
     model = module
     if world.distributed:
@@ -185,21 +191,25 @@ def _train(config: Config, output_dir: Path, world: distributed.World, device: t
 
 def export_checkpoint(config: Config, step: int, out_dir: str | os.PathLike | None = None) -> Path:
     """Write the encoder of an earlier checkpoint (early stopping) as a run's output is written: merged weights
-    or adapter, tokenizer, ``encoder_spec.json``. Default folder: ``output_dir/step-N-final``."""
+    or adapter, tokenizer, ``encoder_spec.json``. Default folder: ``output_dir/step-N-final``.
+
+    Step 0 is the model training starts from (the backbone, its head centred if the config says so, LoRA at zero):
+    the untrained baseline of a run, evaluated through the same path."""
     output_dir = Path(config.train.output_dir)
-    path = step_checkpoint(output_dir, step)
+    path = step_checkpoint(output_dir, step) if step != 0 else None
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     cfg = config.train
     spec = backbone_spec(config.model)
     trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
-                                passage_max_length=cfg.passage_max_length)
-    state = load_weights(path, trainable.module)
+                                passage_max_length=cfg.passage_max_length, center_head=config.model.center_head)
+    steps = int(load_weights(path, trainable.module)["step"]) if path is not None else 0
     target = Path(out_dir) if out_dir is not None else output_dir / f"step-{step}-{FINAL}"
     save_output(trainable, target, name=config.model.name, merge=cfg.merge,
-                extra={"config": config.to_dict(), "steps": int(state["step"]), "exported_from": str(path),
+                extra={"config": config.to_dict(), "steps": steps,
+                       "exported_from": str(path) if path is not None else "the backbone (step 0)",
                        "backbone_spec": spec.to_dict()})
-    logger.info("encoder of %s -> %s (load it with --encoder %s)", path, target, target)
+    logger.info("encoder of %s -> %s (load it with --encoder %s)", path or "step 0", target, target)
     return target
 
 

@@ -68,9 +68,11 @@ class Trainable:
 
 
 def build_trainable(spec: EncoderSpec, lora: LoraConfig, *, query_max_length: int, passage_max_length: int,
-                    device: str = "cpu", dtype: str = "fp32", gradient_checkpointing: bool = False) -> Trainable:
-    """Load the backbone through the encoder's loader (bidirectional already), then add LoRA adapters to the
-    attention and MLP projections; the embeddings and LM head stay frozen."""
+                    device: str = "cpu", dtype: str = "fp32", gradient_checkpointing: bool = False,
+                    center_head: bool = False) -> Trainable:
+    """Load the backbone through the encoder's loader (bidirectional already), optionally centre its LM head
+    (:mod:`..modeling.head_centering`), then add LoRA adapters to the attention and MLP projections; the embeddings
+    and LM head stay frozen."""
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
     from ..modeling.loading import load_model
@@ -78,6 +80,10 @@ def build_trainable(spec: EncoderSpec, lora: LoraConfig, *, query_max_length: in
 
     loaded = load_model(spec, device=device, dtype=dtype)
     model = loaded.model
+    if center_head:
+        from ..modeling.head_centering import center_lm_head
+
+        logger.info("LM head centred (mean row of norm %.3f removed)", center_lm_head(model))
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.enable_input_require_grads()
