@@ -359,9 +359,10 @@ def test_centred_head_keeps_the_language_model_and_is_what_the_trained_encoder_l
     config.model.center_head = False
     assert not torch.allclose(got, _backbone_plus_checkpoint(config, latest_checkpoint(out), texts))
 
-    config.model.center_head, config.train.merge = True, False
+    adapter_only = config.to_dict()
+    adapter_only["model"]["center_head"], adapter_only["train"]["merge"] = True, False
     with pytest.raises(ConfigError, match="train.merge: true"):
-        train(config)
+        config_from_dict(adapter_only)
 
 
 # ------------------------------------------------------------------------------------------------ mining

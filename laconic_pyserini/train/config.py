@@ -182,6 +182,9 @@ def _check(config: Config) -> None:
         problems.append("train.output_dir is required")
     if not isinstance(config.model.center_head, bool):
         problems.append(f"model.center_head must be true or false, not {config.model.center_head!r}")
+    elif config.model.center_head and not config.train.merge:
+        problems.append("model.center_head: true changes the LM head, which a LoRA adapter does not carry; "
+                        "use train.merge: true")
     if config.train.phase not in (1, 2):
         problems.append(f"train.phase must be 1 (pairs) or 2 (hard negatives), not {config.train.phase!r}")
     if config.train.precision not in PRECISIONS:

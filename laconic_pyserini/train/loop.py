@@ -83,11 +83,6 @@ def _train(config: Config, output_dir: Path, world: distributed.World, device: t
         # The encoder's loader reads an adapter's tokenizer from the GGUF base, which the adapter folder lacks.
         raise ConfigError(f"{config.source}: train.merge: false over a GGUF backbone ({spec.gguf_file}) would "
                           "write an adapter the encoder cannot load yet; use train.merge: true")
-    if not cfg.merge and config.model.center_head:
-        from .config import ConfigError
-
-        raise ConfigError(f"{config.source}: model.center_head: true changes the LM head, which a LoRA adapter "
-                          "does not carry; use train.merge: true")
     # bf16 weights only where bf16 kernels are the fast path; on CPUs the base stays fp32 and autocast runs bf16.
     load_dtype = "bf16" if cfg.precision == "bf16" and device.type == "cuda" else "fp32"
     trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
