@@ -9,7 +9,7 @@ so each term's maximum comes from the positions that predict that term.
 
 On SmolLM2-135M, with nothing trained, it doubles a pool check on SciFact train queries (``train.probe``: MRR@10
 of the top-512 impacts 0.067 → 0.144) and leaves the vectors about as dense (49,150 → 46,057 non-zero terms of
-49,152 per query). Removing twice or more the mean row made it worse (docs/training.md).
+49,152 per query). Removing three or eight times the mean row made it worse (docs/training.md).
 
 The head stays frozen after centring. It is saved as an untied ``lm_head`` with the merged weights, so the encoder
 loads it like any checkpoint (same contract: max-pool, log1p(relu), top-k).
