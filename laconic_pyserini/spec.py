@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ _LOCAL_NAMES = {
 # Fields that decide which vector a text becomes, hence whether two encoders' vectors can be compared.
 # max_length and top_k are left out: queries and documents may legitimately be truncated differently.
 _CONTRACT_FIELDS = ("kind", "tokenizer", "base_model", "gguf_file", "query_prefix", "passage_prefix",
-                    "add_special_tokens", "pooling", "activation", "quant_scale", "normalize", "bidirectional")
+                    "add_special_tokens", "pooling", "activation", "logit_offset", "quant_scale", "normalize",
+                    "bidirectional")
 
 
 class SpecError(ValueError):
@@ -62,6 +64,10 @@ class EncoderSpec:
     max_length: int = 256
     pooling: str = "max"
     activation: str = "log1p_relu"
+    # Sparse kinds: subtracted from every pooled logit before the activation, weight = activation(max logit − offset).
+    # 0 for LACONIC and SPLADE. A decoder's softmax ignores a constant shift of its logits, so for a language model
+    # this is a threshold on the logits that leaves the model itself unchanged (set by training: docs/training.md).
+    logit_offset: float = 0.0
     top_k: int | None = None
     quant_scale: float = 100.0
     normalize: bool = False
@@ -82,6 +88,9 @@ class EncoderSpec:
             problems.append(f"max_length must be a positive integer, not {self.max_length!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             problems.append(f"top_k must be a positive integer or null, not {self.top_k!r}")
+        if isinstance(self.logit_offset, bool) or not isinstance(self.logit_offset, (int, float)) \
+                or not math.isfinite(self.logit_offset):
+            problems.append(f"logit_offset must be a finite number, not {self.logit_offset!r}")
         if not self.quant_scale > 0:
             problems.append(f"quant_scale must be positive, not {self.quant_scale!r}")
         if problems:
@@ -105,6 +114,8 @@ class EncoderSpec:
         values = dict(d)
         if "quant_scale" in values:
             values["quant_scale"] = float(values["quant_scale"])
+        if isinstance(values.get("logit_offset"), int) and not isinstance(values["logit_offset"], bool):
+            values["logit_offset"] = float(values["logit_offset"])
         return cls(**values)
 
     # ---------------------------------------------------------------------------------------- texts
@@ -136,6 +147,15 @@ class EncoderSpec:
             if a != b:
                 reasons.append(f"{field} {a!r} vs {b!r}")
         return "; ".join(reasons) if reasons else None
+
+
+def current_spec_dict(recorded: dict) -> dict:
+    """A spec as recorded in an output's manifest, with the fields added since it was written at their defaults
+    (``logit_offset``: 0), so that a rerun over an older output sees the same encoder; unchanged if unreadable."""
+    try:
+        return EncoderSpec.from_dict(recorded).to_dict()
+    except (SpecError, TypeError):
+        return recorded
 
 
 def _same_location(a: str, b: str) -> bool:

@@ -290,6 +290,11 @@ def test_kill_and_resume_gives_the_uninterrupted_index(mini, tmp_path):
     process.wait()
     assert second_chunk.exists(), "the encoder never committed a second chunk"
     assert not (tmp_path / "killed").exists()  # no half index under the final name
+    # Written as a run before the spec gained logit_offset would have: the same encoder, so it still resumes.
+    state_file = tmp_path / "killed.partial" / "state.json"
+    older = json.loads(state_file.read_text())
+    del older["spec"]["logit_offset"]
+    state_file.write_text(json.dumps(older))
     resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming: " in resumed.stderr  # committed chunks were read back, not encoded again

@@ -158,6 +158,12 @@ def test_rerun_with_another_spec_is_refused(tmp_path, data_root, splade, capsys)
     # The same spec again: already complete, nothing rewritten.
     assert encode_corpus(corpus, tmp_path / "out", encoder=splade, progress=False).complete
     assert _files(tmp_path / "out") == before
+    # A manifest written before the spec gained logit_offset records the same encoder (offset 0): still accepted.
+    manifest_file = tmp_path / "out" / "manifest.json"
+    older = json.loads(manifest_file.read_text())
+    del older["spec"]["logit_offset"]
+    manifest_file.write_text(json.dumps(older))
+    assert encode_corpus(corpus, tmp_path / "out", encoder=splade, progress=False).complete
 
 
 def test_incomplete_or_foreign_folder_is_a_clear_error(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -201,9 +202,10 @@ def test_keep_top_k():
 # -------------------------------------------------------------------------------------------- LACONIC parity
 
 
-def naive_laconic(folder: Path, tokenizer, texts: list[str], prefix: str) -> list[dict[str, float]]:
+def naive_laconic(folder: Path, tokenizer, texts: list[str], prefix: str,
+                  offset: float = 0.0) -> list[dict[str, float]]:
     """One text at a time, no padding, eager attention with a hand-built all-zero (fully visible) 4D mask,
-    the whole L×V logits, max over positions, log1p(relu), top 512."""
+    the whole L×V logits, max over positions, minus ``offset``, log1p(relu), top 512."""
     model = transformers.LlamaForCausalLM.from_pretrained(folder, attn_implementation="eager").eval()
     specials = {t for t, tok in tokenizer.added_tokens_decoder.items() if tok.special}
     vectors = []
@@ -214,7 +216,7 @@ def naive_laconic(folder: Path, tokenizer, texts: list[str], prefix: str) -> lis
         visible = torch.zeros(1, 1, length, length)
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([ids]), attention_mask=visible).logits[0]
-        weights = torch.log1p(torch.relu(logits.max(dim=0).values))
+        weights = torch.log1p(torch.relu(logits.max(dim=0).values - offset))
         values, indices = weights.topk(512)
         vectors.append({tokenizer.convert_ids_to_tokens(i): v
                         for i, v in zip(indices.tolist(), values.tolist()) if v > 0})
@@ -245,6 +247,30 @@ def test_laconic_vectors_equal_naive_reference(tiny_llama_dir, screen):
             assert got[term] == pytest.approx(weight, abs=1e-4)
         assert quantize(got) == quantize(expected) or _differ_only_at_half(got, expected)
     assert any(term.startswith("Ġ") for term in docs[0])
+
+
+@needs_llama3_tokenizer
+@pytest.mark.parametrize("screen", [True, False], ids=["screened-head", "fp32-head"])
+def test_logit_offset_is_subtracted_before_the_activation(tiny_llama_dir, screen):
+    """A spec's ``logit_offset`` τ gives ``log1p(relu(max logit − τ))`` (the naive reference), on both heads; τ is
+    taken from the model's own logits so that 100 terms of the first text survive, not 512."""
+    import dataclasses
+
+    spec = load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER))
+    plain = load_sparse_encoder(spec, screen=screen).encode_documents(TEXTS[:1])[0]
+    logits = sorted(math.expm1(w) for w in plain.values())
+    offset = (logits[-100] + logits[-101]) / 2             # between the 100th and 101st pooled logits of text 1
+    encoder = load_sparse_encoder(dataclasses.replace(spec, logit_offset=offset), screen=screen)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER)
+    docs = encoder.encode_documents(TEXTS)
+    expected = naive_laconic(tiny_llama_dir, tokenizer, TEXTS, "passage: ", offset=offset)
+    assert len(docs[0]) == 100
+    for got, want in zip(docs, expected):
+        assert set(got) == set(want)
+        for term, weight in want.items():
+            assert got[term] == pytest.approx(weight, abs=1e-4)
+    for term, weight in docs[0].items():  # the same pooled logits as with no offset, moved down by τ
+        assert weight == pytest.approx(math.log1p(math.expm1(plain[term]) - offset), abs=1e-4)
 
 
 def _differ_only_at_half(a, b):

@@ -170,6 +170,7 @@ def test_mismatch():
     assert laconic.mismatch(replace(laconic, max_length=64, top_k=None)) is None
     assert "model" in laconic.mismatch(specs["laconic-3b"])
     assert "query_prefix" in laconic.mismatch(replace(laconic, query_prefix=""))
+    assert "logit_offset 0.0 vs 12.0" in laconic.mismatch(replace(laconic, logit_offset=12.0))
 
 
 def test_round_trip_and_validation():
@@ -181,6 +182,13 @@ def test_round_trip_and_validation():
         EncoderSpec(name="x", model="y", kind="sparse")
     with pytest.raises(SpecError, match="max-pools"):
         EncoderSpec(name="x", model="y", kind="decoder", pooling="mean")
+    # logit_offset: absent (every spec written before it existed) reads as 0; a YAML integer reads as a float
+    assert all(spec.logit_offset == 0.0 for spec in known_specs().values())
+    assert EncoderSpec.from_dict({"name": "x", "model": "y", "kind": "decoder", "logit_offset": 12}).logit_offset \
+        == 12.0
+    for bad in ("12", float("nan"), True):
+        with pytest.raises(SpecError, match="logit_offset must be a finite number"):
+            EncoderSpec.from_dict({"name": "x", "model": "y", "kind": "decoder", "logit_offset": bad})
 
 
 def test_spec_module_imports_no_torch():

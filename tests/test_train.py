@@ -365,6 +365,40 @@ def test_centred_head_keeps_the_language_model_and_is_what_the_trained_encoder_l
         config_from_dict(adapter_only)
 
 
+def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, tiny_llama, pairs_file):
+    """``model.logit_offset`` τ: training pools ``log1p(relu(max logit − τ))`` (fewer non-zero terms on the same first
+    batch than without it), the written spec carries τ, the encoder it loads gives backbone + trained LoRA with τ,
+    and a run over that output (phase 2) inherits τ unless its config sets another."""
+    from laconic_pyserini.modeling import load_sparse_encoder
+    from laconic_pyserini.spec import load_spec
+    from laconic_pyserini.train.checkpoint import latest_checkpoint
+    from laconic_pyserini.train.config import ModelConfig
+    from laconic_pyserini.train.loop import train
+    from laconic_pyserini.train.model import backbone_spec
+
+    texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
+    plain = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    offset = float(torch.expm1(plain[plain > 0].median()))  # about half the backbone's terms drop out
+    plain_run, offset_run = tmp_path / "plain", tmp_path / "offset"
+    train(_tiny_config(tiny_llama, pairs_file, plain_run, max_steps=1))
+    config = _tiny_config(tiny_llama, pairs_file, offset_run)
+    config.model.logit_offset = offset
+    final = train(config)
+    first, first_plain = _log(offset_run)[1], _log(plain_run)[1]
+    assert 0 < first["nonzero_q"] < first_plain["nonzero_q"] and 0 < first["nonzero_p"] < first_plain["nonzero_p"]
+
+    spec = load_spec(str(final))
+    assert spec.logit_offset == pytest.approx(offset)
+    got = load_sparse_encoder(spec).encode_weights(texts)
+    torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(offset_run), texts),
+                               rtol=1e-4, atol=1e-5)
+    assert 0 < int((got > 0).sum()) < int((plain > 0).sum())
+    assert backbone_spec(ModelConfig(backbone=str(final))).logit_offset == pytest.approx(offset)
+    assert backbone_spec(ModelConfig(backbone=str(final), logit_offset=0.0)).logit_offset == 0.0
+    with pytest.raises(ConfigError, match="model.logit_offset must be a number"):
+        config_from_dict({**config.to_dict(), "model": {**config.to_dict()["model"], "logit_offset": [12.0]}})
+
+
 # ------------------------------------------------------------------------------------------------ mining
 
 
@@ -515,5 +549,9 @@ def test_probe_ranks_training_queries_in_a_pool_with_their_judged_documents(data
     assert (result["queries"], result["pool"]) == (60, 300)
     assert result["impact"]["MRR@10"] > 0.4 and result["full"]["MRR@10"] > 0.4
     assert abs(result["impact"]["MRR@10"] - result["full"]["MRR@10"]) < 0.05
+    # --logit-offset reaches the encoder: the same pool with every pooled logit lowered by 1 keeps fewer terms
+    shifted = probe("splade-tiny", dataset=str(data_root / "scifact"), queries=60, pool=300, logit_offset=1.0)
+    assert result["logit_offset"] == 0.0 and shifted["logit_offset"] == 1.0
+    assert 0 < shifted["nonzero_doc_terms"] < result["nonzero_doc_terms"]
     with pytest.raises(ValueError, match="bias-free"):
         probe("splade-tiny", dataset=str(data_root / "scifact"), queries=5, pool=50, center_head=True)

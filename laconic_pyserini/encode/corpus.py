@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from ..quantize import quantize
+from ..spec import current_spec_dict
 from .manifest import MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, write_json_atomic
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
 from .source import describe_corpus, document_text, is_question_corpus, read_corpus
@@ -202,7 +203,7 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
                         complete=False, package_version=_version())
     manifest = load_manifest_file(mpath, root)
-    if manifest.spec != spec.to_dict():
+    if current_spec_dict(manifest.spec) != spec.to_dict():
         from ..spec import EncoderSpec, SpecError
 
         try:

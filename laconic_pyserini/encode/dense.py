@@ -30,7 +30,7 @@ import numpy as np
 
 from ..data import DataError, count_corpus, iter_corpus
 from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
-from ..spec import EncoderSpec, SpecError, load_spec
+from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +123,8 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
             previous = json.loads(state_path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError):
             previous = None
+        if isinstance(previous, dict) and isinstance(previous.get("spec"), dict):
+            previous["spec"] = current_spec_dict(previous["spec"])
         if previous != state:
             logger.warning("%s: left by a different or damaged run; starting over", partial)
             shutil.rmtree(partial)

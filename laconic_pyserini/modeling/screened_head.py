@@ -11,9 +11,9 @@ approximate pooled logit comes with a rigorous bound on its error:
 — the inputs' rounding (2u + u²), the bf16 output's rounding (u, times the growth of the inputs), an fp32
 accumulation over K = hidden size, and a factor 2 of margin (Cauchy–Schwarz bounds Σ|h_i w_i| by ‖h‖‖w‖; the
 maximum over positions moves by at most the largest error). A term is a *candidate* when its upper bound is
-positive and reaches the k-th largest lower bound of its row: every term of the exact top-k with a positive weight
-is then a candidate. Candidates are re-scored exactly (fp32, only their columns, only the row's real tokens), and
-every other term is set to −inf (weight 0). With ties and rounding aside, the output equals the fp32 max-pool on
+above the spec's ``logit_offset`` (0 unless set) and reaches the k-th largest lower bound of its row: every term of
+the exact top-k with a positive weight is then a candidate. Candidates are re-scored exactly (fp32, only their
+columns, only the row's real tokens), and every other term is set to −inf (weight 0). With ties and rounding aside, the output equals the fp32 max-pool on
 every term that survives activation and top-k; ``tests/test_modeling.py`` checks it term for term on real SciFact
 documents (splade-tiny) and on a random Llama.
 """
@@ -102,12 +102,16 @@ class ScreenedHead:
         return tokens, approx, slack
 
     @torch.inference_mode()
-    def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor, top_k: int | None) -> torch.Tensor:
-        """B×V pooled logits: exact (fp32) for every candidate, −inf elsewhere (a weight of 0 after activation)."""
+    def __call__(self, hidden: torch.Tensor, attention_mask: torch.Tensor, top_k: int | None,
+                 offset: float = 0.0) -> torch.Tensor:
+        """B×V pooled logits: exact (fp32) for every candidate, −inf elsewhere (a weight of 0 after activation).
+
+        A term can survive the activation only if its pooled logit exceeds ``offset`` (the spec's ``logit_offset``).
+        """
         tokens, approx, slack = self.screen(hidden, attention_mask)
         batch, vocab = approx.shape
         upper = approx + slack
-        candidate = upper > 0
+        candidate = upper > offset
         if top_k is not None and top_k < vocab:
             floor = (approx - slack).topk(top_k, dim=1).values[:, -1:]
             candidate &= upper >= floor

@@ -116,10 +116,12 @@ class SparseEncoder:
             if self.spec.kind == "decoder" else \
             self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self._screened is not None:
-            weights = activate(self._screened(hidden, attention_mask, self.spec.top_k), self.spec.activation)
+            offset = self.spec.logit_offset
+            weights = activate(self._screened(hidden, attention_mask, self.spec.top_k, offset), self.spec.activation,
+                               offset)
         else:
-            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size,
-                                  activation=self.spec.activation, budget_bytes=self.budget_bytes)
+            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=self.spec.activation,
+                                  offset=self.spec.logit_offset, budget_bytes=self.budget_bytes)
         return keep_top_k(weights, self.spec.top_k)
 
     def _to_dicts(self, weights: torch.Tensor) -> list[dict[str, float]]:

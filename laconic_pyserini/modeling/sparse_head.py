@@ -125,9 +125,12 @@ class _LinearMaxPool(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None
 
 
-def activate(pooled: torch.Tensor, activation: str = "log1p_relu") -> torch.Tensor:
-    """The term-weight activation applied after pooling (in fp32, so bf16 logits lose no more precision)."""
+def activate(pooled: torch.Tensor, activation: str = "log1p_relu", offset: float = 0.0) -> torch.Tensor:
+    """The term-weight activation applied after pooling, to ``pooled − offset`` (in fp32, so bf16 logits lose no
+    more precision). ``offset`` is the spec's ``logit_offset`` (0 for LACONIC and SPLADE)."""
     pooled = pooled.float()
+    if offset:
+        pooled = pooled - offset
     if activation == "log1p_relu":
         return torch.log1p(torch.relu(pooled))
     if activation == "relu":
@@ -136,12 +139,12 @@ def activate(pooled: torch.Tensor, activation: str = "log1p_relu") -> torch.Tens
 
 
 def sparse_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, head: Callable[[torch.Tensor], torch.Tensor],
-                vocab_size: int, *, activation: str = "log1p_relu", chunk_size: int | None = None,
-                budget_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
-    """B×V term weights: ``activation(max over tokens of head(hidden))``; differentiable."""
+                vocab_size: int, *, activation: str = "log1p_relu", offset: float = 0.0,
+                chunk_size: int | None = None, budget_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """B×V term weights: ``activation(max over tokens of head(hidden) − offset)``; differentiable."""
     pooled = max_pool_logits(hidden, attention_mask, head, vocab_size, chunk_size=chunk_size,
                              budget_bytes=budget_bytes)
-    return activate(pooled, activation)
+    return activate(pooled, activation, offset)
 
 
 def keep_top_k(weights: torch.Tensor, k: int | None) -> torch.Tensor:

@@ -8,6 +8,7 @@ default), reported with the file and the section.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,12 @@ class ModelConfig:
     # the component every row shares, which otherwise makes the max-pool take most terms from the same few
     # positions (SmolLM2). Not in the paper; needs train.merge: true (an adapter cannot carry the centred head).
     center_head: bool = False
+    # Subtract this constant from every pooled logit before log1p(relu) (the spec's logit_offset), in training and
+    # in the written encoder: a threshold that leaves the language model unchanged (its softmax ignores a constant
+    # shift) and makes the vectors sparse from the first step, so the loss trains the terms the index will keep.
+    # null = the backbone's own (0 for a plain LM; a phase-1 output carries the offset it was trained with).
+    # Not in the paper.
+    logit_offset: float | None = None
 
 
 @dataclass
@@ -185,6 +192,10 @@ def _check(config: Config) -> None:
     elif config.model.center_head and not config.train.merge:
         problems.append("model.center_head: true changes the LM head, which a LoRA adapter does not carry; "
                         "use train.merge: true")
+    offset = config.model.logit_offset
+    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float))
+                               or not math.isfinite(offset)):
+        problems.append(f"model.logit_offset must be a number or null, not {offset!r}")
     if config.train.phase not in (1, 2):
         problems.append(f"train.phase must be 1 (pairs) or 2 (hard negatives), not {config.train.phase!r}")
     if config.train.precision not in PRECISIONS:

@@ -2,7 +2,8 @@
 
 Loading, the bidirectional switch, tokenisation (no special tokens, prefixes, padding) and the chunked
 max-pool → log1p(relu) head all come from :mod:`laconic_pyserini.modeling`, so what is trained is exactly what
-``python -m laconic_pyserini.encode`` will run. Only top-k is left out while training: every term gets a gradient.
+``python -m laconic_pyserini.encode`` will run (the spec's ``logit_offset`` included). Only top-k is left out while
+training: every term gets a gradient.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 def backbone_spec(model: ModelConfig) -> EncoderSpec:
     """The encoder spec of the backbone: a shipped spec, a local folder (a phase-1 output carries its own), or a
-    hub id of a base decoder that has no spec yet, which gets the LACONIC contract."""
+    hub id of a base decoder that has no spec yet, which gets the LACONIC contract. ``model.logit_offset``, when
+    set, replaces the spec's offset (the written encoder carries the one trained with)."""
     try:
         spec = load_spec(model.backbone, tokenizer=model.tokenizer)
     except SpecError:
@@ -35,24 +37,28 @@ def backbone_spec(model: ModelConfig) -> EncoderSpec:
     if spec.kind != "decoder":
         raise SpecError(f"model.backbone {model.backbone!r} is a {spec.kind} model; LACONIC training needs a "
                         f"decoder (*ForCausalLM) checkpoint")
+    if model.logit_offset is not None:
+        spec = dataclasses.replace(spec, logit_offset=float(model.logit_offset))
     return spec
 
 
 class SparseBiEncoder(torch.nn.Module):
     """Queries and passages → B×V term weights in one forward call (DDP needs one forward per backward)."""
 
-    def __init__(self, peft_model, vocab_size: int, activation: str) -> None:
+    def __init__(self, peft_model, vocab_size: int, activation: str, logit_offset: float = 0.0) -> None:
         super().__init__()
         self.peft_model = peft_model
         self.vocab_size = vocab_size
         self.activation = activation
+        self.logit_offset = logit_offset
 
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         from ..modeling.sparse_head import lm_head_function, sparse_pool
 
         base = self.peft_model.get_base_model()
         hidden = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
-        return sparse_pool(hidden, attention_mask, lm_head_function(base), self.vocab_size, activation=self.activation)
+        return sparse_pool(hidden, attention_mask, lm_head_function(base), self.vocab_size, activation=self.activation,
+                           offset=self.logit_offset)
 
     def forward(self, query_ids, query_mask, passage_ids, passage_mask) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode(query_ids, query_mask), self.encode(passage_ids, passage_mask)
@@ -92,7 +98,7 @@ def build_trainable(spec: EncoderSpec, lora: LoraConfig, *, query_max_length: in
     peft_model = get_peft_model(model, peft_config)
     peft_model.train()
     vocab_size = model.get_output_embeddings().weight.shape[0]
-    module = SparseBiEncoder(peft_model, vocab_size, spec.activation)
+    module = SparseBiEncoder(peft_model, vocab_size, spec.activation, spec.logit_offset)
     query_tok = SparseEncoder(dataclasses.replace(spec, max_length=query_max_length), loaded, device=device)
     passage_tok = SparseEncoder(dataclasses.replace(spec, max_length=passage_max_length), loaded, device=device)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)

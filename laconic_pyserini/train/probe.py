@@ -2,15 +2,16 @@
 a test set).
 
     python -m laconic_pyserini.train.probe --encoder SPEC_OR_FOLDER [--dataset scifact] [--split train]
-        [--queries 150] [--pool 500] [--center-head] [--causal] [--output FILE.jsonl]
+        [--queries 150] [--pool 500] [--center-head] [--causal] [--logit-offset X] [--output FILE.jsonl]
 
 ``--queries`` judged queries of the split (a seeded sample), ranked against a pool of ``--pool`` documents: their
 judged documents plus seeded random others. Documents are cut at 64 tokens and encoded in bf16 (as
 :mod:`.vector_eval` does). The output is MRR@10 and R@10, for the top-512 impacts (what the index holds) and for
 the full float vectors (what the loss sees). A random ranking of a 500-document pool gives MRR@10 ≈ 0.006.
 
-``--center-head`` and ``--causal`` change the backbone as loaded, to see what a setting would start from:
-the LM head centred (:mod:`..modeling.head_centering`), or left-to-right attention instead of bidirectional.
+``--center-head``, ``--causal`` and ``--logit-offset`` change the backbone as loaded, to see what a setting would
+start from: the LM head centred (:mod:`..modeling.head_centering`), left-to-right attention instead of
+bidirectional, or another constant subtracted from the pooled logits (the spec's ``logit_offset``).
 
 This is a pool, not a whole corpus: use it to compare settings, and :mod:`.vector_eval` for numbers to report.
 """
@@ -28,7 +29,8 @@ from pathlib import Path
 
 
 def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queries: int = 150, pool: int = 500,
-          center_head: bool = False, causal: bool = False, max_length: int = 64, seed: int = 0) -> dict:
+          center_head: bool = False, causal: bool = False, logit_offset: float | None = None, max_length: int = 64,
+          seed: int = 0) -> dict:
     import torch
 
     from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
@@ -38,10 +40,11 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
 
     folder = resolve_dataset(dataset)
     topics, qrels = load_topics(folder, split), load_qrels(folder, split)
-    qids = sorted(q for q in topics if q in qrels)
+    docs = {d.id: d for d in iter_corpus(folder)}
+    # Only queries with a relevant document in the corpus: the others have no MRR or recall to measure.
+    qids = sorted(q for q in topics if any(grade > 0 and d in docs for d, grade in qrels.get(q, {}).items()))
     random.Random(seed).shuffle(qids)
     qids = qids[:queries]
-    docs = {d.id: d for d in iter_corpus(folder)}
     relevant = {q: {d for d, grade in qrels[q].items() if grade > 0 and d in docs} for q in qids}
     judged = sorted(set().union(*relevant.values()))
     others = sorted(set(docs) - set(judged))
@@ -51,6 +54,8 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
     spec = load_spec(encoder, max_length=max_length)
     if causal:
         spec = dataclasses.replace(spec, bidirectional=False)
+    if logit_offset is not None:
+        spec = dataclasses.replace(spec, logit_offset=logit_offset)
     started = time.perf_counter()
     model = load_sparse_encoder(spec, dtype="bf16", screen=not center_head)
     if center_head:
@@ -62,7 +67,7 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
                         for i in range(0, len(doc_ids), 32)])
     query_weights = model.encode_weights([spec.query_text(topics[q]) for q in qids])
     result = {"encoder": encoder, "dataset": dataset, "split": split, "queries": len(qids), "pool": len(doc_ids),
-              "center_head": center_head, "causal": causal}
+              "center_head": center_head, "causal": causal, "logit_offset": spec.logit_offset}
     k = spec.top_k
     for name, (q, d) in {"impact": (_impacts(query_weights, k, spec.quant_scale), _impacts(matrix, k, spec.quant_scale)),
                          "full": (query_weights.double(), matrix.double())}.items():
@@ -89,10 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pool", type=int, default=500)
     parser.add_argument("--center-head", action="store_true", help="centre the LM head as loaded")
     parser.add_argument("--causal", action="store_true", help="left-to-right attention instead of bidirectional")
+    parser.add_argument("--logit-offset", type=float, default=None,
+                        help="subtract this from every pooled logit (default: the encoder spec's logit_offset)")
     parser.add_argument("--output", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args(argv)
     result = probe(args.encoder, dataset=args.dataset, split=args.split, queries=args.queries, pool=args.pool,
-                   center_head=args.center_head, causal=args.causal)
+                   center_head=args.center_head, causal=args.causal, logit_offset=args.logit_offset)
     line = json.dumps(result)
     print(line)
     if args.output:
