@@ -88,8 +88,7 @@ class EncoderSpec:
             problems.append(f"max_length must be a positive integer, not {self.max_length!r}")
         if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
             problems.append(f"top_k must be a positive integer or null, not {self.top_k!r}")
-        if isinstance(self.logit_offset, bool) or not isinstance(self.logit_offset, (int, float)) \
-                or not math.isfinite(self.logit_offset):
+        if not is_finite_number(self.logit_offset):
             problems.append(f"logit_offset must be a finite number, not {self.logit_offset!r}")
         if not self.quant_scale > 0:
             problems.append(f"quant_scale must be positive, not {self.quant_scale!r}")
@@ -147,6 +146,11 @@ class EncoderSpec:
             if a != b:
                 reasons.append(f"{field} {a!r} vs {b!r}")
         return "; ".join(reasons) if reasons else None
+
+
+def is_finite_number(value) -> bool:
+    """An int or float (not a bool) that is neither inf nor nan."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def current_spec_dict(recorded: dict) -> dict:

@@ -13,8 +13,8 @@ accumulation over K = hidden size, and a factor 2 of margin (Cauchy–Schwarz bo
 maximum over positions moves by at most the largest error). A term is a *candidate* when its upper bound is
 above the spec's ``logit_offset`` (0 unless set) and reaches the k-th largest lower bound of its row: every term of
 the exact top-k with a positive weight is then a candidate. Candidates are re-scored exactly (fp32, only their
-columns, only the row's real tokens), and every other term is set to −inf (weight 0). With ties and rounding aside, the output equals the fp32 max-pool on
-every term that survives activation and top-k; ``tests/test_modeling.py`` checks it term for term on real SciFact
+columns, only the row's real tokens), and every other term is set to −inf (weight 0). With ties and rounding
+aside, the output equals the fp32 max-pool on every term that survives activation and top-k; ``tests/test_modeling.py`` checks it term for term on real SciFact
 documents (splade-tiny) and on a random Llama.
 """
 

@@ -8,11 +8,11 @@ default), reported with the file and the section.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..spec import is_finite_number
 from ..yaml_file import read_yaml_mapping
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -193,8 +193,7 @@ def _check(config: Config) -> None:
         problems.append("model.center_head: true changes the LM head, which a LoRA adapter does not carry; "
                         "use train.merge: true")
     offset = config.model.logit_offset
-    if offset is not None and (isinstance(offset, bool) or not isinstance(offset, (int, float))
-                               or not math.isfinite(offset)):
+    if offset is not None and not is_finite_number(offset):
         problems.append(f"model.logit_offset must be a number or null, not {offset!r}")
     if config.train.phase not in (1, 2):
         problems.append(f"train.phase must be 1 (pairs) or 2 (hard negatives), not {config.train.phase!r}")
