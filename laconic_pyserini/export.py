@@ -1,6 +1,7 @@
-"""``python -m laconic_pyserini.export sentence-transformers --encoder SPEC_OR_PATH --output DIR``.
+"""Export an encoder for another library's API (sentence-transformers' SparseEncoder).
 
-Writes an encoder as a folder that sentence-transformers' ``SparseEncoder`` opens (see
+``python -m laconic_pyserini.export sentence-transformers --encoder SPEC_OR_PATH [--tokenizer PATH] --output DIR``
+writes an encoder as a folder that sentence-transformers' ``SparseEncoder`` opens (see
 :mod:`laconic_pyserini.integrations.st_export`); a thin shell over
 :func:`~laconic_pyserini.integrations.st_export.export_sentence_transformers`.
 """
@@ -29,11 +30,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from .integrations.st_export import ExportError, export_sentence_transformers
+    from .modeling.bidirectional import UnsupportedArchitectureError
     from .spec import SpecError
 
     try:
         output = export_sentence_transformers(args.encoder, args.output, tokenizer=args.tokenizer)
-    except (ExportError, SpecError) as exc:
+    except (ExportError, SpecError, UnsupportedArchitectureError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(output)

@@ -4,6 +4,7 @@ An ``--encoder`` argument is one of
 - a spec name from ``encoders/*.yaml`` (``laconic-1b``, ``splade-tiny``, ``minilm``);
 - a hub id that one of those specs names as its ``model`` (``utahnlp/laconic-1b``, ``rasyosef/splade-tiny``);
 - a local model folder: a folder with an ``encoder_spec.json`` (what training writes) is taken at its word;
+  a sentence-transformers SparseEncoder folder brings its prompts, pooling and max_active_dims (``st_folder``);
   otherwise the kind comes from the folder's ``config.json`` architectures (or its LoRA adapter's base, or its GGUF
   header), never from its name, and the defaults of that kind apply (the LACONIC contract for decoders).
 
