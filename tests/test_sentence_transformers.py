@@ -275,7 +275,7 @@ def test_scifact_through_the_st_folder_as_encoder_gives_the_same_run(splade_tiny
 @pytest.mark.slow
 def test_st_evaluator_on_scifact_agrees_with_our_lucene_run(splade_tiny_st, encoded, data_root):
     """ST's SparseInformationRetrievalEvaluator (its own SPLADE modules, float dot products, no self-hit removal)
-    against our Lucene run (integer impacts rint(100 w), BEIR self-hits removed): nDCG@10 equal to 3 decimals."""
+    against our Lucene run (integer impacts rint(100 w), --remove-query): nDCG@10 equal to 3 decimals."""
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.evaluation import SparseInformationRetrievalEvaluator
 
@@ -290,7 +290,9 @@ def test_st_evaluator_on_scifact_agrees_with_our_lucene_run(splade_tiny_st, enco
     st = SparseEncoder(str(splade_tiny_st), device="cpu")
     scores = evaluator(st)
     st_ndcg = scores["scifact_dot_ndcg@10"]
-    lucene = {remove: _lucene_ndcg(encoded("splade-tiny", "scifact")["index"], None, data_root, remove)
-              for remove in (True, False)}
-    print("ST evaluator", st_ndcg, "Lucene (self-hits removed, kept)", lucene)
-    assert round(st_ndcg, 3) == round(lucene[True], 3)
+    lucene = _lucene_ndcg(encoded("splade-tiny", "scifact")["index"], None, data_root)
+    print("ST evaluator", st_ndcg, "Lucene", lucene)
+    # No SciFact test query id is a document id, so self-hit removal changes nothing here; what remains is float
+    # dot products against integer impacts (and how ties are broken).
+    assert not set(queries) & set(corpus)
+    assert round(st_ndcg, 3) == round(lucene, 3)
