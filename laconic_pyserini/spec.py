@@ -4,6 +4,7 @@ An ``--encoder`` argument is one of
 - a spec name from ``encoders/*.yaml`` (``laconic-1b``, ``splade-tiny``, ``minilm``);
 - a hub id that one of those specs names as its ``model`` (``utahnlp/laconic-1b``, ``rasyosef/splade-tiny``);
 - a local model folder: a folder with an ``encoder_spec.json`` (what training writes) is taken at its word;
+  a sentence-transformers SparseEncoder folder brings its prompts, pooling and max_active_dims (``st_folder``);
   otherwise the kind comes from the folder's ``config.json`` architectures (or its LoRA adapter's base, or its GGUF
   header), never from its name, and the defaults of that kind apply (the LACONIC contract for decoders).
 
@@ -269,6 +270,9 @@ def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str
             raise SpecError(f"{saved}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         data["model"] = str(folder)
         return EncoderSpec.from_dict(data, source=str(saved))
+    sentence_transformers_spec = _sentence_transformers_folder_spec(folder)
+    if sentence_transformers_spec is not None:
+        return sentence_transformers_spec
     # A local copy of a shipped spec's model (e.g. $LACONIC_MODELS/splade-tiny) is that spec.
     for spec in specs.values():
         location = Path(resolve_model_location(spec.model))
@@ -286,6 +290,13 @@ def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str
         return EncoderSpec(name=name, model=str(folder), kind="mlm", base_model=base_model,
                            add_special_tokens=True, max_length=256, pooling="max", activation="log1p_relu")
     return _dense_folder_spec(folder, name)
+
+
+def _sentence_transformers_folder_spec(folder: Path) -> EncoderSpec | None:
+    """A sentence-transformers SparseEncoder folder's prompts, pooling and max_active_dims (None if not one)."""
+    from .st_folder import sparse_encoder_folder_spec  # it builds on this module
+
+    return sparse_encoder_folder_spec(folder)
 
 
 # The LACONIC input contract; a decoder folder without its own spec gets it.

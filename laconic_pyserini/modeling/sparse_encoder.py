@@ -83,16 +83,29 @@ class SparseEncoder:
         top_k = None if full else self.spec.top_k
         input_ids, attention_mask = self.tokenize(texts)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        hidden = self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state \
-            if self.spec.kind == "decoder" else \
-            self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self._screened is not None:
-            offset = self.spec.logit_offset
-            weights = activate(self._screened(hidden, attention_mask, top_k, offset), self.spec.activation,
-                               offset)
+        return self.pool(self.hidden_states(input_ids, attention_mask), attention_mask, top_k)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """B×L×H final hidden states of the model's body, the input of the LM (or MLM) head."""
+        if self.spec.kind == "decoder":
+            return self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, top_k: int | None, *,
+             activation: str | None = None, offset: float | None = None) -> torch.Tensor:
+        """B×V float32 term weights of hidden states: the masked max-pool of the head's logits, the activation
+        (the spec's ``activation`` and ``logit_offset`` unless given) and the ``top_k`` cut (None: no cut).
+
+        The sentence-transformers modules (:mod:`laconic_pyserini.integrations`) call this too, so both APIs
+        share one head. The screened head is used when its bf16 copy lives where ``hidden`` does.
+        """
+        activation = self.spec.activation if activation is None else activation
+        offset = self.spec.logit_offset if offset is None else offset
+        if self._screened is not None and self._screened.weight_bf16.device == hidden.device:
+            weights = activate(self._screened(hidden, attention_mask, top_k, offset), activation, offset)
         else:
-            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=self.spec.activation,
-                                  offset=self.spec.logit_offset, budget_bytes=self.budget_bytes)
+            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=activation,
+                                  offset=offset, budget_bytes=self.budget_bytes)
         return keep_top_k(weights, top_k)
 
     def _to_dicts(self, weights: torch.Tensor) -> list[dict[str, float]]:
