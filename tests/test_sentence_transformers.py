@@ -107,7 +107,7 @@ def test_tiny_llama_sparse_encoder_equals_ours_term_for_term(tiny_llama):
     heart = dict(st.decode(st.encode_document(TEXTS[:1], convert_to_tensor=True))[0])
     assert len(heart) == 512 and any(term.startswith("Ġ") for term in heart)
     ids = st.preprocess(TEXTS[3:4], prompt="passage: ")["input_ids"][0].tolist()
-    assert not set(ids) & ours.special_ids and ids == ours.tokenize(["passage: " + TEXTS[3]])[0][0].tolist()
+    assert not set(ids) & ours.tokenization.special_ids and ids == ours.tokenize(["passage: " + TEXTS[3]])[0][0].tolist()
     # ST's own save of the loaded model reopens to the same vectors (weights and tokenizer copied along).
     st.save(str(tiny_llama["st"].parent / "resaved"), create_model_card=False)
     again = SparseEncoder(str(tiny_llama["st"].parent / "resaved"), trust_remote_code=True, device="cpu")
