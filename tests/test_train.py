@@ -308,13 +308,13 @@ def test_trained_output_loads_as_an_encoder_and_encodes_as_trained(tmp_path, tin
     assert (spec.kind, spec.query_prefix, spec.passage_prefix, spec.add_special_tokens) == \
         ("decoder", "query: ", "passage: ", False)
     assert spec.name == "tiny-trained" and spec.bidirectional and spec.top_k == 512
-    encoder = load_sparse_encoder(spec)
+    encoder = load_sparse_encoder(spec, dtype="fp32")
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
     from_output = encoder.encode_weights(texts)
 
     expected = _backbone_plus_checkpoint(config, latest_checkpoint(out), texts)
     torch.testing.assert_close(from_output, expected, rtol=1e-4, atol=1e-5)
-    backbone = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    backbone = load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts)
     assert not torch.allclose(backbone, from_output)  # training changed the encoder
 
 

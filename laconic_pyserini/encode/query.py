@@ -61,12 +61,14 @@ def encode_queries(encoder, texts: list[str], *, batch_size: int = 32) -> list[d
 
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
                   encoder=None, split: str | None = "test", fmt: str | None = None, batch_size: int = 32,
-                  device: str = "cpu", dtype: str = "fp32") -> dict[str, dict[str, int]]:
+                  device: str = "cpu", dtype: str = "auto") -> dict[str, dict[str, int]]:
     """Encode topics (a BEIR folder or name, a topics file, or ``{qid: text}``) into ``output``.
 
     ``fmt`` defaults to the output's suffix (``.tsv`` or ``.jsonl``). Returns ``{qid: {term: impact}}``.
     A query whose vector is empty is an error in TSV (pyserini 1.6's reader, Anserini's ``TsvStringTopicReader``,
     refuses the *whole file* when one line is ``qid<TAB>`` alone) and is written as ``{}`` in JSONL.
+    ``dtype="auto"``: what this CPU runs fast (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`). A query file has
+    no manifest, so the dtype and kernels used are logged.
     """
     output = Path(output)
     fmt = fmt or output.suffix.lstrip(".").lower()
@@ -81,6 +83,7 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
+    logger.info("encoding queries with %s", {k: v for k, v in encoder.kernels.items() if k != "cpu"})
     queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
     impacts = encode_queries(encoder, texts, batch_size=batch_size)
@@ -122,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None, help="overrides the spec's max length")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 for a decoder where this CPU runs bf16 fast, else fp32")
     return parser
 
 

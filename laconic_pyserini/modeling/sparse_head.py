@@ -15,6 +15,8 @@ import torch
 
 # Bytes of logits one chunk may hold (B × chunk × V × element size).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
+# Positions per product in exact_max_pool: measured fastest on AVX2 and AVX-512 CPUs (docs/benchmarks.md).
+EXACT_CHUNK_POSITIONS = 64
 
 
 def chunk_positions(batch_size: int, vocab_size: int, element_size: int,
@@ -123,6 +125,33 @@ class _LinearMaxPool(torch.autograd.Function):
             del grad_logits
         grad_bias = grad_pooled.sum(dim=0) if ctx.has_bias and ctx.needs_input_grad[2] else None
         return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def exact_max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, head, *, chunk_size: int | None = None,
+                   budget_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
+    """:func:`max_pool_logits` for a split linear head (a :class:`~.screened_head.LinearHead`), inference only:
+    the same fp32 floats, computed one sequence at a time over its real tokens only.
+
+    No padding position is projected (a length-sorted batch of SciFact documents still carries ~10 % padding), and
+    a row's ``chunk × V`` logits stay in cache while they are reduced, instead of a ``B × chunk × V`` block that
+    goes to memory and back. Each logit is the same dot product as in the B×L×V path, and max is exact, so the
+    output is byte-identical (``tests/test_cpu_dispatch.py`` checks it with ``torch.equal``).
+    """
+    batch = attention_mask.shape[0]
+    keep = attention_mask.bool()
+    if head.transform is not None:
+        hidden = head.transform(hidden)
+    weight, bias = head.weight.detach(), None if head.bias is None else head.bias.detach()
+    vocab = weight.shape[0]
+    if chunk_size is None:
+        chunk_size = min(EXACT_CHUNK_POSITIONS, chunk_positions(1, vocab, hidden.element_size(), budget_bytes))
+    pooled = hidden.new_full((batch, vocab), float("-inf"))
+    for row in range(batch):
+        tokens = hidden[row][keep[row]]
+        for start in range(0, tokens.shape[0], chunk_size):
+            part = torch.nn.functional.linear(tokens[start:start + chunk_size], weight, bias).amax(dim=0)
+            torch.maximum(pooled[row], part, out=pooled[row])
+    return pooled
 
 
 def activate(pooled: torch.Tensor, activation: str = "log1p_relu", offset: float = 0.0) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from ..modeling.cpu import resolve_dtype, threads
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, step_checkpoint
 from .config import Config
@@ -62,14 +63,19 @@ def train(config: Config, *, stop_after: int | None = None) -> Path:
     """Run (or resume) one phase; returns the output folder (``output_dir/final``), or the output dir itself when
     ``stop_after`` steps of this invocation end it early (a time-boxed job; rerun to continue)."""
     output_dir = Path(config.train.output_dir)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
     world = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
     device = _device(world)
     try:
-        return _train(config, output_dir, world, device, stop_after)
+        with threads(config.train.threads):
+            return _train(config, output_dir, world, device, stop_after)
     finally:
         distributed.shutdown()
+
+
+def train_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for the config's ``auto`` / ``fp32`` / ``bf16`` on ``device`` (the rule of
+    :func:`laconic_pyserini.modeling.cpu.resolve_dtype` for decoders: bf16 only where its kernels are fast)."""
+    return resolve_dtype(precision, decoder=True, device=device.type)
 
 
 def _train(config: Config, output_dir: Path, world: distributed.World, device: torch.device,
@@ -83,8 +89,10 @@ def _train(config: Config, output_dir: Path, world: distributed.World, device: t
         # The encoder's loader reads an adapter's tokenizer from the GGUF base, which the adapter folder lacks.
         raise ConfigError(f"{config.source}: train.merge: false over a GGUF backbone ({spec.gguf_file}) would "
                           "write an adapter the encoder cannot load yet; use train.merge: true")
+    precision = train_precision(cfg.precision, device)
+    logger.info("precision %s (config: %s) on %s", precision, cfg.precision, device)
     # bf16 weights only where bf16 kernels are the fast path; on CPUs the base stays fp32 and autocast runs bf16.
-    load_dtype = "bf16" if cfg.precision == "bf16" and device.type == "cuda" else "fp32"
+    load_dtype = "bf16" if precision == "bf16" and device.type == "cuda" else "fp32"
     trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
                                 passage_max_length=cfg.passage_max_length, device=str(device), dtype=load_dtype,
                                 gradient_checkpointing=cfg.gradient_checkpointing,
@@ -122,7 +130,7 @@ def _train(config: Config, output_dir: Path, world: distributed.World, device: t
                     "(grad_accum %d, %d negatives per query)", len(examples), order.per_epoch, cfg.batch_size,
                     world.world_size, steps, cfg.grad_accum, negatives)
 
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16"
                 else contextlib.nullcontext())
     gather = distributed.gather_with_grad if world.distributed and cfg.gather_negatives else None
     began, done_here = time.perf_counter(), 0
@@ -192,18 +200,17 @@ def export_checkpoint(config: Config, step: int, out_dir: str | os.PathLike | No
     the untrained baseline of a run, evaluated through the same path."""
     output_dir = Path(config.train.output_dir)
     path = step_checkpoint(output_dir, step) if step != 0 else None
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    cfg = config.train
-    spec = backbone_spec(config.model)
-    trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
-                                passage_max_length=cfg.passage_max_length, center_head=config.model.center_head)
-    steps = int(load_weights(path, trainable.module)["step"]) if path is not None else 0
-    target = Path(out_dir) if out_dir is not None else output_dir / f"step-{step}-{FINAL}"
-    save_output(trainable, target, name=config.model.name, merge=cfg.merge,
-                extra={"config": config.to_dict(), "steps": steps,
-                       "exported_from": str(path) if path is not None else "the backbone (step 0)",
-                       "backbone_spec": spec.to_dict()})
+    with threads(config.train.threads):
+        cfg = config.train
+        spec = backbone_spec(config.model)
+        trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
+                                    passage_max_length=cfg.passage_max_length, center_head=config.model.center_head)
+        steps = int(load_weights(path, trainable.module)["step"]) if path is not None else 0
+        target = Path(out_dir) if out_dir is not None else output_dir / f"step-{step}-{FINAL}"
+        save_output(trainable, target, name=config.model.name, merge=cfg.merge,
+                    extra={"config": config.to_dict(), "steps": steps,
+                           "exported_from": str(path) if path is not None else "the backbone (step 0)",
+                           "backbone_spec": spec.to_dict()})
     logger.info("encoder of %s -> %s (load it with --encoder %s)", path or "step 0", target, target)
     return target
 
