@@ -14,11 +14,13 @@ How "fast" is decided (:func:`kernel_decision`), in order:
    (same values; tests and users who know their machine use it to skip the probe);
 2. on x86, a CPU without ``avx512_bf16`` / ``amx_bf16`` / ``avx_ne_convert`` in ``/proc/cpuinfo`` is slow for sure
    (bf16 is emulated), so no probe runs;
-3. otherwise a calibrated probe: the same ``64 × 128 × 8,192`` product (splade-tiny's head on a slice of its
-   vocabulary) in fp32 and in bf16, best of three each, interleaved, ~10-50 ms in all. Flags cannot see
-   ``ONEDNN_MAX_CPU_ISA``/``ATEN_CPU_CAPABILITY`` limits or a hypervisor that hides features; the probe does.
-   bf16 counts as fast when it reaches :data:`BF16_FAST_RATIO` × the fp32 rate (the screen also pays for norms,
-   bounds and an fp32 re-scoring, ~10 % of its time).
+   likewise when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below its bf16 instruction sets (``AVX2``, ``AVX512_CORE``);
+3. otherwise a calibrated probe: the same ``256 × 128 × 8,192`` product (a sequence through splade-tiny's head,
+   on a slice of its vocabulary) in fp32 and in bf16 on one thread, best of three each, interleaved, timed in
+   process CPU seconds (so that a loaded machine's preemptions do not count); ~0.1 s where bf16 is native. Flags cannot see
+   other ISA limits (``ATEN_CPU_CAPABILITY``) or a hypervisor that hides features; the probe does. bf16 counts as
+   fast when it reaches :data:`BF16_FAST_RATIO` × the fp32 rate (the screen also pays for norms, bounds and an
+   fp32 re-scoring, ~10 % of its time).
 
 The answer is cached for the process (the probe runs at most once) and is a JSON-serialisable
 :class:`KernelDecision` that every output manifest and benchmark JSON records.
@@ -43,7 +45,7 @@ BF16_ANSWERS = ("fast", "slow")
 #: bf16 counts as fast when its measured rate is at least this many times the fp32 rate.
 BF16_FAST_RATIO = 1.3
 #: Tokens × hidden size × vocabulary slice of the probe (splade-tiny's head shape, cut to a few milliseconds).
-PROBE_SHAPE = (64, 128, 8192)
+PROBE_SHAPE = (256, 128, 8192)
 #: /proc/cpuinfo flags that decide kernels or explain a measurement (recorded when present).
 RELEVANT_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
                   "avx_vnni", "avx512_bf16", "avx_ne_convert", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8",
@@ -63,7 +65,7 @@ class KernelDecision:
     flags: tuple[str, ...]            # the RELEVANT_FLAGS this CPU reports
     isa_env: dict                     # the ISA_ENV variables that are set
     torch_threads: int
-    fp32_gflops: float | None         # probe rates (None when no probe ran)
+    fp32_gflops: float | None         # probe rates, GFLOP per process CPU-second (None when no probe ran)
     bf16_gflops: float | None
     bf16_matmul: str                  # "fast" or "slow"
     source: str                       # "argument", "env LACONIC_BF16_MATMUL", "cpu flags" or "probe"
@@ -115,7 +117,8 @@ def cpuinfo() -> tuple[str, tuple[str, ...]]:
 
 
 def probe_gflops(dtype, shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int = 3) -> float:
-    """Best-of-``repeats`` GFLOP/s of an ``M × K`` by ``K × N`` product in ``dtype`` on the current threads."""
+    """Best-of-``repeats`` GFLOP per process CPU-second of an ``M × K`` by ``K × N`` product in ``dtype`` (on the
+    current threads: CPU time adds the threads up, which is what a loaded machine cannot distort)."""
     import torch
 
     m, k, n = shape
@@ -126,9 +129,9 @@ def probe_gflops(dtype, shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int 
         torch.matmul(left, right.T)  # warm-up: first-call dispatch and packing
         best = float("inf")
         for _ in range(repeats):
-            start = time.perf_counter()
+            start = time.process_time()
             torch.matmul(left, right.T)
-            best = min(best, time.perf_counter() - start)
+            best = min(best, time.process_time() - start)
     return 2 * m * k * n / max(best, 1e-9) / 1e9
 
 
@@ -142,11 +145,13 @@ def _answer(value: str, where: str) -> str:
 def _probe() -> tuple[float, float]:
     import torch
 
-    # Interleaved, so that a load change on a shared machine hits both dtypes alike.
+    # One thread: CPU time then counts work, not OpenMP threads spinning while a sibling is preempted. Interleaved,
+    # so that a load change on a shared machine hits both dtypes alike.
     fp32, bf16 = [], []
-    for _ in range(2):
-        fp32.append(probe_gflops(torch.float32))
-        bf16.append(probe_gflops(torch.bfloat16))
+    with threads(1):
+        for _ in range(2):
+            fp32.append(probe_gflops(torch.float32))
+            bf16.append(probe_gflops(torch.bfloat16))
     return max(fp32), max(bf16)
 
 
@@ -163,8 +168,12 @@ def kernel_decision(bf16_matmul: str | None = None) -> KernelDecision:
 @functools.cache
 def _probed_decision() -> KernelDecision:
     _, flags = cpuinfo()
+    onednn_cap = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").upper()
     if platform.machine().lower() in ("x86_64", "amd64", "i686") and not set(flags) & set(_HARDWARE_BF16):
         decision = _decide("slow", "cpu flags")
+    elif onednn_cap and onednn_cap not in ("ALL", "DEFAULT") and "BF16" not in onednn_cap \
+            and "AMX" not in onednn_cap:
+        decision = _decide("slow", f"ONEDNN_MAX_CPU_ISA={onednn_cap}")
     else:
         fp32, bf16 = _probe()
         answer = "fast" if bf16 >= BF16_FAST_RATIO * fp32 else "slow"
