@@ -43,6 +43,11 @@ def _scifact_batches(data_root: Path, spec, encoder: SparseEncoder, count: int =
     return [texts[i:i + 32] for i in range(0, len(texts), 32)] + [texts[-1:], [t[:40] for t in texts[-3:]]]
 
 
+def _write_corpus(folder: Path, docs) -> None:
+    lines = (json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    (folder / "corpus.jsonl").write_text("".join(lines), encoding="utf-8")
+
+
 def test_dispatch_follows_the_bf16_answer_and_output_is_identical_either_way(data_root):
     model_dir("splade-tiny")
     spec = load_spec("splade-tiny")
@@ -113,8 +118,7 @@ def test_faiss_search_leaves_torch_threads_unchanged(tmp_path, data_root):
     docs = list(islice(iter_corpus(data_root / "scifact"), 24))
     corpus = tmp_path / "mini"  # a BEIR folder of real SciFact documents
     corpus.mkdir()
-    (corpus / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs),
-                      encoding="utf-8")
+    _write_corpus(corpus, docs)
     index = encode_dense_corpus(corpus, "minilm", tmp_path / "index")
     with threads(2):
         before = (torch.get_num_threads(), faiss.omp_get_max_threads())
@@ -135,8 +139,7 @@ def test_decision_recorded_in_the_encode_manifest_and_old_manifest_resumes(tmp_p
     docs = list(islice(iter_corpus(data_root / "scifact"), 30))
     corpus = tmp_path / "mini"  # a BEIR folder of real SciFact documents
     corpus.mkdir()
-    (corpus / "corpus.jsonl").write_text("".join(json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs),
-                      encoding="utf-8")
+    _write_corpus(corpus, docs)
     out = tmp_path / "enc"
     manifest = encode_corpus(corpus, out, "splade-tiny", part_size=12, progress=False)
     record = json.loads((out / "manifest.json").read_text(encoding="utf-8"))

@@ -17,10 +17,10 @@ How "fast" is decided (:func:`kernel_decision`), in order:
    likewise when ``ONEDNN_MAX_CPU_ISA`` caps oneDNN below its bf16 instruction sets (``AVX2``, ``AVX512_CORE``);
 3. otherwise a calibrated probe: the same ``256 × 128 × 8,192`` product (a sequence through splade-tiny's head,
    on a slice of its vocabulary) in fp32 and in bf16 on one thread, best of three each, interleaved, timed in
-   process CPU seconds (so that a loaded machine's preemptions do not count); ~0.1 s where bf16 is native. Flags cannot see
-   other ISA limits (``ATEN_CPU_CAPABILITY``) or a hypervisor that hides features; the probe does. bf16 counts as
-   fast when it reaches :data:`BF16_FAST_RATIO` × the fp32 rate (the screen also pays for norms, bounds and an
-   fp32 re-scoring, ~10 % of its time).
+   process CPU seconds (so that a loaded machine's preemptions do not count); ~0.1 s where bf16 is native.
+   Flags cannot see other ISA limits (``ATEN_CPU_CAPABILITY``) or a hypervisor that hides features; the probe
+   does. bf16 counts as fast when it reaches :data:`BF16_FAST_RATIO` × the fp32 rate (the screen also pays for
+   norms, bounds and an fp32 re-scoring, ~10 % of its time).
 
 The answer is cached for the process (the probe runs at most once) and is a JSON-serialisable
 :class:`KernelDecision` that every output manifest and benchmark JSON records.
