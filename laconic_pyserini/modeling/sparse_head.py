@@ -136,7 +136,7 @@ def exact_max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, head, *,
     The batch's real tokens are packed into one ``N × H`` matrix and projected in products of about
     ``budget_bytes`` of logits (2,198 rows for a 30,522-term vocabulary); each row's maximum is taken over its own
     slice. Of the exact fp32 paths measured on AVX2 (B×L×V chunks, one sequence at a time in 32-256-position
-    chunks, packed products of 512 or 2,048 rows; docs/benchmarks.md) this was the fastest: a product with few
+    chunks, packed products of 512 or 2,048 rows; issue 18) this was the fastest: a product with few
     rows pays the packing of the whole ``V × H`` weight again for little work. Each logit is the same dot
     product as in the B×L×V path and max is exact, so the output is byte-identical. One exception is kept out: a
     product of at most three rows takes a different (matrix-vector) kernel with other roundings, so every product

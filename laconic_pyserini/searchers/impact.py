@@ -35,7 +35,7 @@ class LaconicSearcher:
     """
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "fp32") -> None:
+                 dtype: str = "auto") -> None:
         from .. import jvm
         from ..impact_index import read_impact_manifest
 
