@@ -97,6 +97,7 @@ class KernelDecision:
                 f"flags {' '.join(self.flags) or '-'}{rates}; bf16 matmul {self.bf16_matmul} ({self.source})")
 
 
+@functools.cache
 def cpuinfo() -> tuple[str, tuple[str, ...]]:
     """(CPU model name, the :data:`RELEVANT_FLAGS` it reports) from ``/proc/cpuinfo`` (Linux; elsewhere a best
     effort from :mod:`platform` and no flags)."""
