@@ -51,11 +51,11 @@ class SparseEncoder:
 
     - ``screened-bf16``: the vocabulary projection is screened in bf16 and only the terms that can survive
       activation and top-k are computed in fp32 (:mod:`.screened_head`); fast where bf16 matmuls are;
-    - ``fp32-exact``: every logit in fp32, one sequence at a time over its real tokens
+    - ``fp32-exact``: every logit in fp32, over the batch's real tokens only, packed into large products
       (:func:`.sparse_head.exact_max_pool`); the fast one where bf16 is emulated (AVX2-only CPUs).
 
-    ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision`; ``True``/``False`` force one (a forced
-    screen on a CPU where bf16 is slow logs one warning). A bf16 model, or a head that cannot be split, runs the
+    ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision` on CPU, and screens on CUDA (as before);
+    ``True``/``False`` force one (a forced screen on a CPU where bf16 is slow logs one warning). A bf16 model, or a head that cannot be split, runs the
     chunked ``model-dtype`` head. ``self.kernels`` records the choice for manifests.
     """
 
@@ -90,9 +90,10 @@ class SparseEncoder:
             raise ValueError(f"screen must be 'auto', True or False, not {screen!r}")
         if self._split is None or self._split.weight.dtype != torch.float32:
             return "model-dtype"
+        on_cpu = self.device.type == "cpu"
         if screen == "auto":
-            return "screened-bf16" if self.decision.screen else "fp32-exact"
-        if screen and not self.decision.bf16_fast:
+            return "screened-bf16" if self.decision.screen or not on_cpu else "fp32-exact"
+        if screen and on_cpu and not self.decision.bf16_fast:
             warn_once("screen", "screen=True on a CPU where bf16 matmuls are slow (emulated): the screened head is "
                                 "several times slower than the exact fp32 head here; leave screen='auto'")
         return "screened-bf16" if screen else "fp32-exact"
