@@ -377,7 +377,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
     from laconic_pyserini.train.model import backbone_spec
 
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
-    plain = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    plain = load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts)
     offset = float(torch.expm1(plain[plain > 0].median()))  # about half the backbone's terms drop out
     plain_run, offset_run = tmp_path / "plain", tmp_path / "offset"
     train(_tiny_config(tiny_llama, pairs_file, plain_run, max_steps=1))
@@ -389,7 +389,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
 
     spec = load_spec(str(final))
     assert spec.logit_offset == pytest.approx(offset)
-    got = load_sparse_encoder(spec).encode_weights(texts)
+    got = load_sparse_encoder(spec, dtype="fp32").encode_weights(texts)
     torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(offset_run), texts),
                                rtol=1e-4, atol=1e-5)
     assert 0 < int((got > 0).sum()) < int((plain > 0).sum())
