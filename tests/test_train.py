@@ -353,7 +353,7 @@ def test_centred_head_keeps_the_language_model_and_is_what_the_trained_encoder_l
     with safe_open(str(final / "model.safetensors"), "pt") as f:
         assert "lm_head.weight" in f.keys()
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
-    got = load_sparse_encoder(load_spec(str(final))).encode_weights(texts)
+    got = load_sparse_encoder(load_spec(str(final)), dtype="fp32").encode_weights(texts)
     torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(out), texts),
                                rtol=1e-4, atol=1e-5)
     config.model.center_head = False
@@ -516,11 +516,11 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     assert exported == out / "step-2-final"
     assert json.loads((exported / "training.json").read_text())["steps"] == 2
     texts = ["query: diffusion tensor imaging of white matter"]
-    got = load_sparse_encoder(load_spec(str(exported))).encode_weights(texts)
+    got = load_sparse_encoder(load_spec(str(exported)), dtype="fp32").encode_weights(texts)
 
     expected = _backbone_plus_checkpoint(config, step_checkpoint(out, 2), texts)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final))).encode_weights(texts))
+    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final)), dtype="fp32").encode_weights(texts))
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
@@ -529,8 +529,9 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     # step 0: the model training starts from, i.e. the backbone (the untrained baseline of the run)
     assert main(["--config", str(config_file), "--export-step", "0", "--export-to", str(tmp_path / "step0")]) == 0
     assert json.loads((tmp_path / "step0" / "training.json").read_text())["steps"] == 0
-    torch.testing.assert_close(load_sparse_encoder(load_spec(str(tmp_path / "step0"))).encode_weights(texts),
-                               load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts),
+    step0 = load_sparse_encoder(load_spec(str(tmp_path / "step0")), dtype="fp32")
+    torch.testing.assert_close(step0.encode_weights(texts),
+                               load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts),
                                rtol=1e-5, atol=1e-6)
 
 
