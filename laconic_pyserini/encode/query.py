@@ -67,8 +67,8 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     ``fmt`` defaults to the output's suffix (``.tsv`` or ``.jsonl``). Returns ``{qid: {term: impact}}``.
     A query whose vector is empty is an error in TSV (pyserini 1.6's reader, Anserini's ``TsvStringTopicReader``,
     refuses the *whole file* when one line is ``qid<TAB>`` alone) and is written as ``{}`` in JSONL.
-    ``dtype="auto"``: what this CPU runs fast (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`). A query file has
-    no manifest, so the dtype and kernels used are logged.
+    ``dtype="auto"``: what this CPU runs fast (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the sidecar
+    ``FILE.manifest.json`` records the dtype, head kernel and CPU decision used (``kernels``).
     """
     output = Path(output)
     fmt = fmt or output.suffix.lstrip(".").lower()
@@ -83,7 +83,6 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
-    logger.info("encoding queries with %s", {k: v for k, v in encoder.kernels.items() if k != "cpu"})
     queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
     impacts = encode_queries(encoder, texts, batch_size=batch_size)
@@ -107,7 +106,7 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
         "spec": spec.to_dict(), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),
-        "file": output.name, "sha256": sha256_file(output)})
+        "file": output.name, "sha256": sha256_file(output), "kernels": encoder.kernels})
     logger.info("wrote %d encoded queries to %s", len(lines), output)
     return dict(zip(qids, impacts))
 
