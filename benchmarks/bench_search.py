@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -97,7 +98,11 @@ def main() -> None:
     jvm.start()
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    results: dict = {"index": args.index, "rounds": args.rounds}
+    from laconic_pyserini.modeling.cpu import kernel_decision
+
+    decision = kernel_decision()
+    print(decision.summary(), file=sys.stderr)
+    results: dict = {"index": args.index, "rounds": args.rounds, "cpu": decision.to_dict()}
     ours = LaconicSearcher(args.index)
     vectors = read_pre_encoded(args.pre_encoded, ours.spec)
     lines = {line.split("\t", 1)[0]: line.rstrip("\n").split("\t", 1)[1]

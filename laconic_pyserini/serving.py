@@ -61,10 +61,18 @@ def _rss() -> int:
 def measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, hits: int = 1000,
                     remove_query: bool = False, threads: int = 1, batch_size: int = 32) -> ServingStats:
     """Open ``index_dir`` (its searcher from the registry), answer every topic one at a time (timed), write the run
-    to ``run_path``."""
+    to ``run_path``; torch and faiss run on ``threads`` threads meanwhile, and on their earlier counts afterwards."""
+    from .modeling.cpu import threads as scoped_threads
+
+    with scoped_threads(threads):
+        return _measure_serving(index_dir, topics, run_path, hits=hits, remove_query=remove_query, threads=threads,
+                                batch_size=batch_size)
+
+
+def _measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, hits: int, remove_query: bool,
+                     threads: int, batch_size: int) -> ServingStats:
     from .searchers import find_backend, kind_of
 
-    _limit_threads(threads)
     rss_start = _rss()
     start = time.perf_counter()
     backend = find_backend(kind_of(index_dir), where=index_dir)
@@ -94,21 +102,6 @@ def measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, hi
         stats.avg_query_terms = round(sum(terms) / len(terms), 2)
     write_trec_run(run, run_path)
     return stats
-
-
-def _limit_threads(threads: int) -> None:
-    try:
-        import torch
-
-        torch.set_num_threads(threads)
-    except ImportError:  # pragma: no cover - torch is a dependency
-        pass
-    try:
-        import faiss
-
-        faiss.omp_set_num_threads(threads)
-    except ImportError:  # pragma: no cover
-        pass
 
 
 def _child(index_dir: str, topics: dict[str, str], run_path: str, stats_path: str, options: dict) -> None:

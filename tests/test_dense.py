@@ -378,7 +378,7 @@ def test_decoder_dense_equals_naive_bidirectional_reference(tiny_llama_dense, po
     spec = EncoderSpec(name="tiny-dense", model=str(tiny_llama_dense), kind="dense", tokenizer=str(LLAMA3_TOKENIZER),
                        query_prefix="query: ", passage_prefix="passage: ", add_special_tokens=False,
                        pooling=pooling, activation="none", normalize=True, bidirectional=True)
-    encoder = DenseEncoder(spec, batch_size=3)
+    encoder = DenseEncoder(spec, batch_size=3, dtype="fp32")  # compared with an fp32 reference
     fed = []
     encoder.model.get_input_embeddings().register_forward_pre_hook(lambda m, args: fed.append(args[0]))
     docs = encoder.encode_documents([("", t) for t in TEXTS])  # padded batch, right padding

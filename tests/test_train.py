@@ -308,13 +308,13 @@ def test_trained_output_loads_as_an_encoder_and_encodes_as_trained(tmp_path, tin
     assert (spec.kind, spec.query_prefix, spec.passage_prefix, spec.add_special_tokens) == \
         ("decoder", "query: ", "passage: ", False)
     assert spec.name == "tiny-trained" and spec.bidirectional and spec.top_k == 512
-    encoder = load_sparse_encoder(spec)
+    encoder = load_sparse_encoder(spec, dtype="fp32")
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
     from_output = encoder.encode_weights(texts)
 
     expected = _backbone_plus_checkpoint(config, latest_checkpoint(out), texts)
     torch.testing.assert_close(from_output, expected, rtol=1e-4, atol=1e-5)
-    backbone = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    backbone = load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts)
     assert not torch.allclose(backbone, from_output)  # training changed the encoder
 
 
@@ -353,7 +353,7 @@ def test_centred_head_keeps_the_language_model_and_is_what_the_trained_encoder_l
     with safe_open(str(final / "model.safetensors"), "pt") as f:
         assert "lm_head.weight" in f.keys()
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
-    got = load_sparse_encoder(load_spec(str(final))).encode_weights(texts)
+    got = load_sparse_encoder(load_spec(str(final)), dtype="fp32").encode_weights(texts)
     torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(out), texts),
                                rtol=1e-4, atol=1e-5)
     config.model.center_head = False
@@ -377,7 +377,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
     from laconic_pyserini.train.model import backbone_spec
 
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
-    plain = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    plain = load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts)
     offset = float(torch.expm1(plain[plain > 0].median()))  # about half the backbone's terms drop out
     plain_run, offset_run = tmp_path / "plain", tmp_path / "offset"
     train(_tiny_config(tiny_llama, pairs_file, plain_run, max_steps=1))
@@ -389,7 +389,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
 
     spec = load_spec(str(final))
     assert spec.logit_offset == pytest.approx(offset)
-    got = load_sparse_encoder(spec).encode_weights(texts)
+    got = load_sparse_encoder(spec, dtype="fp32").encode_weights(texts)
     torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(offset_run), texts),
                                rtol=1e-4, atol=1e-5)
     assert 0 < int((got > 0).sum()) < int((plain > 0).sum())
@@ -515,11 +515,11 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     assert exported == out / "step-2-final"
     assert json.loads((exported / "training.json").read_text())["steps"] == 2
     texts = ["query: diffusion tensor imaging of white matter"]
-    got = load_sparse_encoder(load_spec(str(exported))).encode_weights(texts)
+    got = load_sparse_encoder(load_spec(str(exported)), dtype="fp32").encode_weights(texts)
 
     expected = _backbone_plus_checkpoint(config, step_checkpoint(out, 2), texts)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final))).encode_weights(texts))
+    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final)), dtype="fp32").encode_weights(texts))
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
@@ -528,8 +528,9 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     # step 0: the model training starts from, i.e. the backbone (the untrained baseline of the run)
     assert main(["--config", str(config_file), "--export-step", "0", "--export-to", str(tmp_path / "step0")]) == 0
     assert json.loads((tmp_path / "step0" / "training.json").read_text())["steps"] == 0
-    torch.testing.assert_close(load_sparse_encoder(load_spec(str(tmp_path / "step0"))).encode_weights(texts),
-                               load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts),
+    step0 = load_sparse_encoder(load_spec(str(tmp_path / "step0")), dtype="fp32")
+    torch.testing.assert_close(step0.encode_weights(texts),
+                               load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts),
                                rtol=1e-5, atol=1e-6)
 
 

@@ -30,7 +30,7 @@ _CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "fields", "docs_as
 
 
 def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, spec=None, *,
-                  encoder=None, batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
+                  encoder=None, batch_size: int = 32, device: str = "cpu", dtype: str = "auto",
                   shard_id: int | None = None, shard_num: int | None = None, skip_invalid: bool = False,
                   docs_as_queries: bool | None = None, fields: tuple[str, ...] = ("title", "text"),
                   part_size: int = DEFAULT_PART_SIZE, window_batches: int = DEFAULT_WINDOW_BATCHES,
@@ -40,8 +40,11 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
     already loaded :class:`~laconic_pyserini.modeling.SparseEncoder` (its spec is used). ``docs_as_queries=None``
     decides from the dataset's name (BEIR Quora and CQADupStack documents take the query prefix; see
-    :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). Returns this run's
-    manifest (this shard's, when sharded; the merged one when this shard finished last and ``merge``).
+    :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). ``dtype="auto"`` resumes in the dtype the
+    folder was begun with, and otherwise takes what this CPU runs fast
+    (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
+    kernels and CPU decision. Returns this run's manifest (this shard's, when sharded; the merged one when this
+    shard finished last and ``merge``).
     """
     spec = _sparse_spec(spec, encoder)
     if batch_size < 1 or part_size < 1 or window_batches < 1:
@@ -52,10 +55,11 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     described = describe_corpus(corpus)
     docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
     start, end = shard_range(shard_id, shard_num, described["lines"])
+    root = Path(embeddings_dir)
+    dtype = _run_dtype(dtype, spec, device, encoder, manifest_path(root, shard_id, shard_num))
     settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid)}
-    root = Path(embeddings_dir)
     manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end)
     if manifest.complete:
         logger.info("%s: already complete (%d documents); nothing to do", root, manifest.documents)
@@ -70,6 +74,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         from ..modeling import load_sparse_encoder
 
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
+    manifest.kernels.append({"first_part": len(manifest.parts), **encoder.kernels})
+    write_json_atomic(mpath, manifest.to_dict())
     resume = manifest.parts[-1].end if manifest.parts else start
     if resume > start:
         logger.info("resuming %s at corpus line %d of [%d, %d) after %d committed part(s)", root, resume, start, end,
@@ -146,6 +152,19 @@ def _encode_parts(run: "_PartBuilder", corpus, root: Path, folder: str, manifest
         manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, end, invalid))
         invalid = []
     return invalid
+
+
+def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:
+    """The dtype this run encodes in (a contract setting: a resumed folder must keep it)."""
+    if encoder is not None:
+        return encoder.kernels["dtype"]
+    if requested == "auto" and mpath.is_file():
+        recorded = load_manifest_file(mpath, mpath.parent).settings.get("dtype")
+        if recorded in ("fp32", "bf16"):
+            return recorded  # a rerun on another CPU still resumes what the first run began
+    from ..modeling.cpu import resolve_dtype
+
+    return resolve_dtype(requested, decoder=spec.kind == "decoder", device=device)
 
 
 def _maybe_merge(root: Path, manifest: Manifest, shard_num: int, merge: bool) -> Manifest:

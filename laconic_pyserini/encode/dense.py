@@ -1,8 +1,8 @@
 """Encode a corpus with a dense model into a faiss index folder that pyserini's ``FaissSearcher`` opens.
 
     python -m laconic_pyserini.encode.dense --corpus BEIR_DIR_OR_NAME --encoder SPEC_OR_PATH_OR_HUB_ID --output DIR
-        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype fp32] [--hnsw-m 32] [--ef-construction 200]
-        [--ef-search 128] [--chunk-size 1024]
+        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype auto|fp32|bf16] [--hnsw-m 32]
+        [--ef-construction 200] [--ef-search 128] [--chunk-size 1024]
     python -m laconic_pyserini.encode.dense --from-index FLAT_DIR --output DIR --index-type hnsw   # no re-encoding
 
 Layout of ``DIR``: ``index`` (a faiss index, inner product), ``docid`` (one id per line, in index order) -- what
@@ -49,15 +49,34 @@ def _finish(partial: Path, output: Path) -> Path:
     return finish_build(partial, output)
 
 
+def _recorded_dtype(state_path: Path) -> str | None:
+    """The dtype a begun run recorded in its state file (a resumed run keeps it), or None."""
+    try:
+        recorded = json.loads(state_path.read_text(encoding="utf-8")).get("dtype")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return recorded if recorded in ("fp32", "bf16") else None
+
+
+def _kernels(dtype: str, device: str) -> dict:
+    from ..modeling.cpu import kernel_decision
+
+    return {"dtype": dtype, "device": device, "cpu": kernel_decision().to_dict()}
+
+
 def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, output: str | os.PathLike, *,
-                        index_type: str = "flat", batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
+                        index_type: str = "flat", batch_size: int = 32, device: str = "cpu", dtype: str = "auto",
                         hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 128,
                         chunk_size: int = 1024, as_query: bool | None = None) -> Path:
     """Encode every document of ``corpus`` and write a faiss index folder at ``output``; returns ``output``.
 
     ``as_query`` (default: BEIR Quora / CQADupStack, by the dataset's name) gives documents the query prefix.
+    ``dtype="auto"`` resumes in the dtype a begun run recorded, else
+    :func:`~laconic_pyserini.modeling.dense.resolve_dense_dtype`; the manifest records it with the CPU decision
+    (``kernels``).
     """
     from .source import describe_corpus, resolve_docs_as_queries
+    from ..modeling.dense import resolve_dense_dtype
 
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
@@ -68,6 +87,9 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     as_query = resolve_docs_as_queries(corpus, as_query)
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
+    if dtype == "auto":
+        dtype = _recorded_dtype(partial / STATE) or "auto"
+    dtype = resolve_dense_dtype(spec, dtype, device)
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
              "dtype": dtype, "as_query_documents": as_query}
     if _resume_partial(partial, state):
@@ -88,7 +110,8 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
                 "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
                 "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
                 "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
-                "build_seconds": round(build_seconds, 3)}
+                "build_seconds": round(build_seconds, 3),
+                "kernels": _kernels(dtype, device)}
     if index_type == "hnsw":
         manifest["hnsw"] = hnsw_params(hnsw_m, ef_construction, ef_search)
     write_faiss_folder(partial, index, ids, manifest)
@@ -197,7 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc.add_argument("--encoder", help="spec name (minilm), hub id, or local model folder")
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--device", default="cpu")
-    enc.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    enc.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                     help="auto (default): fp32 for encoder-only models; a decoder backbone in bf16 where this CPU "
+                          "runs bf16 fast")
     enc.add_argument("--max-length", type=int, help="override the spec's max length")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

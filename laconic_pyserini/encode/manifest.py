@@ -81,6 +81,10 @@ class Manifest:
     tail_invalid: list[dict] = field(default_factory=list)
     tail_invalid_lines: int = 0
     shards: list[dict] = field(default_factory=list)
+    #: One record per run that encoded parts here: ``first_part`` (its first part's index), the dtype and head kernel
+    #: it ran, and the CPU decision behind them (:meth:`~laconic_pyserini.modeling.SparseEncoder.kernels`).
+    #: Manifests written before this field have none and still resume.
+    kernels: list[dict] = field(default_factory=list)
 
     # ------------------------------------------------------------------------------------------ counts
 
@@ -115,7 +119,7 @@ class Manifest:
             "settings": self.settings, "counts": self.counts,
             "invalid": ([i for p in self.parts for i in p.invalid] + self.tail_invalid)[:MAX_INVALID_KEPT],
             "tail_invalid": self.tail_invalid, "tail_invalid_lines": self.tail_invalid_lines,
-            "parts": [p.to_dict() for p in self.parts], "shards": self.shards,
+            "parts": [p.to_dict() for p in self.parts], "shards": self.shards, "kernels": self.kernels,
         }
 
     @classmethod
@@ -130,7 +134,8 @@ class Manifest:
             return cls(root=root, spec=d["spec"], corpus=d["corpus"], shard=d["shard"], settings=d["settings"],
                        parts=[PartInfo.from_dict(p) for p in d["parts"]], complete=bool(d["complete"]),
                        package_version=d["package_version"], tail_invalid=d.get("tail_invalid", []),
-                       tail_invalid_lines=d.get("tail_invalid_lines", 0), shards=d.get("shards", []))
+                       tail_invalid_lines=d.get("tail_invalid_lines", 0), shards=d.get("shards", []),
+                       kernels=d.get("kernels", []))
         except (KeyError, TypeError) as exc:
             raise EncodeError(f"{where}: malformed manifest ({exc!r}); re-encode into an empty folder") from None
 

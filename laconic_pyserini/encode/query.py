@@ -53,12 +53,14 @@ def jsonl_line(qid: str, text: str, impacts: dict[str, int]) -> str:
 
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
                   encoder=None, split: str | None = "test", fmt: str | None = None, batch_size: int = 32,
-                  device: str = "cpu", dtype: str = "fp32") -> dict[str, dict[str, int]]:
+                  device: str = "cpu", dtype: str = "auto") -> dict[str, dict[str, int]]:
     """Encode topics (a BEIR folder or name, a topics file, or ``{qid: text}``) into ``output``.
 
     ``fmt`` defaults to the output's suffix (``.tsv`` or ``.jsonl``). Returns ``{qid: {term: impact}}``.
     A query whose vector is empty is an error in TSV (pyserini 1.6's reader, Anserini's ``TsvStringTopicReader``,
     refuses the *whole file* when one line is ``qid<TAB>`` alone) and is written as ``{}`` in JSONL.
+    ``dtype="auto"``: what this CPU runs fast (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the sidecar
+    ``FILE.manifest.json`` records the dtype, head kernel and CPU decision used (``kernels``).
     """
     output = Path(output)
     fmt = fmt or output.suffix.lstrip(".").lower()
@@ -96,7 +98,7 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
         "spec": spec.to_dict(), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),
-        "file": output.name, "sha256": sha256_file(output)})
+        "file": output.name, "sha256": sha256_file(output), "kernels": encoder.kernels})
     logger.info("wrote %d encoded queries to %s", len(lines), output)
     return dict(zip(qids, impacts))
 
@@ -114,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None, help="overrides the spec's max length")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 for a decoder where this CPU runs bf16 fast, else fp32")
     return parser
 
 

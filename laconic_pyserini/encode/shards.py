@@ -129,6 +129,7 @@ def merge_shards(embeddings_dir: str | os.PathLike, corpus: str | os.PathLike | 
                       settings=first.settings, parts=[p for s in shards for p in s.parts], complete=False,
                       package_version=first.package_version,
                       tail_invalid=[i for s in shards for i in s.tail_invalid],
+                      kernels=[{"shard": s.shard.get("id"), **k} for s in shards for k in s.kernels],
                       tail_invalid_lines=sum(s.tail_invalid_lines for s in shards),
                       shards=[{"id": k, "manifest": f"{SHARDS_DIR}/{found[k][1].name}", **s.counts}
                               for k, s in enumerate(shards)])

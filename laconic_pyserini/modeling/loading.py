@@ -1,8 +1,9 @@
 """Loading an encoder's model and tokenizer from what its spec names.
 
 Handled: merged checkpoints (safetensors folders), LoRA adapters (peft) over ``spec.base_model``, GGUF files through
-transformers' gguf support, a tokenizer from a separate location (LACONIC checkpoints ship none), fp32 or bf16, cpu
-or cuda. ``trust_remote_code`` is always off and HF folders must hold safetensors (no pickled weights).
+transformers' gguf support, a tokenizer from a separate location (LACONIC checkpoints ship none), fp32, bf16 or
+``auto`` (decided by what the CPU does fast, :func:`.cpu.resolve_dtype`), cpu or cuda. ``trust_remote_code`` is
+always off and HF folders must hold safetensors (no pickled weights).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class LoadedModel:
     tokenizer: object
     location: str            # where the weights came from (a local folder, or a hub id)
     tokenizer_location: str
+    dtype: str = "fp32"      # what the weights were loaded as (``auto`` resolved): fp32 or bf16
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -64,20 +66,24 @@ def load_tokenizer(spec: EncoderSpec, location: str):
     return AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs), where
 
 
-def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -> LoadedModel:
+def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
     """The spec's model in eval mode on ``device``: a bidirectional ``*ForCausalLM`` for decoders (whose LM head
-    the sparse head applies in chunks), a ``*ForMaskedLM`` for mlm. Dense kinds are loaded elsewhere."""
+    the sparse head applies in chunks), a ``*ForMaskedLM`` for mlm. Dense kinds are loaded elsewhere.
+    ``dtype="auto"``: bf16 for a decoder where bf16 matmuls are fast, else fp32 (:func:`.cpu.resolve_dtype`)."""
     if spec.kind not in ("decoder", "mlm"):
         raise SpecError(f"encoder {spec.name!r} is {spec.kind}; the sparse loader handles decoder and mlm kinds")
     return load_checkpoint(spec, spec.kind, device=device, dtype=dtype)
 
 
-def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtype: str = "fp32") -> LoadedModel:
+def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
     """The checkpoint the spec names, read as ``family`` (``decoder``: a ``*ForCausalLM``, made bidirectional when
     the spec says so; ``mlm``: a ``*ForMaskedLM``), whatever the spec's own kind: a dense spec on a decoder
     backbone loads its checkpoint as a decoder (GGUF, LoRA, tokenizer, bidirectional switch alike)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
 
+    from .cpu import resolve_dtype
+
+    dtype = resolve_dtype(dtype, decoder=family == "decoder", device=device)
     torch_type = torch_dtype(dtype)
     location = resolve_model_location(spec.model)
     adapter = _is_adapter(location)
@@ -102,7 +108,8 @@ def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtyp
         make_bidirectional(model)
     model.eval().to(device)
     tokenizer, tokenizer_location = load_tokenizer(spec, location)
-    return LoadedModel(model=model, tokenizer=tokenizer, location=location, tokenizer_location=tokenizer_location)
+    return LoadedModel(model=model, tokenizer=tokenizer, location=location, tokenizer_location=tokenizer_location,
+                       dtype=dtype)
 
 
 def _check_kind(spec: EncoderSpec, family: str, config, where: str) -> None:

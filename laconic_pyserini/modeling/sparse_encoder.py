@@ -8,10 +8,11 @@ from collections.abc import Callable
 import torch
 
 from ..spec import EncoderSpec
+from .cpu import KernelDecision, kernel_decision, warn_once
 from .loading import LoadedModel, load_model
-from .screened_head import ScreenedHead, split_head
+from .screened_head import LinearHead, ScreenedHead, split_head
+from .sparse_head import DEFAULT_CHUNK_BYTES, activate, exact_max_pool, keep_top_k, lm_head_function, sparse_pool
 from .tokenization import SpecTokenizer
-from .sparse_head import DEFAULT_CHUNK_BYTES, activate, keep_top_k, lm_head_function, sparse_pool
 
 logger = logging.getLogger(__name__)
 
@@ -37,13 +38,22 @@ class SparseEncoder:
 
     Weights are post-activation (log1p(relu) of the max-pooled logits), top-k applied when the spec asks for it;
     terms are raw vocabulary strings (``Ġheart`` for Llama-3, ``heart`` / ``##ing`` for BERT wordpieces).
-    With ``screen`` (the default), an fp32 model's vocabulary projection is screened in bf16 and only the terms that
-    can survive activation and top-k are computed in fp32 (:mod:`.screened_head`); ``screen=False`` computes every
-    logit in the model's dtype.
+
+    The head of an fp32 model runs one of two kernels with byte-identical output (``self.head_kernel``):
+
+    - ``screened-bf16``: the vocabulary projection is screened in bf16 and only the terms that can survive
+      activation and top-k are computed in fp32 (:mod:`.screened_head`); fast where bf16 matmuls are;
+    - ``fp32-exact``: every logit in fp32, over the batch's real tokens only, packed into large products
+      (:func:`.sparse_head.exact_max_pool`); the fast one where bf16 is emulated (AVX2-only CPUs).
+
+    ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision` on CPU, and screens on CUDA (as before);
+    ``True``/``False`` force one (a forced screen on a CPU where bf16 is slow logs one warning). A bf16 model, or a head that cannot be split, runs the
+    chunked ``model-dtype`` head. ``self.kernels`` records the choice for manifests.
     """
 
     def __init__(self, spec: EncoderSpec, loaded: LoadedModel, *, device: str = "cpu",
-                 budget_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool = True) -> None:
+                 budget_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool | str = "auto",
+                 decision: KernelDecision | None = None) -> None:
         self.spec = spec
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -60,9 +70,30 @@ class SparseEncoder:
         # Logit rows past the tokenizer's vocabulary (padded embedding matrices) have no term string.
         terms = self.tokenizer.convert_ids_to_tokens(list(range(min(self.vocab_size, len(self.tokenizer)))))
         self.terms: list[str | None] = terms + [None] * (self.vocab_size - len(terms))
-        split = split_head(self.model, spec.kind) if screen else None
-        self._screened = ScreenedHead(split, budget_bytes=budget_bytes) \
-            if split is not None and split.weight.dtype == torch.float32 else None
+        self.decision = decision or kernel_decision()
+        self._split: LinearHead | None = split_head(self.model, spec.kind)
+        self.head_kernel = self._choose_head(screen)
+        self._screened = ScreenedHead(self._split, budget_bytes=budget_bytes) \
+            if self.head_kernel == "screened-bf16" else None
+
+    def _choose_head(self, screen: bool | str) -> str:
+        if screen not in ("auto", True, False):
+            raise ValueError(f"screen must be 'auto', True or False, not {screen!r}")
+        if self._split is None or self._split.weight.dtype != torch.float32:
+            return "model-dtype"
+        on_cpu = self.device.type == "cpu"
+        if screen == "auto":
+            return "screened-bf16" if self.decision.screen or not on_cpu else "fp32-exact"
+        if screen and on_cpu and not self.decision.bf16_fast:
+            warn_once("screen", "screen=True on a CPU where bf16 matmuls are slow (emulated): the screened head is "
+                                "several times slower than the exact fp32 head here; leave screen='auto'")
+        return "screened-bf16" if screen else "fp32-exact"
+
+    @property
+    def kernels(self) -> dict:
+        """What this encoder runs: its dtype, its head kernel and the CPU decision behind them (JSON)."""
+        dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(self.model.dtype, str(self.model.dtype))
+        return {"dtype": dtype, "head": self.head_kernel, "device": str(self.device), "cpu": self.decision.to_dict()}
 
     # ---------------------------------------------------------------------------------------- tokenising
 
@@ -103,6 +134,10 @@ class SparseEncoder:
         offset = self.spec.logit_offset if offset is None else offset
         if self._screened is not None and self._screened.weight_bf16.device == hidden.device:
             weights = activate(self._screened(hidden, attention_mask, top_k, offset), activation, offset)
+        elif self.head_kernel == "fp32-exact":
+            # Split afresh: a caller may have replaced the head's weight since (train.probe centres it).
+            weights = activate(exact_max_pool(hidden, attention_mask, split_head(self.model, self.spec.kind),
+                                              budget_bytes=self.budget_bytes), activation, offset)
         else:
             weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=activation,
                                   offset=offset, budget_bytes=self.budget_bytes)
@@ -130,7 +165,8 @@ class SparseEncoder:
         return self._to_dicts(self.encode_weights(prefixed))
 
 
-def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32",
-                        screen: bool = True) -> SparseEncoder:
-    """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`)."""
+def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto",
+                        screen: bool | str = "auto") -> SparseEncoder:
+    """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`);
+    ``dtype`` and ``screen`` default to what this CPU runs fast (:mod:`.cpu`)."""
     return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device, screen=screen)

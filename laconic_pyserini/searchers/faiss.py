@@ -22,7 +22,7 @@ class FaissSearcher:
     encodes_queries = True
 
     def __init__(self, index_dir: str | os.PathLike, *, encoder: str | None = None, device: str = "cpu",
-                 dtype: str = "fp32", ef_search: int | None = None, batch_size: int = 32) -> None:
+                 dtype: str = "auto", ef_search: int | None = None, batch_size: int = 32) -> None:
         import faiss
 
         from ..index.faiss import read_faiss_folder
@@ -67,11 +67,14 @@ class FaissSearcher:
         return self.encoder.encode_queries(texts)
 
     def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1) -> list[Hits]:
-        import faiss
+        """Top-``k`` hits of each row of ``vectors``, searched on ``threads`` OpenMP threads. The count is scoped to
+        the search: faiss and torch share one OpenMP runtime, so a count left behind would be every later torch
+        computation's."""
+        from ..modeling.cpu import threads as scoped_threads
 
-        faiss.omp_set_num_threads(max(1, threads))
         k = min(k, self.index.ntotal)
-        scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        with scoped_threads(threads):
+            scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
         return [[(self.docids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
                 for row_scores, row_ids in zip(scores, rows)]
 

@@ -37,7 +37,7 @@ class LaconicSearcher:
     encodes_queries = True
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "fp32") -> None:
+                 dtype: str = "auto") -> None:
         from .. import jvm
         from ..index.impact import read_impact_manifest
 

@@ -32,7 +32,7 @@ class QueryEncoding:
     """
 
     def __init__(self, index_spec: EncoderSpec, encoder=None, *, where: str = "the index", batch_size: int = 32,
-                 device: str = "cpu", dtype: str = "fp32") -> None:
+                 device: str = "cpu", dtype: str = "auto") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         self.index_spec = index_spec

@@ -38,7 +38,7 @@ class SeismicSearcher:
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, query_cut: int = DEFAULT_QUERY_CUT,
                  heap_factor: float = DEFAULT_HEAP_FACTOR, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "fp32", large_vocabulary: bool | None = None, build: dict | None = None) -> None:
+                 dtype: str = "auto", large_vocabulary: bool | None = None, build: dict | None = None) -> None:
         if query_cut < 1 or not 0 < heap_factor <= 1:
             raise ValueError(f"query_cut must be >= 1 and heap_factor in (0, 1]; got {query_cut}, {heap_factor}")
         self.index_dir = str(index_dir)

@@ -16,7 +16,7 @@ from ..spec import is_finite_number
 from ..yaml_file import read_yaml_mapping
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -95,7 +95,9 @@ class TrainConfig:
     max_steps: int | None = None
     query_max_length: int = 64
     passage_max_length: int = 192
-    precision: str = "bf16"
+    # auto: bf16 autocast where bf16 kernels are fast (CUDA with bf16, AVX512_BF16/AMX CPUs), fp32 elsewhere
+    # (laconic_pyserini.modeling.cpu); an explicit bf16 is kept, with a warning on a CPU that emulates it.
+    precision: str = "auto"
     seed: int = 42
     save_every: int = 500
     keep_checkpoints: int = 2

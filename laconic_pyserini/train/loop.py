@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..modeling.cpu import resolve_dtype, threads
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, step_checkpoint
 from .config import Config
@@ -63,14 +64,19 @@ def train(config: Config, *, stop_after: int | None = None) -> Path:
     """Run (or resume) one phase; returns the output folder (``output_dir/final``), or the output dir itself when
     ``stop_after`` steps of this invocation end it early (a time-boxed job; rerun to continue)."""
     output_dir = Path(config.train.output_dir)
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
     world = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
     device = _device(world)
     try:
-        return _train(config, output_dir, world, device, stop_after)
+        with threads(config.train.threads):
+            return _train(config, output_dir, world, device, stop_after)
     finally:
         distributed.shutdown()
+
+
+def train_precision(precision: str, device: torch.device) -> str:
+    """``fp32`` or ``bf16`` for the config's ``auto`` / ``fp32`` / ``bf16`` on ``device`` (the rule of
+    :func:`laconic_pyserini.modeling.cpu.resolve_dtype` for decoders: bf16 only where its kernels are fast)."""
+    return resolve_dtype(precision, decoder=True, device=device.type)
 
 
 @dataclasses.dataclass
@@ -91,6 +97,7 @@ class _Run:
     params: list
     optimizer: torch.optim.Optimizer
     scheduler: object
+    precision: str         # fp32 or bf16 (autocast), the config's ``auto`` resolved for this device
 
 
 def _prepare(config: Config, output_dir: Path, world: distributed.World, device: torch.device) -> _Run:
@@ -102,8 +109,10 @@ def _prepare(config: Config, output_dir: Path, world: distributed.World, device:
         # The encoder's loader reads an adapter's tokenizer from the GGUF base, which the adapter folder lacks.
         raise ConfigError(f"{config.source}: train.merge: false over a GGUF backbone ({spec.gguf_file}) would "
                           "write an adapter the encoder cannot load yet; use train.merge: true")
+    precision = train_precision(cfg.precision, device)
+    logger.info("precision %s (config: %s) on %s", precision, cfg.precision, device)
     # bf16 weights only where bf16 kernels are the fast path; on CPUs the base stays fp32 and autocast runs bf16.
-    load_dtype = "bf16" if cfg.precision == "bf16" and device.type == "cuda" else "fp32"
+    load_dtype = "bf16" if precision == "bf16" and device.type == "cuda" else "fp32"
     trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
                                 passage_max_length=cfg.passage_max_length, device=str(device), dtype=load_dtype,
                                 gradient_checkpointing=cfg.gradient_checkpointing,
@@ -123,7 +132,7 @@ def _prepare(config: Config, output_dir: Path, world: distributed.World, device:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_lambda(config.optim.schedule, int(config.optim.warmup_ratio * steps), steps))
     return _Run(config, world, device, output_dir, spec, trainable, model, examples, order, steps,
-                config.data.negatives if cfg.phase == 2 else 0, params, optimizer, scheduler)
+                config.data.negatives if cfg.phase == 2 else 0, params, optimizer, scheduler, precision)
 
 
 def _resume(run: _Run) -> int:
@@ -149,7 +158,7 @@ def _resume(run: _Run) -> int:
 def _accumulate(run: _Run, step: int, weight_q: float, weight_p: float) -> dict[str, float]:
     """Forward and backward over the step's ``grad_accum`` micro-batches; the loss terms, averaged."""
     cfg, loss, world, device = run.config.train, run.config.loss, run.world, run.device
-    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if cfg.precision == "bf16"
+    autocast = (torch.autocast(device.type, dtype=torch.bfloat16) if run.precision == "bf16"
                 else contextlib.nullcontext())
     gather = distributed.gather_with_grad if world.distributed and cfg.gather_negatives else None
     sums: dict[str, float] = {}
@@ -232,18 +241,17 @@ def export_checkpoint(config: Config, step: int, out_dir: str | os.PathLike | No
     the untrained baseline of a run, evaluated through the same path."""
     output_dir = Path(config.train.output_dir)
     path = step_checkpoint(output_dir, step) if step != 0 else None
-    if config.train.threads:
-        torch.set_num_threads(config.train.threads)
-    cfg = config.train
-    spec = backbone_spec(config.model)
-    trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
-                                passage_max_length=cfg.passage_max_length, center_head=config.model.center_head)
-    steps = int(load_weights(path, trainable.module)["step"]) if path is not None else 0
-    target = Path(out_dir) if out_dir is not None else output_dir / f"step-{step}-{FINAL}"
-    save_output(trainable, target, name=config.model.name, merge=cfg.merge,
-                extra={"config": config.to_dict(), "steps": steps,
-                       "exported_from": str(path) if path is not None else "the backbone (step 0)",
-                       "backbone_spec": spec.to_dict()})
+    with threads(config.train.threads):
+        cfg = config.train
+        spec = backbone_spec(config.model)
+        trainable = build_trainable(spec, config.lora, query_max_length=cfg.query_max_length,
+                                    passage_max_length=cfg.passage_max_length, center_head=config.model.center_head)
+        steps = int(load_weights(path, trainable.module)["step"]) if path is not None else 0
+        target = Path(out_dir) if out_dir is not None else output_dir / f"step-{step}-{FINAL}"
+        save_output(trainable, target, name=config.model.name, merge=cfg.merge,
+                    extra={"config": config.to_dict(), "steps": steps,
+                           "exported_from": str(path) if path is not None else "the backbone (step 0)",
+                           "backbone_spec": spec.to_dict()})
     logger.info("encoder of %s -> %s (load it with --encoder %s)", path or "step 0", target, target)
     return target
 

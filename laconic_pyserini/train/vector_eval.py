@@ -1,7 +1,7 @@
 """Score a sparse encoder on a whole BEIR test set by brute force, as served and as trained, from one encoding.
 
     python -m laconic_pyserini.train.vector_eval --encoder SPEC_OR_FOLDER --dataset scifact --output DIR
-        [--split test] [--max-length 64] [--dtype bf16] [--batch-size 32] [--threads N]
+        [--split test] [--max-length 64] [--dtype auto|fp32|bf16] [--batch-size 32] [--threads N]
 
 Every document is encoded once into its full float vector (no top-k). Two runs come from it:
 
@@ -50,7 +50,7 @@ def index_impacts(weights, spec):
 
 
 def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str = "test", max_length: int = 64,
-                dtype: str = "bf16", batch_size: int = 32, hits: int = 1000) -> dict:
+                dtype: str = "auto", batch_size: int = 32, hits: int = 1000) -> dict:
     import torch
 
     from ..modeling import load_sparse_encoder
@@ -89,7 +89,8 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
     qrels = load_qrels(folder, split)
     write_trec_run(impact, out_dir / "run.impact.trec")
     write_trec_run(full, out_dir / "run.full.trec")
-    result = {"arguments": args, "name": spec.name, "documents": len(docs), "queries": len(qids),
+    result = {"arguments": args, "name": spec.name, "kernels": model.kernels, "documents": len(docs),
+              "queries": len(qids),
               "impact": evaluate(qrels, impact), "full": evaluate(qrels, full),
               "nonzero_doc_terms": float((matrix > 0).sum(dim=1).float().mean()),
               "nonzero_query_terms": float((queries > 0).sum(dim=1).float().mean()),
@@ -111,17 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", required=True, help="folder for results.json and the two runs")
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 for a decoder where this CPU runs bf16 fast, else fp32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        import torch
+    from ..modeling.cpu import threads
 
-        torch.set_num_threads(args.threads)
-    result = vector_eval(args.encoder, args.dataset, args.output, split=args.split, max_length=args.max_length,
-                         dtype=args.dtype, batch_size=args.batch_size)
+    with threads(args.threads):
+        result = vector_eval(args.encoder, args.dataset, args.output, split=args.split, max_length=args.max_length,
+                             dtype=args.dtype, batch_size=args.batch_size)
     print(json.dumps(result))
     return 0
 
