@@ -294,9 +294,13 @@ def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str
 
 def _sentence_transformers_folder_spec(folder: Path) -> EncoderSpec | None:
     """A sentence-transformers SparseEncoder folder's prompts, pooling and max_active_dims (None if not one)."""
-    from .st_folder import sparse_encoder_folder_spec  # it builds on this module
+    from .st_folder import FolderError, sparse_encoder_folder_spec
 
-    return sparse_encoder_folder_spec(folder)
+    try:
+        found = sparse_encoder_folder_spec(folder)
+    except FolderError as exc:
+        raise SpecError(str(exc)) from None
+    return None if found is None else EncoderSpec.from_dict(found[0], source=found[1])
 
 
 # The LACONIC input contract; a decoder folder without its own spec gets it.

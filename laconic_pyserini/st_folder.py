@@ -16,7 +16,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .spec import EncoderSpec, SpecError
+
+class FolderError(ValueError):
+    """What makes a SparseEncoder folder unusable here; :mod:`.spec` reports it as its own ``SpecError``."""
+
 
 HERE = "."  # a location saved as "." is the module's own folder
 TRANSFORMER_CONFIG = "laconic_transformer.json"
@@ -32,16 +35,17 @@ def _json(path: Path):
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        raise FolderError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
 
 
 def _optional_json(path: Path) -> dict:
     return _json(path) if path.exists() else {}
 
 
-def sparse_encoder_folder_spec(folder: Path) -> EncoderSpec | None:
-    """The spec of a sentence-transformers SparseEncoder folder; None when ``folder`` is not one (a dense
-    SentenceTransformer folder, a plain model folder)."""
+def sparse_encoder_folder_spec(folder: Path) -> tuple[dict, str] | None:
+    """The encoder spec fields of a sentence-transformers SparseEncoder folder and the file they come from; None
+    when ``folder`` is not one (a dense SentenceTransformer folder, a plain model folder). This module sits below
+    :mod:`.spec`, which builds the :class:`~laconic_pyserini.spec.EncoderSpec` from the fields."""
     modules_path = folder / "modules.json"
     if not modules_path.exists():
         return None
@@ -60,7 +64,7 @@ def sparse_encoder_folder_spec(folder: Path) -> EncoderSpec | None:
         return _laconic_spec(paths, common)  # keeps the name it was exported under
     if len(classes) == 2 and classes[1] == "SpladePooling" and _is_fill_mask(classes[0], paths[0]):
         return _splade_spec(paths, dict(common, name=folder.name))
-    raise SpecError(f"{modules_path}: a SparseEncoder of modules {classes}; this toolkit runs MLMTransformer (or a "
+    raise FolderError(f"{modules_path}: a SparseEncoder of modules {classes}; this toolkit runs MLMTransformer (or a "
                     f"fill-mask Transformer) + SpladePooling and LaconicTransformer + LaconicPooling only")
 
 
@@ -71,49 +75,50 @@ def _is_fill_mask(cls: str, path: Path) -> bool:
         == "fill-mask"
 
 
-def _laconic_spec(paths: list[Path], common: dict) -> EncoderSpec:
+def _laconic_spec(paths: list[Path], common: dict) -> tuple[dict, str]:
     config_path = paths[0] / TRANSFORMER_CONFIG
     if not config_path.exists():
-        raise SpecError(f"{config_path} is missing; re-export the folder with python -m laconic_pyserini.export")
+        raise FolderError(f"{config_path} is missing; re-export the folder with python -m laconic_pyserini.export")
     saved = _json(config_path)
     unknown = sorted(set(saved) - set(TRANSFORMER_FIELDS))
     if unknown:
-        raise SpecError(f"{config_path}: unknown field(s) {', '.join(unknown)}")
+        raise FolderError(f"{config_path}: unknown field(s) {', '.join(unknown)}")
     for field in ("model", "tokenizer"):
         if saved.get(field) == HERE:
             saved[field] = str(paths[0])
     pooling = _optional_json(paths[1] / "config.json")
     pooling = {k: pooling[k] for k in POOLING_FIELDS if k in pooling}
-    return EncoderSpec.from_dict(dict(saved, **pooling, pooling="max", **common), source=str(config_path))
+    return dict(saved, **pooling, pooling="max", **common), str(config_path)
 
 
-def _splade_spec(paths: list[Path], common: dict) -> EncoderSpec:
+def _splade_spec(paths: list[Path], common: dict) -> tuple[dict, str]:
     pooling_path = paths[1] / "config.json"
     pooling = _optional_json(pooling_path)
     strategy, activation = pooling.get("pooling_strategy", "max"), pooling.get("activation_function", "relu")
     if strategy != "max":
-        raise SpecError(f"{pooling_path}: pooling_strategy {strategy!r} is not implemented here (this toolkit "
+        raise FolderError(f"{pooling_path}: pooling_strategy {strategy!r} is not implemented here (this toolkit "
                         f"max-pools, as SPLADE v2 and later do)")
     if activation != "relu":
-        raise SpecError(f"{pooling_path}: activation_function {activation!r} (log1p applied twice) is not "
+        raise FolderError(f"{pooling_path}: activation_function {activation!r} (log1p applied twice) is not "
                         f"implemented here; only 'relu' (weights log1p(relu(logit))) is")
     model_dir = paths[0]
     if not any(model_dir.glob("*.safetensors")):
-        raise SpecError(f"{model_dir}: no *.safetensors weights (this toolkit loads no pickled weights); convert "
+        raise FolderError(f"{model_dir}: no *.safetensors weights (this toolkit loads no pickled weights); convert "
                         f"the checkpoint with transformers' save_pretrained(safe_serialization=True)")
     sbert = _optional_json(model_dir / "sentence_bert_config.json")
     if sbert.get("do_lower_case"):
-        raise SpecError(f"{model_dir / 'sentence_bert_config.json'}: do_lower_case lower-cases texts before the "
+        raise FolderError(f"{model_dir / 'sentence_bert_config.json'}: do_lower_case lower-cases texts before the "
                         f"tokenizer, which this toolkit does not do")
     add_special_tokens = True
     for bucket, settings in (sbert.get("processing_kwargs") or {}).items():
         unknown = sorted(set(settings) - _HONOURED_PROCESSING) if isinstance(settings, dict) else [bucket]
         if unknown:
-            raise SpecError(f"{model_dir / 'sentence_bert_config.json'}: processing_kwargs {bucket} "
+            raise FolderError(f"{model_dir / 'sentence_bert_config.json'}: processing_kwargs {bucket} "
                             f"{', '.join(unknown)} not honoured here")
         add_special_tokens = bool(settings.get("add_special_tokens", add_special_tokens))
-    return EncoderSpec(model=str(model_dir), kind="mlm", add_special_tokens=add_special_tokens,
-                       max_length=_max_length(model_dir, sbert), pooling="max", activation="log1p_relu", **common)
+    return dict(model=str(model_dir), kind="mlm", add_special_tokens=add_special_tokens,
+                max_length=_max_length(model_dir, sbert), pooling="max", activation="log1p_relu",
+                **common), str(pooling_path)
 
 
 def _max_length(model_dir: Path, sbert: dict) -> int:

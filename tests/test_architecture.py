@@ -19,7 +19,7 @@ MAX_FUNCTION_LINES = 60
 #: orchestration, the top layer.
 LAYERS = (
     {"errors", "outputs"},
-    {"data", "topics", "spec", "quantize", "modeling", "yaml_file", "jvm", "run"},
+    {"data", "topics", "spec", "st_folder", "quantize", "modeling", "yaml_file", "jvm", "run"},
     {"encode", "index", "searchers"},
 )
 
