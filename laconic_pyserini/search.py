@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from .data import DataError
 from .index.manifest import IndexFolderError, read_index_manifest
 from .run import Run, fetch_depth, kept_hits, write_trec_run
-from .searchers import Backend, Searcher, all_backends, find_backend, kind_of
+from .searchers import Backend, Searcher, all_backends, find_backend, index_phrase, kind_of
 from .spec import SpecError
 from .topics import load_topics
 
@@ -77,7 +77,7 @@ def searcher_options(args: argparse.Namespace, backend: Backend, where: str) -> 
         foreign.append("--pre-encoded")
     if foreign:
         verb = "does" if len(foreign) == 1 else "do"
-        raise IndexFolderError(f"{where}: {', '.join(foreign)} {verb} not apply to a {backend.kind!r} index "
+        raise IndexFolderError(f"{where}: {', '.join(foreign)} {verb} not apply to {index_phrase(backend.kind)} "
                                f"searched with {backend.name}; leave it out or pick another --backend")
     return {keyword: getattr(args, keyword) for keyword in given.values()}
 

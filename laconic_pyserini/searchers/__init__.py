@@ -107,7 +107,12 @@ def find_backend(kind: str, name: str | None = None, *, where: str = "the index"
         if entry.name == name:
             return entry
     choices = " or ".join(entry.name for entry in entries)
-    raise SearcherError(f"{where}: a {kind!r} index is searched with {choices}, not --backend {name}")
+    raise SearcherError(f"{where}: {index_phrase(kind)} is searched with {choices}, not --backend {name}")
+
+
+def index_phrase(kind: str) -> str:
+    """``an 'impact' index``, ``a 'bm25' index``: how messages name an index of ``kind``."""
+    return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind!r} index"
 
 
 def open_searcher(location: str | os.PathLike, *, backend: str | None = None, **options) -> Searcher:
