@@ -266,11 +266,19 @@ def test_question_corpora_are_known_by_name_never_by_path(tmp_path, data_root, s
     copy.mkdir(parents=True)
     corpus = _corpus(copy, _scifact_lines(data_root, 3))
     assert not is_question_corpus(copy) and not is_question_corpus(corpus)
-    manifest = encode_corpus(copy, tmp_path / "enc", encoder=splade, progress=False)
+    # splade-tiny has no prefixes; the same model under LACONIC's two prefixes shows which one was used.
+    import dataclasses
+
+    from laconic_pyserini.modeling.loading import LoadedModel
+    from laconic_pyserini.modeling.sparse_encoder import SparseEncoder
+
+    prefixed = SparseEncoder(dataclasses.replace(splade.spec, query_prefix="query: ", passage_prefix="passage: "),
+                             LoadedModel(splade.model, splade.tokenizer, "", ""))
+    manifest = encode_corpus(copy, tmp_path / "enc", encoder=prefixed, progress=False)
     assert manifest.settings["docs_as_queries"] is False
     texts = [doc.contents for doc in iter_corpus(copy)]
     written = dict(iter_vectors(read_manifest(tmp_path / "enc")))
-    passages, questions = ([quantize(v, splade.spec.quant_scale) for v in splade.encode_documents(texts, as_query=q)]
+    passages, questions = ([quantize(v, splade.spec.quant_scale) for v in prefixed.encode_documents(texts, as_query=q)]
                            for q in (False, True))
     assert list(written.values()) == passages != questions
     # A folder named like a question corpus is a path, not a name: the user must say which prefix.
