@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from ..data import DataError
+from ..outputs import OutputError
 from .corpus import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, encode_corpus
 from .manifest import EncodeError
 from .shards import merge_shards, verify_collection
@@ -105,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
                                  part_size=args.part_size, window_batches=args.window_batches,
                                  progress=not args.no_progress)
-    except (DataError, EncodeError, SpecError) as exc:
+    except (DataError, EncodeError, OutputError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = manifest.counts
