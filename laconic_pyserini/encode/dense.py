@@ -9,9 +9,11 @@ Layout of ``DIR``: ``index`` (a faiss index, inner product), ``docid`` (one id p
 ``pyserini.search.faiss.FaissSearcher`` reads -- and ``manifest.json`` (``kind: "faiss"``, the encoder spec, counts,
 index parameters, encoding throughput), which ``laconic_pyserini.search`` dispatches on.
 
-Embeddings are committed in chunks of ``--chunk-size`` documents under ``DIR.partial/chunks`` (each chunk one
-atomically renamed ``.npz``), so a killed run rerun with the same command continues after the last whole chunk.
-The index is built in ``DIR.partial`` and renamed to ``DIR`` when complete: ``DIR`` never holds half an index.
+The index is built aside, in ``.laconic-tmp-DIR`` beside ``DIR`` (:mod:`laconic_pyserini.outputs`), and swapped in
+when complete: ``DIR`` never holds half an index. Embeddings are committed there in chunks of ``--chunk-size``
+documents (each chunk one atomically renamed ``.npz``), so a killed run rerun with the same command continues
+after the last whole chunk. ``DIR`` must be new, empty, or a faiss folder this toolkit wrote (then it is
+replaced); anything else is refused, and so is an ``--output`` equal to, inside or containing the input.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -30,14 +31,18 @@ import numpy as np
 
 from ..data import DataError, count_corpus, iter_corpus
 from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
+from ..outputs import (TMP_PREFIX, OutputError, after_commit, aside_path, atomic_path, claim_folder, clean_temps,
+                       fresh_aside, locked, remove_temp, swap_in)
 from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
 
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw")
 FORMAT = "laconic-pyserini/faiss-index"
-STATE = "state.json"
-CHUNKS = "chunks"
+KIND = "faiss"
+# Scratch inside the folder built aside: temporary names, so the swap leaves them out (clean_temps).
+STATE = TMP_PREFIX + "state.json"
+CHUNKS = TMP_PREFIX + "chunks"
 
 
 def _hnsw_params(m: int, ef_construction: int, ef_search: int) -> dict:
@@ -75,15 +80,8 @@ def _write_index_folder(folder: Path, index, ids: Sequence[str], manifest: dict)
 
 
 def _finish(partial: Path, output: Path) -> Path:
-    for leftover in (partial / CHUNKS, partial / STATE):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        elif leftover.exists():
-            leftover.unlink()
-    if output.exists():
-        shutil.rmtree(output)
-    partial.rename(output)
-    return output
+    clean_temps(partial)
+    return swap_in(partial, output, KIND, flag="--output")
 
 
 def _is_finished(folder: Path) -> bool:
@@ -100,7 +98,6 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     ``as_query`` (default: BEIR Quora / CQADupStack, by name) gives documents the query prefix.
     """
     from .source import describe_corpus, is_question_corpus
-    from ..modeling.dense import DenseEncoder
 
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
@@ -111,13 +108,25 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     if as_query is None:
         as_query = is_question_corpus(corpus)
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
              "dtype": dtype, "as_query_documents": as_query}
+    claim_folder(output, KIND, flag="--output", inputs=[state["corpus"]["path"]])
+    with locked(output):
+        partial = _open_aside(output, state)
+        if partial is None:
+            logger.info("%s: a finished index was not yet swapped in; finishing", aside_path(output))
+            return _finish(aside_path(output), output)
+        return _encode_into(corpus, spec, partial, output, state, index_type=index_type, batch_size=batch_size,
+                            device=device, dtype=dtype, as_query=as_query,
+                            faiss_params=dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search))
+
+
+def _open_aside(output: Path, state: dict) -> Path | None:
+    """The aside folder to encode into (resumed when its state matches), or None when it only awaits the swap."""
+    partial = aside_path(output)
     state_path = partial / STATE
     if partial.exists() and _is_finished(partial) and not state_path.exists():
-        logger.info("%s: a finished index was not yet renamed; finishing", partial)
-        return _finish(partial, output)
+        return None
     if partial.exists():
         try:
             previous = json.loads(state_path.read_text(encoding="utf-8"))
@@ -127,14 +136,23 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
             previous["spec"] = current_spec_dict(previous["spec"])
         if previous != state:
             logger.warning("%s: left by a different or damaged run; starting over", partial)
-            shutil.rmtree(partial)
+            remove_temp(partial)
     chunks_dir = partial / CHUNKS
     chunks_dir.mkdir(parents=True, exist_ok=True)
+    clean_temps(chunks_dir)
     if not state_path.exists():
         from .manifest import write_json_atomic
 
         write_json_atomic(state_path, state)
+    return partial
 
+
+def _encode_into(corpus, spec: EncoderSpec, partial: Path, output: Path, state: dict, *, index_type: str,
+                 batch_size: int, device: str, dtype: str, as_query: bool, faiss_params: dict) -> Path:
+    from ..modeling.dense import DenseEncoder
+
+    chunk_size = state["chunk_size"]
+    chunks_dir = partial / CHUNKS
     total = count_corpus(corpus)
     if total == 0:
         raise DataError(state["corpus"]["path"], None, "the corpus holds no documents", "pass a non-empty corpus")
@@ -143,6 +161,7 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     if done:
         logger.info("resuming: %d of %d chunks already encoded", len(done), n_chunks)
     model = None
+    committed = 0
     pending: list[tuple[str, str, str]] = []
     for ordinal, doc in enumerate(iter_corpus(corpus)):
         chunk = ordinal // chunk_size
@@ -155,6 +174,8 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
             _encode_chunk(model, chunk, pending, chunks_dir, as_query)
             logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
             pending = []
+            committed += 1
+            after_commit(committed)
     if pending:  # count_corpus and iter_corpus disagree: never index a corpus we did not read whole
         raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
 
@@ -163,8 +184,7 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
         raise IndexFolderError(f"{chunks_dir}: {len(ids)} embeddings for {total} documents; delete {partial} "
                                "and encode again")
     start = time.perf_counter()
-    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                              ef_search=ef_search)
+    index = build_faiss_index(vectors, index_type, **faiss_params)
     build_seconds = time.perf_counter() - start
     manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
                 "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
@@ -173,7 +193,8 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
                 "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
                 "build_seconds": round(build_seconds, 3)}
     if index_type == "hnsw":
-        manifest["hnsw"] = _hnsw_params(hnsw_m, ef_construction, ef_search)
+        manifest["hnsw"] = _hnsw_params(faiss_params["hnsw_m"], faiss_params["ef_construction"],
+                                        faiss_params["ef_search"])
     _write_index_folder(partial, index, ids, manifest)
     return _finish(partial, output)
 
@@ -189,9 +210,8 @@ def _encode_chunk(model, chunk: int, docs: list[tuple[str, str, str]], chunks_di
     if not np.isfinite(vectors).all():
         raise ValueError(f"chunk {chunk}: the model produced NaN or infinite embeddings; check --dtype and the model")
     target = chunks_dir / _chunk_name(chunk)
-    tmp = chunks_dir / (target.name + ".tmp.npz")
-    np.savez(tmp, vectors=vectors, ids=np.array([doc_id for doc_id, _, _ in docs]), seconds=np.array(seconds))
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:  # the temporary name keeps ".npz", so np.savez adds nothing
+        np.savez(tmp, vectors=vectors, ids=np.array([doc_id for doc_id, _, _ in docs]), seconds=np.array(seconds))
 
 
 def _read_chunks(chunks_dir: Path, n_chunks: int) -> tuple[list[str], np.ndarray, float]:
@@ -231,18 +251,21 @@ def rebuild_faiss_index(flat_dir: str | os.PathLike, output: str | os.PathLike, 
     vectors = flat.reconstruct_n(0, flat.ntotal)
     ids = Path(flat_dir, "docid").read_text(encoding="utf-8").splitlines()
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    claim_folder(output, KIND, flag="--output", inputs=[flat_dir])
+    with locked(output):
+        return _rebuild_into(fresh_aside(output), output, manifest, vectors, ids, flat_dir, index_type,
+                             dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search))
+
+
+def _rebuild_into(partial: Path, output: Path, manifest: dict, vectors, ids: list[str], flat_dir, index_type: str,
+                  params: dict) -> Path:
     start = time.perf_counter()
-    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                              ef_search=ef_search)
+    index = build_faiss_index(vectors, index_type, **params)
     new_manifest = {k: v for k, v in manifest.items() if k not in ("package_version", "hnsw")}
     new_manifest.update(index_type=index_type, build_seconds=round(time.perf_counter() - start, 3),
                         rebuilt_from=str(flat_dir))
     if index_type == "hnsw":
-        new_manifest["hnsw"] = _hnsw_params(hnsw_m, ef_construction, ef_search)
+        new_manifest["hnsw"] = _hnsw_params(params["hnsw_m"], params["ef_construction"], params["ef_search"])
     _write_index_folder(partial, index, ids, new_manifest)
     return _finish(partial, output)
 
@@ -279,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
                                        batch_size=args.batch_size, device=args.device, dtype=args.dtype,
                                        chunk_size=args.chunk_size, **hnsw)
-    except (DataError, IndexFolderError, SpecError) as exc:
+    except (DataError, IndexFolderError, OutputError, SpecError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     manifest = read_index_manifest(path)
