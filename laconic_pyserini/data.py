@@ -20,11 +20,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import LaconicError
+
 DATA_ENV = "LACONIC_DATA"
 IR_DATASETS_ALIASES = {"beir/webis-touche2020": "beir/webis-touche2020/v2"}
 
 
-class DataError(ValueError):
+class DataError(LaconicError, ValueError):
     """Bad input data; the message names the file, the line and the fix."""
 
     def __init__(self, path: str | os.PathLike, line: int | None, problem: str, fix: str = "") -> None:

@@ -27,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LaconicError
+
 FORMAT = "laconic-pyserini/encoded-collection"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -38,7 +40,7 @@ EMPTY_TERM = "[LACONIC-EMPTY-DOCUMENT]"
 MAX_INVALID_KEPT = 100
 
 
-class EncodeError(RuntimeError):
+class EncodeError(LaconicError, RuntimeError):
     """An output folder that cannot be used as asked (wrong spec, incomplete, tampered); the message says why."""
 
 
