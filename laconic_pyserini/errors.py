@@ -11,6 +11,7 @@ This module imports nothing of the toolkit, so anything may import it.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Mapping
 from typing import TypeVar
@@ -24,6 +25,19 @@ class LaconicError(Exception):
 
 class UsageError(LaconicError, ValueError):
     """A command-line value out of range or contradicting another, found before any model or JVM loads."""
+
+
+class DataError(LaconicError, ValueError):
+    """Bad input data; the message names the file, the line and the fix."""
+
+    def __init__(self, path: str | os.PathLike, line: int | None, problem: str, fix: str = "") -> None:
+        where = f"{path}:{line}" if line is not None else str(path)
+        message = f"{where}: {problem}"
+        if fix:
+            message += f" ({fix})"
+        super().__init__(message)
+        self.path = str(path)
+        self.line = line
 
 
 Main = TypeVar("Main", bound=Callable[..., int])
@@ -72,7 +86,5 @@ def require_at_least(minimum: int, values: Mapping[str, int | float | None]) -> 
 
 def require_output_file(flag: str, path: str | None) -> None:
     """Raise UsageError when an output that must be a file names an existing directory."""
-    import os
-
     if path is not None and os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory; pass the path of a file to write")

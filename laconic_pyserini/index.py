@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .data import iter_corpus
+from .data import iter_corpus, require_documents
 from .errors import LaconicError, cli, require_at_least
 
 logger = logging.getLogger(__name__)
@@ -110,6 +110,8 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
                     row = {"id": doc.id, "contents": doc.text, "title": doc.title}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
+        if count == 0:
+            require_documents(source)
         args = ["-collection", "JsonCollection", "-input", tmp, "-index", str(partial),
                 "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
                 "-storePositions", "-storeDocvectors", "-storeRaw"]

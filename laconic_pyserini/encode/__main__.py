@@ -23,6 +23,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..data import require_documents
 from ..errors import cli, require_at_least
 from .corpus import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, encode_corpus
 from .shards import merge_shards, verify_collection
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--part-size": args.part_size, "--window-batches": args.window_batches,
                          "--shard-num": args.shard_num})
     require_at_least(0, {"--shard-id": args.shard_id})
+    require_documents(args.corpus)  # before the model loads
     from ..spec import load_spec
 
     spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)

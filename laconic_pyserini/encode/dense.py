@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError, count_corpus, iter_corpus
+from ..data import DataError, count_corpus, iter_corpus, require_documents
 from ..errors import cli, require_at_least
 from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
 from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
@@ -279,6 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         if not (args.corpus and args.encoder):
             parser.error("--corpus and --encoder are required (or --from-index FLAT_DIR)")
+        require_documents(args.corpus)  # before the model loads
         spec = load_spec(args.encoder, max_length=args.max_length)
         path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
                                    batch_size=args.batch_size, device=args.device, dtype=args.dtype,
