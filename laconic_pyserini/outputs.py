@@ -33,6 +33,8 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .errors import LaconicError
+
 logger = logging.getLogger(__name__)
 
 #: The prefix of every temporary file or folder this toolkit writes; nothing else is ever cleaned up.
@@ -45,7 +47,7 @@ STOP_ENV = "LACONIC_TEST_STOP_AFTER_PARTS"
 WAIT_ENV = "LACONIC_TEST_WAIT_AFTER_PARTS"
 
 
-class OutputError(Exception):
+class OutputError(LaconicError):
     """An output that cannot be written as asked (not ours, overlapping an input, locked); the message says why."""
 
 

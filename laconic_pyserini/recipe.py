@@ -20,13 +20,14 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import LaconicError
 from .data import DATA_ENV, DataError, _with_gz, resolve_dataset
 from .yaml_file import read_yaml_mapping
 
 DEFAULT_METRICS = ("nDCG@10", "R@100", "R@1000")
 
 
-class RecipeError(ValueError):
+class RecipeError(LaconicError, ValueError):
     """A recipe that cannot be used as written; the message names the file and the entry."""
 
 

@@ -27,6 +27,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LaconicError
 from ..outputs import write_json_atomic  # noqa: F401  (re-exported: the encoders write through it)
 
 #: What ``manifest.json`` says an encoded collection is (:func:`laconic_pyserini.outputs.claim_folder`).
@@ -42,7 +43,7 @@ EMPTY_TERM = "[LACONIC-EMPTY-DOCUMENT]"
 MAX_INVALID_KEPT = 100
 
 
-class EncodeError(RuntimeError):
+class EncodeError(LaconicError, RuntimeError):
     """An output folder that cannot be used as asked (wrong spec, incomplete, tampered); the message says why."""
 
 

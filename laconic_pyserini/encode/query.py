@@ -25,7 +25,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import DataError, load_topics
+from ..data import load_topics
+from ..errors import cli, require_at_least, require_output_file
 from ..quantize import quantize
 from .manifest import EncodeError, sha256_file, write_json_atomic
 from .writer import check_terms
@@ -126,18 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    require_at_least(1, {"--batch-size": args.batch_size, "--max-length": args.max_length})
+    require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..spec import SpecError, load_spec
+    from ..spec import load_spec
 
-    try:
-        spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
-        encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
-                      fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
-    except (DataError, EncodeError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
+    encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
+                  fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
     return 0
 
 
