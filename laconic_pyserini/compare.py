@@ -33,6 +33,7 @@ from .data import load_qrels, load_topics, resolve_dataset
 from .errors import cli, require_at_least
 from .eval import DEFAULT_MEASURES, evaluate
 from .index import IndexFolderError, read_index_manifest
+from .outputs import open_folder, write_json_atomic
 from .spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SYSTEMS = ("bm25", "sparse:rasyosef/splade-tiny", "dense:sentence-transformers/all-MiniLM-L6-v2")
 SYSTEM_KINDS = {"bm25": "bm25", "sparse": "sparse", "dense": "dense", "dense-hnsw": "dense"}
 BUILD_RECORD = "build.json"
+#: What the --output folder's manifest.json says it is (reports and, by default, the systems built for them).
+REPORT_KIND = "compare"
 
 
 @dataclass(frozen=True)
@@ -161,9 +164,7 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
               **extra}
     if system.kind == "dense":
         record["dimension"] = manifest["dimension"]
-    tmp = record_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, record_path)
+    write_json_atomic(record_path, record)
     return record
 
 
@@ -215,7 +216,8 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     if len(set(names)) != len(names):
         raise SpecError(f"--system given twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
     dataset_dir = resolve_dataset(dataset)
-    output = Path(output)
+    output = open_folder(output, REPORT_KIND, flag="--output", inputs=[dataset_dir], ours=_earlier_report,
+                         dataset=str(dataset))
     work_dir = Path(work) if work else output / "systems"
     topics = load_topics(dataset_dir, split)
     qrels = load_qrels(dataset_dir, split)
@@ -236,6 +238,11 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
               "systems": rows, "comparisons": report_module.sparse_dense_ratios(rows)}
     report_module.write_reports(result, output)
     return result
+
+
+def _earlier_report(folder: Path) -> bool:
+    """A compare output of a version that wrote no manifest: a report, or build records of its systems."""
+    return (folder / "report.json").is_file() or any(folder.glob("systems/*/" + BUILD_RECORD))
 
 
 def _row(system: System, record: dict, stats, metrics: dict, run_path: Path) -> dict:

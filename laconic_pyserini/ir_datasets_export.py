@@ -12,6 +12,9 @@ import json
 from pathlib import Path
 
 from .errors import DataError
+from .outputs import MANIFEST, claim_folder, fresh_aside, swap_in, write_json_atomic
+
+KIND = "dataset-export"  # what the exported folder's manifest.json says
 
 
 def export_ir_datasets(name: str, dataset_id: str, out: Path, root: Path | None) -> Path:
@@ -40,7 +43,8 @@ def export_ir_datasets(name: str, dataset_id: str, out: Path, root: Path | None)
 
 
 def _write_beir_folder(ir_datasets, base, dataset_id: str, out: Path, first, docs) -> Path:
-    tmp = out.with_name(out.name + ".partial")
+    claim_folder(out, KIND, flag=f"$LACONIC_DATA (or move {out} away)")
+    tmp = fresh_aside(out)  # a leftover of an interrupted export is started over
     (tmp / "qrels").mkdir(parents=True, exist_ok=True)
     family = dataset_id.rsplit("/", 1)[0] if dataset_id.count("/") > 1 else dataset_id
     with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as f:
@@ -59,8 +63,8 @@ def _write_beir_folder(ir_datasets, base, dataset_id: str, out: Path, first, doc
     with open(tmp / "queries.jsonl", "w", encoding="utf-8") as f:
         for qid, text in queries.items():
             f.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    tmp.rename(out)
-    return out
+    write_json_atomic(tmp / MANIFEST, {"kind": KIND, "ir_datasets": dataset_id})
+    return swap_in(tmp, out, KIND, flag=f"$LACONIC_DATA (or move {out} away)")
 
 
 def _write_split(dataset, split: str, out: Path, queries: dict[str, str]) -> None:

@@ -198,6 +198,27 @@ def claim_folder(folder: str | os.PathLike, kind: str, *, flag: str,
                       f"so); nothing in it was touched. Pass a new or empty folder as {flag}")
 
 
+def open_folder(folder: str | os.PathLike, kind: str, *, flag: str,
+                inputs: Iterable[str | os.PathLike | None] = (), ours: Callable[[Path], bool] | None = None,
+                **about) -> Path:
+    """Claim ``folder`` (:func:`claim_folder`) and, when it is fresh, create it with a ``manifest.json`` saying
+    ``kind`` (plus ``about``), so that a rerun -- even after a crash -- recognises it as ours."""
+    folder = Path(folder)
+    claim_folder(folder, kind, flag=flag, inputs=inputs, ours=ours)
+    folder.mkdir(parents=True, exist_ok=True)
+    if manifest_kind(folder) != kind:
+        write_json_atomic(folder / MANIFEST, {"kind": kind, **about})
+    return folder
+
+
+def discard(folder: str | os.PathLike, name: str, *, kind: str) -> None:
+    """Remove the file ``name`` of our own ``kind`` output ``folder`` (e.g. a result a rerun must not show)."""
+    folder = Path(folder)
+    if manifest_kind(folder) != kind or Path(name).name != name:
+        raise OutputError(f"{folder / name}: not part of a {kind!r} output of this toolkit; refusing to remove it")
+    (folder / name).unlink(missing_ok=True)
+
+
 def claim_file(path: str | os.PathLike, *, flag: str, ours: Callable[[Path], bool],
                inputs: Iterable[str | os.PathLike | None] = ()) -> None:
     """Check that ``path`` may be (over)written: missing, empty, or recognised by ``ours`` as our output."""
@@ -227,7 +248,8 @@ def fresh_aside(final: str | os.PathLike) -> Path:
     return aside
 
 
-def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, flag: str) -> Path:
+def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, flag: str,
+            ours: Callable[[Path], bool] | None = None) -> Path:
     """Put the finished ``aside`` folder at ``final``; an existing ``final`` must be our ``kind`` output.
 
     The old output is renamed to a temporary name first and removed only once the new one is in place.
@@ -237,7 +259,7 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
         raise OutputError(f"{aside}: not a folder built aside by this toolkit")
     old = None
     if final.exists():
-        if claim_folder(final, kind, flag=flag):
+        if claim_folder(final, kind, flag=flag, ours=ours):
             old = temp_path(final.with_name(final.name + ".old"))
             os.replace(final, old)
         else:
@@ -250,6 +272,18 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
     if old is not None:
         _remove(old)
     return final
+
+
+def remove_output(folder: str | os.PathLike, kind: str, *, ours: Callable[[Path], bool] | None = None) -> None:
+    """Remove a whole ``kind`` output of ours (e.g. a checkpoint past the ones kept); anything else is refused."""
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not claim_folder(folder, kind, flag="the output", ours=ours):
+        raise OutputError(f"{folder}: not a {kind!r} output of this toolkit; refusing to remove it")
+    doomed = temp_path(folder.with_name(folder.name + ".old"))
+    os.replace(folder, doomed)  # gone from its name at once, even if the removal below is interrupted
+    _remove(doomed)
 
 
 def remove_temp(path: str | os.PathLike) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from . import __version__
 from .data import DATA_ENV, default_data_root
 from .errors import cli
+from .outputs import discard, open_folder, write_json_atomic
 from .recipe import (Condition, Dataset, Recipe, RecipeError, load_recipe, missing_data, missing_requirements,
                      summarize)
 
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_REPORT = Path("runs/reproduce")
 SCORES_FILE = "scores.json"
+#: What a cell folder's manifest.json says it is (:mod:`laconic_pyserini.outputs`).
+CELL_KIND = "reproduce-cell"
 LOG_FILE = "log.txt"
 FAILED = ("FAIL", "ERROR")
 _RANK = {"OK": 0, "OKish": 1, "FAIL": 2}
@@ -118,8 +121,10 @@ def run_cell(recipe: Recipe, condition: Condition, dataset: Dataset, *, report: 
         for command in cell.commands:
             echo(f"  {command}")
         return cell
-    work.mkdir(parents=True, exist_ok=True)
-    (work / SCORES_FILE).unlink(missing_ok=True)  # a cell that fails now must not show its last success
+    # Cell folders of earlier versions carry no manifest; their log says they are ours.
+    open_folder(work, CELL_KIND, flag="--report", ours=lambda folder: (folder / LOG_FILE).is_file(),
+                recipe=recipe.name, condition=condition.name, dataset=dataset.name)
+    discard(work, SCORES_FILE, kind=CELL_KIND)  # a cell that fails now must not show its last success
     env = dict(os.environ)
     if data_root is not None:
         env[DATA_ENV] = str(data_root)
@@ -145,7 +150,7 @@ def run_cell(recipe: Recipe, condition: Condition, dataset: Dataset, *, report: 
     cell.status = max(cell.verdicts.values(), key=_RANK.__getitem__) if cell.verdicts else "RAN"
     record = {"recipe": recipe.name, "package_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
               **asdict(cell), "expected": expected}
-    (work / SCORES_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(work / SCORES_FILE, record)
     return cell
 
 

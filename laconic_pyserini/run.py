@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .data import DataError, iter_lines
+from .outputs import atomic_open, claim_file
 
 Hits = list[tuple[str, float]]
 Run = dict[str, Hits]
@@ -20,16 +21,32 @@ def remove_self_hits(query_id: str, hits: Iterable[tuple[str, float]]) -> Hits:
     return [(doc_id, score) for doc_id, score in hits if doc_id != query_id]
 
 
+def looks_like_run(path: Path) -> bool:
+    """A file whose first line is a TREC run line: an earlier run, ours to overwrite."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            cols = f.readline().split()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(cols) == 6 and cols[1] == "Q0"
+
+
+def claim_run_file(path: str | os.PathLike, *, flag: str = "--output") -> None:
+    """Refuse a run output that is a folder or a file that is not a TREC run (checked before any search)."""
+    claim_file(path, flag=flag, ours=looks_like_run)
+
+
 def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "laconic") -> Path:
-    """Write ``qid Q0 docid rank score tag`` lines, atomically (a crash leaves no half-written run)."""
+    """Write ``qid Q0 docid rank score tag`` lines, atomically (a crash leaves no half-written run).
+
+    An existing file is replaced only when it is a TREC run (:func:`claim_run_file`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    claim_run_file(path)
+    with atomic_open(path) as f:
         for query_id, hits in run.items():
             for rank, (doc_id, score) in enumerate(hits, start=1):
                 f.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
-    os.replace(tmp, path)
     return path
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..data import load_topics
 from ..errors import cli, require_at_least, require_output_file
+from ..outputs import atomic_open, claim_file
 from ..quantize import quantize
 from .manifest import EncodeError, sha256_file, write_json_atomic
 from .writer import check_terms
@@ -60,6 +61,16 @@ def encode_queries(encoder, texts: list[str], *, batch_size: int = 32) -> list[d
     return impacts
 
 
+def _manifest_of(output: Path) -> Path:
+    return output.with_name(output.name + ".manifest.json")
+
+
+def _topics_path(topics: str | os.PathLike) -> Path | None:
+    """The topics as a path on disk (None for a dataset name that is not one)."""
+    path = Path(topics)
+    return path if path.exists() else None
+
+
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
                   encoder=None, split: str | None = "test", fmt: str | None = None, batch_size: int = 32,
                   device: str = "cpu", dtype: str = "fp32") -> dict[str, dict[str, int]]:
@@ -73,6 +84,9 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     fmt = fmt or output.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise EncodeError(f"{output}: cannot tell the format from the suffix; pass --format tsv or jsonl")
+    # An earlier output of ours has its manifest beside it; any other existing file is the user's.
+    claim_file(output, flag="--output", ours=lambda path: _manifest_of(path).is_file(),
+               inputs=[] if isinstance(topics, dict) else [_topics_path(topics)])
     if encoder is None:
         if spec is None:
             raise EncodeError("encode_topics needs an encoder spec or a loaded encoder")
@@ -94,14 +108,11 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
             lines.append(tsv_line(qid, vector))
         else:
             lines.append(jsonl_line(qid, text, vector))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(output, newline="\n") as f:
         f.writelines(lines)
-    os.replace(tmp, output)
     from .. import __version__
 
-    write_json_atomic(output.with_name(output.name + ".manifest.json"), {
+    write_json_atomic(_manifest_of(output), {
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
         "spec": spec.to_dict(), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),

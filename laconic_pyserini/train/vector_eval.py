@@ -29,6 +29,7 @@ from pathlib import Path
 from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
 from ..errors import cli, require_at_least
 from ..eval import evaluate
+from ..outputs import write_json_atomic
 from ..run import Run, write_trec_run
 
 logger = logging.getLogger(__name__)
@@ -100,10 +101,7 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
               "impact_doc_terms": float((doc_impacts.values() > 0).sum()) / len(docs),
               "load_s": round(loaded - started, 1), "encode_docs_s": round(encoded - loaded, 1),
               "total_s": round(time.perf_counter() - started, 1)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = done.with_name(done.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(done)
+    write_json_atomic(done, result)
     return result
 
 
