@@ -16,7 +16,10 @@ A recipe (``index_recipes/*.yaml``: encode a dataset, then index it, then check 
     python -m laconic_pyserini.index --recipe index_recipes/scifact.splade-tiny.yaml [--work DIR]
 
 Every index folder gets a ``manifest.json`` (what was indexed, with what, how many documents) that searchers read.
-A build goes to ``DIR.partial`` and is renamed when complete, so a crash never leaves a half index under ``DIR``.
+A build goes to ``.laconic-tmp-DIR`` beside ``DIR`` and is swapped in when complete, so a crash never leaves a half
+index under ``DIR`` (:mod:`laconic_pyserini.outputs`). ``DIR`` must be new, empty, or an index of the same kind this
+toolkit built -- rebuilding over it replaces it, which is how an index is rebuilt; any other folder is refused, and
+so is an ``--index`` equal to, inside or containing the input.
 """
 
 from __future__ import annotations
@@ -25,15 +28,15 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .data import iter_corpus, require_documents
+from .data import corpus_file, iter_corpus, require_documents
 from .errors import LaconicError, cli, require_at_least
+from .outputs import TMP_PREFIX, claim_folder, fresh_aside, locked, swap_in, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +64,7 @@ def read_index_manifest(index_dir: str | os.PathLike) -> dict:
 
 
 def _write_manifest(index_dir: Path, manifest: dict) -> None:
-    manifest = {"package_version": __version__, **manifest}
-    (index_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(index_dir / MANIFEST, {"package_version": __version__, **manifest}, sort_keys=True)
 
 
 def run_index_collection(args: Sequence[str]) -> None:
@@ -83,11 +85,9 @@ def lucene_document_count(index_dir: str | os.PathLike) -> int:
     return int(LuceneIndexReader(str(index_dir)).stats()["documents"])
 
 
-def _finish(partial: Path, index_dir: Path) -> Path:
-    if index_dir.exists():
-        shutil.rmtree(index_dir)
-    partial.rename(index_dir)
-    return index_dir
+def _finish(partial: Path, index_dir: Path, kind: str) -> Path:
+    """Swap the finished build in (over an older index of the same kind only)."""
+    return swap_in(partial, index_dir, kind, flag="--index")
 
 
 def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *, fields: str = "flat",
@@ -96,11 +96,15 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
     if fields not in FIELDS:
         raise ValueError(f"fields must be one of {FIELDS}, not {fields!r}")
     index_dir = Path(index_dir)
-    partial = index_dir.with_name(index_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    claim_folder(index_dir, "bm25", flag="--index", inputs=[corpus_file(source)])
+    with locked(index_dir):
+        return _build_bm25(source, index_dir, fields, threads)
+
+
+def _build_bm25(source, index_dir: Path, fields: str, threads: int) -> Path:
+    partial = fresh_aside(index_dir)
     count = 0
-    with tempfile.TemporaryDirectory(prefix="laconic-bm25-", dir=index_dir.parent if index_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "bm25-", dir=index_dir.parent) as tmp:
         collection = Path(tmp) / "docs.jsonl"
         with open(collection, "w", encoding="utf-8") as f:
             for doc in iter_corpus(source):
@@ -123,7 +127,7 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
         raise IndexFolderError(f"{partial}: Anserini indexed {indexed} documents but the corpus has {count}; "
                           "see the IndexCollection log above for skipped documents")
     _write_manifest(partial, {"kind": "bm25", "fields": fields, "source": str(source), "documents": count})
-    return _finish(partial, index_dir)
+    return _finish(partial, index_dir, "bm25")
 
 
 @cli

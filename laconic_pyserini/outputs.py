@@ -192,10 +192,10 @@ def claim_folder(folder: str | os.PathLike, kind: str, *, flag: str,
     if is_fresh(folder):
         return False
     if found is not None:
-        raise OutputError(f"{folder}: holds a {found!r} output of this toolkit, not a {kind!r} one; pass another "
-                          f"folder as {flag}")
-    raise OutputError(f"{folder}: not empty and not a {kind!r} output of this toolkit (its {MANIFEST} would say "
-                      f"so); nothing in it was touched. Pass a new or empty folder as {flag}")
+        raise OutputError(f"{folder}: holds this toolkit's {found!r} output, not {kind!r}; pass another folder "
+                          f"as {flag}")
+    raise OutputError(f"{folder}: not empty and not an output of this toolkit of kind {kind!r} (its {MANIFEST} "
+                      f"would say so); nothing in it was touched. Pass a new or empty folder as {flag}")
 
 
 def open_folder(folder: str | os.PathLike, kind: str, *, flag: str,

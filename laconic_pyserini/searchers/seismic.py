@@ -25,11 +25,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
 from ..index import IndexFolderError
+from ..outputs import fresh_aside, swap_in, write_json_atomic
 from ..run import Hits, Run
 from ..spec import EncoderSpec
 from .queries import QueryEncoding, QueryVector
@@ -37,6 +37,7 @@ from .queries import QueryEncoding, QueryVector
 logger = logging.getLogger(__name__)
 
 SUBDIR = "seismic"
+KIND = "seismic"
 INDEX_STEM = "index"  # Seismic appends .index.seismic
 VOCABULARY = "vocabulary.json"
 #: Seismic's standard index numbers components with u16.
@@ -120,23 +121,18 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
         vectors += flush()
     index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
     index = index_class.build_from_dataset(dataset, num_threads=threads, **params)
-    partial = index_dir / (SUBDIR + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+    partial = fresh_aside(folder)
     index.save(str(partial / INDEX_STEM))
     (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
     from .. import __version__
 
     # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
-    (partial / "manifest.json").write_text(json.dumps({
-        "kind": "seismic", "package_version": __version__, "seismic_version": _seismic_version(),
+    write_json_atomic(partial / "manifest.json", {
+        "kind": KIND, "package_version": __version__, "seismic_version": _seismic_version(),
         "large_vocabulary": large, "build": params, "terms": len(terms), "documents": manifest["documents"],
         "indexed_vectors": vectors, "encoded": str(encoded), "build_seconds": round(time.perf_counter() - start, 1),
-    }, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    if folder.exists():
-        shutil.rmtree(folder)
-    partial.rename(folder)
+    }, sort_keys=True)
+    swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
     logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
                 "large vocabulary" if large else "standard", len(terms), vectors, time.perf_counter() - start, folder)
     return folder
