@@ -113,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--query-cut": args.query_cut, "--ef-search": args.ef_search})
     require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from .index import IndexFolderError, read_index_manifest
+    from .index.manifest import IndexFolderError, read_index_manifest
 
     manifest = read_index_manifest(args.index)
     kind = manifest.get("kind")

@@ -148,8 +148,8 @@ def test_a_folder_that_is_not_ours_is_refused_and_kept(case, tmp_path, enc, data
 def test_an_index_of_ours_is_rebuilt_in_place_and_other_kinds_are_refused(tmp_path, enc):
     """Rebuilding over an index whose manifest says it is ours, of the same kind, replaces it: that is how an
     index is rebuilt. An index of another kind, or an encoding, is refused."""
-    from laconic_pyserini.impact_index import build_impact_index
-    from laconic_pyserini.index import lucene_document_count
+    from laconic_pyserini.index.impact import build_impact_index
+    from laconic_pyserini.index.lucene import lucene_document_count
 
     index = build_impact_index(enc, tmp_path / "idx")
     first = json.loads((index / "manifest.json").read_text())

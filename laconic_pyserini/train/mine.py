@@ -135,7 +135,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--max-queries": args.max_queries})
     require_at_least(0, {"--skip-top": args.skip_top})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from ..index import build_bm25_index
+    from ..index.lucene import build_bm25_index
 
     index_dir = args.index
     if args.build_bm25:

@@ -1,0 +1,69 @@
+"""Anserini index builds, run through the JVM in-process.
+
+BM25 (issue: foundation)::
+
+    python -m laconic_pyserini.index --bm25 --input BEIR_DIR_OR_NAME --index DIR [--fields flat|multifield] [--threads N]
+
+``flat`` joins title and text into ``contents`` (Anserini's BeirFlatCollection); ``multifield`` keeps ``title`` as
+its own field (BeirMultifieldCollection) and searches ``contents`` and ``title`` with weight 1 each.
+
+Impact (learned sparse vectors written by ``python -m laconic_pyserini.encode``)::
+
+    python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize]
+
+A recipe (``index_recipes/*.yaml``: encode a dataset, then index it, then check the document count)::
+
+    python -m laconic_pyserini.index --recipe index_recipes/scifact.splade-tiny.yaml [--work DIR]
+
+Every index folder gets a ``manifest.json`` (what was indexed, with what, how many documents) that searchers read.
+A build goes to ``.laconic-tmp-DIR`` and is swapped in when complete, so a crash never leaves a half index under
+``DIR``. ``DIR`` must be new, empty, or an index of the same kind built here (rebuilding replaces it); any other
+folder is refused, and so is an ``--index`` equal to, inside or containing the input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..errors import cli, require_at_least
+from .impact import build_impact_index
+from .lucene import FIELDS, build_bm25_index
+from .manifest import read_index_manifest
+
+
+@cli
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.index", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bm25", action="store_true", help="build a BM25 index of a BEIR corpus")
+    parser.add_argument("--input", help="BEIR folder or dataset name (--bm25), or an encoded collection folder")
+    parser.add_argument("--index", help="output index folder")
+    parser.add_argument("--fields", choices=FIELDS, default="flat")
+    parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
+    parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
+    parser.add_argument("--recipe", help="an index_recipes/*.yaml file: encode, index and check the count")
+    parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
+    parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.recipe is None and (args.input is None or args.index is None):
+        parser.error("--input and --index are required (or --recipe)")
+    require_at_least(1, {"--threads": args.threads})
+    if args.recipe:
+        from .recipe import run_recipe
+
+        path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
+    elif args.bm25:
+        path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
+    else:
+        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
+    manifest = read_index_manifest(path)
+    print(f"{path}\t{manifest['documents']} documents")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

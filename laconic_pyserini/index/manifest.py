@@ -1,0 +1,54 @@
+"""Index folders' ``manifest.json``: what was indexed, with what, how many documents, and of which kind.
+
+Every index this package builds (Lucene BM25 and impact, faiss, Seismic) carries one; searchers are chosen by its
+``kind``. A build is made aside (``.laconic-tmp-DIR``) and swapped in by :func:`finish_build` once complete
+(:mod:`laconic_pyserini.outputs`); ``DIR`` must be new, empty, or an index of the same kind this toolkit built --
+rebuilding over it replaces it, which is how an index is rebuilt -- and anything else is refused
+(:func:`claim_index`), as is an ``--index`` equal to, inside or containing the input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .. import __version__
+from ..errors import LaconicError
+from ..outputs import claim_folder, swap_in, write_json_atomic
+
+MANIFEST = "manifest.json"
+
+
+class IndexFolderError(LaconicError, RuntimeError):
+    """An index folder that is missing, incomplete or of the wrong kind."""
+
+
+def read_index_manifest(index_dir: str | os.PathLike) -> dict:
+    """The manifest of an index built by this package; a clear error for anything else."""
+    index_dir = Path(index_dir)
+    path = index_dir / MANIFEST
+    if not index_dir.is_dir():
+        raise IndexFolderError(f"{index_dir}: no such index folder (build it with `python -m laconic_pyserini.index`)")
+    if not path.is_file():
+        raise IndexFolderError(f"{path}: missing; {index_dir} was not built by laconic_pyserini.index "
+                          "(rebuild it, or pass an index built with `python -m laconic_pyserini.index`)")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise IndexFolderError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); rebuild the index") from None
+
+
+def write_index_manifest(index_dir: Path, manifest: dict) -> None:
+    """Write ``manifest`` (with this package's version) into ``index_dir``."""
+    write_json_atomic(index_dir / MANIFEST, {"package_version": __version__, **manifest}, sort_keys=True)
+
+
+def claim_index(index_dir: Path, kind: str, inputs, *, flag: str = "--index") -> None:
+    """Refuse an index folder that is neither new/empty nor our own ``kind`` index, or that overlaps an input."""
+    claim_folder(index_dir, kind, flag=flag, inputs=inputs)
+
+
+def finish_build(partial: Path, index_dir: Path, kind: str, *, flag: str = "--index") -> Path:
+    """Swap a complete build in from ``partial`` (replacing only an older ``kind`` index of ours)."""
+    return swap_in(partial, index_dir, kind, flag=flag)
