@@ -51,9 +51,6 @@ class OutputError(LaconicError):
     """An output that cannot be written as asked (not ours, overlapping an input, locked); the message says why."""
 
 
-# ------------------------------------------------------------------------------------------------ atomic files
-
-
 def is_temp_name(name: str) -> bool:
     return name.startswith(TMP_PREFIX)
 
@@ -108,9 +105,9 @@ def atomic_open(target: str | os.PathLike, mode: str = "w", *, encoding: str | N
                 newline: str | None = None):
     """``open`` for writing ``target`` atomically (see :func:`atomic_path`)."""
     binary = "b" in mode
-    with atomic_path(target) as tmp:
-        with open(tmp, mode, encoding=None if binary else encoding, newline=None if binary else newline) as f:
-            yield f
+    with atomic_path(target) as tmp, open(tmp, mode, encoding=None if binary else encoding,
+                                          newline=None if binary else newline) as f:
+        yield f
 
 
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
@@ -119,15 +116,11 @@ def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
 
 
 def write_text_atomic(target: str | os.PathLike, text: str) -> None:
-    with atomic_open(target, "w", newline="\n") as f:
-        f.write(text)
+    write_bytes_atomic(target, text.encode("utf-8"))
 
 
 def write_json_atomic(target: str | os.PathLike, data: dict, *, sort_keys: bool = False) -> None:
     write_text_atomic(target, json.dumps(data, indent=2, ensure_ascii=False, sort_keys=sort_keys) + "\n")
-
-
-# ------------------------------------------------------------------------------------------------ ownership
 
 
 def manifest_kind(folder: str | os.PathLike) -> str | None:
@@ -231,9 +224,6 @@ def claim_file(path: str | os.PathLike, *, flag: str, ours: Callable[[Path], boo
                           f"file name as {flag}")
 
 
-# ------------------------------------------------------------------------------------------------ folders aside
-
-
 def aside_path(final: str | os.PathLike) -> Path:
     """Where ``final`` is built before it is swapped in: stable, so a rerun finds (and may resume) it."""
     return temp_path(final, stable=True)
@@ -267,6 +257,8 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
     try:
         os.replace(aside, final)  # onto a missing or empty folder
     except OSError as exc:
+        if old is not None:
+            os.replace(old, final)  # the old output goes back under its name
         raise OutputError(f"{final}: could not be replaced ({exc.strerror}); pass a new folder as {flag}") from None
     fsync_dir(final.parent)
     if old is not None:
@@ -313,9 +305,6 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path)
     else:
         path.unlink(missing_ok=True)
-
-
-# ------------------------------------------------------------------------------------------------ locks
 
 
 def _lock_file(target: Path) -> Path:
@@ -385,9 +374,6 @@ def locked(target: str | os.PathLike) -> Iterator[Path]:
         holder = _read_lock(lock)
         if holder and holder.get("pid") == os.getpid():
             _remove(lock)
-
-
-# ------------------------------------------------------------------------------------------------ test hook
 
 
 def after_commit(committed: int) -> None:
