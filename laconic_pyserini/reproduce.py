@@ -16,7 +16,6 @@ markdown reproduction page (commands, expected and obtained numbers side by side
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
