@@ -73,6 +73,8 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     fmt = fmt or output.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise EncodeError(f"{output}: cannot tell the format from the suffix; pass --format tsv or jsonl")
+    # Topics are read (and their errors found) before a model loads.
+    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     if encoder is None:
         if spec is None:
             raise EncodeError("encode_topics needs an encoder spec or a loaded encoder")
@@ -82,7 +84,6 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
-    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
     impacts = encode_queries(encoder, texts, batch_size=batch_size)
     lines = []
