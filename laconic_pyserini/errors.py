@@ -84,7 +84,17 @@ def require_at_least(minimum: int, values: Mapping[str, int | float | None]) -> 
             raise UsageError(f"{flag} {value}: must be at least {minimum}")
 
 
-def require_output_file(flag: str, path: str | None) -> None:
-    """Raise UsageError when an output that must be a file names an existing directory."""
-    if path is not None and os.path.isdir(path):
+def require_output_file(flag: str, path: str | os.PathLike | None) -> None:
+    """Raise UsageError when an output file cannot be written: it names a directory, or the folder that would hold
+    it (its nearest existing ancestor) is a file or not writable. Checked before any model or JVM loads."""
+    if path is None:
+        return
+    if os.path.isdir(path):
         raise UsageError(f"{flag} {path}: is a directory; pass the path of a file to write")
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise UsageError(f"{flag} {path}: {folder} is a file, not a folder; choose another {flag}")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{flag} {path}: the folder {folder} is not writable; choose another {flag}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,8 +128,12 @@ class Recipe:
         return values
 
     def render(self, template: str, condition: Condition, dataset: Dataset, work: str,
-               overrides: dict[str, str] | None = None) -> str:
+               overrides: dict[str, str] | None = None, *, quote: bool = True) -> str:
+        """The template with its ``${name}`` values; each value shell-quoted (``quote``) so that a path with a
+        space stays one argument and a ``--var`` value cannot add options. ``quote=False`` is for plain paths."""
         values = {**self.variables(condition, dataset, work), **(overrides or {})}
+        if quote:
+            values = {name: shlex.quote(str(value)) for name, value in values.items()}
         try:
             return string.Template(template).substitute(values)
         except KeyError as exc:

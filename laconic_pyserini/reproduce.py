@@ -65,7 +65,8 @@ def cell_commands(recipe: Recipe, condition: Condition, dataset: Dataset, work: 
                   overrides: dict[str, str] | None = None) -> tuple[list[tuple[str, str | None]], str]:
     """The rendered ``(command, skip_if_exists)`` steps and the evaluation command of one cell."""
     steps = [(recipe.render(s.command, condition, dataset, str(work), overrides),
-              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides) if s.skip_if_exists else None)
+              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides, quote=False)
+              if s.skip_if_exists else None)
              for s in condition.steps]
     return steps, recipe.render(recipe.evaluate, condition, dataset, str(work), overrides)
 

@@ -87,6 +87,8 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     # An earlier output of ours has its manifest beside it; any other existing file is the user's.
     claim_file(output, flag="--output", ours=lambda path: _manifest_of(path).is_file(),
                inputs=[] if isinstance(topics, dict) else [_topics_path(topics)])
+    # Topics are read (and their errors found) before a model loads.
+    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     if encoder is None:
         if spec is None:
             raise EncodeError("encode_topics needs an encoder spec or a loaded encoder")
@@ -96,7 +98,6 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
-    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
     impacts = encode_queries(encoder, texts, batch_size=batch_size)
     lines = []
