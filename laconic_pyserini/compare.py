@@ -29,10 +29,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError, resolve_dataset
+from .data import resolve_dataset
+from .errors import cli, require_at_least
 from .topics import load_qrels, load_topics
 from .eval import DEFAULT_MEASURES, evaluate
 from .index.manifest import IndexFolderError, read_index_manifest
+from .outputs import open_folder, write_json_atomic
 from .spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_SYSTEMS = ("bm25", "sparse:rasyosef/splade-tiny", "dense:sentence-transformers/all-MiniLM-L6-v2")
 SYSTEM_KINDS = {"bm25": "bm25", "sparse": "sparse", "dense": "dense", "dense-hnsw": "dense"}
 BUILD_RECORD = "build.json"
+#: What the --output folder's manifest.json says it is (reports and, by default, the systems built for them).
+REPORT_KIND = "compare"
 
 
 @dataclass(frozen=True)
@@ -143,9 +147,7 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
               **extra}
     if system.kind == "dense":
         record["dimension"] = manifest["dimension"]
-    tmp = record_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, record_path)
+    write_json_atomic(record_path, record)
     return record
 
 
@@ -235,7 +237,8 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
 
     questions = resolve_docs_as_queries(dataset)
     dataset_dir = resolve_dataset(dataset)
-    output = Path(output)
+    output = open_folder(output, REPORT_KIND, flag="--output", inputs=[dataset_dir], ours=_earlier_report,
+                         dataset=str(dataset))
     work_dir = Path(work) if work else output / "systems"
     topics = load_topics(dataset_dir, split)
     qrels = load_qrels(dataset_dir, split)
@@ -256,6 +259,11 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
               "systems": rows, "comparisons": report_module.sparse_dense_ratios(rows)}
     report_module.write_reports(result, output)
     return result
+
+
+def _earlier_report(folder: Path) -> bool:
+    """A compare output of a version that wrote no manifest: a report, or build records of its systems."""
+    return (folder / "report.json").is_file() or any(folder.glob("systems/*/" + BUILD_RECORD))
 
 
 def _row(system: System, record: dict, stats, metrics: dict, run_path: Path) -> dict:
@@ -283,6 +291,7 @@ def _row(system: System, record: dict, stats, metrics: dict, run_path: Path) -> 
     return row
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -302,17 +311,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-threads", type=int, default=2, help="Anserini indexing threads")
     parser.add_argument("--no-reuse", action="store_true", help="rebuild every index even when one fits")
     args = parser.parse_args(argv)
+    require_at_least(1, {"--hits": args.hits, "--batch-size": args.batch_size, "--threads": args.threads,
+                         "--build-threads": args.build_threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from .encode.manifest import EncodeError
-
-    try:
-        result = compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
-                         hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
-                         threads=args.threads, build_threads=args.build_threads, work=args.work,
-                         reuse=not args.no_reuse)
-    except (DataError, EncodeError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
+            hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
+            threads=args.threads, build_threads=args.build_threads, work=args.work,
+            reuse=not args.no_reuse)
     print((Path(args.output) / "report.md").read_text(encoding="utf-8"))
     return 0
 

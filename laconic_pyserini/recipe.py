@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .data import DATA_ENV, DataError, resolve_dataset, with_gz
+from .errors import LaconicError
 from .eval import DEFAULT_MEASURES
 from .yaml_file import read_yaml_mapping
 
 
 
-class RecipeError(ValueError):
+class RecipeError(LaconicError, ValueError):
     """A recipe that cannot be used as written; the message names the file and the entry."""
 
 
@@ -127,8 +129,12 @@ class Recipe:
         return values
 
     def render(self, template: str, condition: Condition, dataset: Dataset, work: str,
-               overrides: dict[str, str] | None = None) -> str:
+               overrides: dict[str, str] | None = None, *, quote: bool = True) -> str:
+        """The template with its ``${name}`` values; each value shell-quoted (``quote``) so that a path with a
+        space stays one argument and a ``--var`` value cannot add options. ``quote=False`` is for plain paths."""
         values = {**self.variables(condition, dataset, work), **(overrides or {})}
+        if quote:
+            values = {name: shlex.quote(str(value)) for name, value in values.items()}
         try:
             return string.Template(template).substitute(values)
         except KeyError as exc:
@@ -381,6 +387,7 @@ def cell_commands(recipe: Recipe, condition: Condition, dataset: Dataset, work: 
                   overrides: dict[str, str] | None = None) -> tuple[list[tuple[str, str | None]], str]:
     """The rendered ``(command, skip_if_exists)`` steps and the evaluation command of one cell."""
     steps = [(recipe.render(s.command, condition, dataset, str(work), overrides),
-              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides) if s.skip_if_exists else None)
+              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides, quote=False)
+              if s.skip_if_exists else None)
              for s in condition.steps]
     return steps, recipe.render(recipe.evaluate, condition, dataset, str(work), overrides)

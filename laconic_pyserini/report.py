@@ -21,6 +21,8 @@ import os
 import platform
 from pathlib import Path
 
+from .outputs import atomic_path
+
 MB = 1024 * 1024
 
 
@@ -137,13 +139,12 @@ def plot(result: dict, path: str | os.PathLike) -> None:
 
 
 def write_reports(result: dict, output: str | os.PathLike) -> Path:
+    """Write ``report.{json,md,png}`` into ``output``, each atomically (the caller has claimed the folder)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     for name, write in (("report.json", lambda p: p.write_text(json.dumps(result, indent=2) + "\n", "utf-8")),
                         ("report.md", lambda p: p.write_text(render_markdown(result), "utf-8")),
                         ("report.png", lambda p: plot(result, p))):
-        target = output / name
-        tmp = output / (name + ".tmp" + Path(name).suffix)
-        write(tmp)
-        os.replace(tmp, target)
+        with atomic_path(output / name) as tmp:  # the temporary name keeps the suffix savefig reads
+            write(tmp)
     return output

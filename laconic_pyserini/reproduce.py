@@ -16,7 +16,6 @@ markdown reproduction page (commands, expected and obtained numbers side by side
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import shlex
@@ -29,11 +28,15 @@ from pathlib import Path
 
 from . import __version__
 from .data import DATA_ENV, default_data_root
+from .errors import cli
+from .outputs import discard, open_folder, write_json_atomic
 from .recipe import (DEFAULT_REPORT, SCORES_FILE, Condition, Dataset, Recipe, RecipeError, cell_commands,
                      load_recipe, missing_data, missing_requirements, summarize, work_dir)
 
 logger = logging.getLogger(__name__)
 
+#: What a cell folder's manifest.json says it is (:mod:`laconic_pyserini.outputs`).
+CELL_KIND = "reproduce-cell"
 LOG_FILE = "log.txt"
 FAILED = ("FAIL", "ERROR")
 _RANK = {"OK": 0, "OKish": 1, "FAIL": 2}
@@ -102,8 +105,10 @@ def run_cell(recipe: Recipe, condition: Condition, dataset: Dataset, *, report: 
         for command in cell.commands:
             echo(f"  {command}")
         return cell
-    work.mkdir(parents=True, exist_ok=True)
-    (work / SCORES_FILE).unlink(missing_ok=True)  # a cell that fails now must not show its last success
+    # Cell folders of earlier versions carry no manifest; their log says they are ours.
+    open_folder(work, CELL_KIND, flag="--report", ours=lambda folder: (folder / LOG_FILE).is_file(),
+                recipe=recipe.name, condition=condition.name, dataset=dataset.name)
+    discard(work, SCORES_FILE, kind=CELL_KIND)  # a cell that fails now must not show its last success
     env = dict(os.environ)
     if data_root is not None:
         env[DATA_ENV] = str(data_root)
@@ -129,7 +134,7 @@ def run_cell(recipe: Recipe, condition: Condition, dataset: Dataset, *, report: 
     cell.status = max(cell.verdicts.values(), key=_RANK.__getitem__) if cell.verdicts else "RAN"
     record = {"recipe": recipe.name, "package_version": __version__, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
               **asdict(cell), "expected": expected}
-    (work / SCORES_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_json_atomic(work / SCORES_FILE, record)
     return cell
 
 
@@ -247,6 +252,7 @@ def _num(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -264,25 +270,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="set a ${NAME} of the command templates, e.g. --var dense_1b=/path/to/model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
-    try:
-        recipe = load_recipe(args.recipe)
-        data_root = args.data_root or default_data_root()
-        overrides = _variables(args.var, args.threads)
-        if args.list:
-            print(format_listing(recipe, overrides))
-            return 0
-        conditions = recipe.expand_conditions(_split(args.condition))
-        datasets = recipe.expand_datasets(_split(args.dataset))
-        cells = run_recipe(recipe, conditions, datasets, report=args.report, data_root=data_root,
-                           dry_run=args.dry_run, overrides=overrides)
-        if args.page:
-            from .reproduce_page import write_page
+    recipe = load_recipe(args.recipe)
+    data_root = args.data_root or default_data_root()
+    overrides = _variables(args.var, args.threads)
+    if args.list:
+        print(format_listing(recipe, overrides))
+        return 0
+    conditions = recipe.expand_conditions(_split(args.condition))
+    datasets = recipe.expand_datasets(_split(args.dataset))
+    cells = run_recipe(recipe, conditions, datasets, report=args.report, data_root=data_root,
+                       dry_run=args.dry_run, overrides=overrides)
+    if args.page:
+        from .reproduce_page import write_page
 
-            write_page(recipe, args.page, report=args.report, argv=sys.argv[1:] if argv is None else list(argv))
-            print(f"page: {args.page}")
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        write_page(recipe, args.page, report=args.report, argv=sys.argv[1:] if argv is None else list(argv))
+        print(f"page: {args.page}")
     if not args.dry_run:
         print()
         print(format_matrix(recipe, cells))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .data import DataError, iter_lines
+from .outputs import atomic_open, claim_file
 
 Hits = list[tuple[str, float]]
 Run = dict[str, Hits]
@@ -30,22 +31,39 @@ def kept_hits(query_id: str, found: Hits, hits: int, remove_query: bool) -> Hits
     return remove_self_hits(query_id, found)[:hits] if remove_query else found
 
 
+def looks_like_run(path: Path) -> bool:
+    """A file whose first line is a TREC run line: an earlier run, ours to overwrite."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            cols = f.readline().split()
+    except (OSError, UnicodeDecodeError):
+        return False
+    return len(cols) == 6 and cols[1] == "Q0"
+
+
+def claim_run_file(path: str | os.PathLike, *, flag: str = "--output") -> None:
+    """Refuse a run output that is a folder or a file that is not a TREC run (checked before any search)."""
+    claim_file(path, flag=flag, ours=looks_like_run)
+
+
 def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "laconic") -> Path:
-    """Write ``qid Q0 docid rank score tag`` lines, atomically (a crash leaves no half-written run)."""
+    """Write ``qid Q0 docid rank score tag`` lines, atomically (a crash leaves no half-written run).
+
+    An existing file is replaced only when it is a TREC run (:func:`claim_run_file`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    claim_run_file(path)
+    with atomic_open(path) as f:
         for query_id, hits in run.items():
             for rank, (doc_id, score) in enumerate(hits, start=1):
                 f.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
-    os.replace(tmp, path)
     return path
 
 
 def read_trec_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run; hits keep file order. Malformed lines raise DataError with file:line."""
+    """Read a TREC run; hits keep file order. Malformed lines and repeated (query, doc) pairs raise DataError."""
     run: Run = {}
+    first_line: dict[tuple[str, str], int] = {}
     for number, line in iter_lines(path):
         cols = line.split()
         if len(cols) != 6:
@@ -55,5 +73,10 @@ def read_trec_run(path: str | os.PathLike) -> Run:
             score = float(cols[4])
         except ValueError:
             raise DataError(path, number, f"score {cols[4]!r} is not a number") from None
+        seen = first_line.setdefault((cols[0], cols[2]), number)
+        if seen != number:
+            # trec_eval refuses such a run; keeping either row would silently change the metric.
+            raise DataError(path, number, f"document {cols[2]!r} is listed twice for query {cols[0]!r} "
+                            f"(first on line {seen})", "a run ranks each document at most once per query")
         run.setdefault(cols[0], []).append((cols[2], score))
     return run

@@ -27,10 +27,10 @@ import time
 from collections.abc import Sequence
 
 from .data import DataError
+from .errors import cli, require_at_least, require_output_file
 from .index.manifest import IndexFolderError, read_index_manifest
 from .run import Run, fetch_depth, kept_hits, write_trec_run
 from .searchers import Backend, Searcher, all_backends, find_backend, index_phrase, kind_of
-from .spec import SpecError
 from .topics import load_topics
 
 logger = logging.getLogger(__name__)
@@ -101,6 +101,7 @@ def _queries(args: argparse.Namespace) -> dict:
     return {qid: vectors[qid] for qid in wanted}
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -108,21 +109,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("give --topics (or --pre-encoded FILE)")
     if args.pre_encoded and args.encoder:
         parser.error("--encoder and --pre-encoded exclude each other: pre-encoded queries are already encoded")
+    require_at_least(1, {"--hits": args.hits, "--threads": args.threads, "--batch-size": args.batch_size,
+                         "--query-cut": args.query_cut, "--ef-search": args.ef_search})
+    require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
-        kind = kind_of(args.index)
-        if args.bm25 and kind != "bm25":
-            raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
-        backend = find_backend(kind, args.backend, where=args.index)
-        options = searcher_options(args, backend, args.index)
-        topics = _queries(args)
-        searcher = backend.open(args.index, **options)
-        start = time.perf_counter()
-        run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads)
-        elapsed = time.perf_counter() - start
-    except (DataError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    kind = kind_of(args.index)
+    if args.bm25 and kind != "bm25":
+        raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
+    backend = find_backend(kind, args.backend, where=args.index)
+    options = searcher_options(args, backend, args.index)
+    topics = _queries(args)
+    searcher = backend.open(args.index, **options)
+    start = time.perf_counter()
+    run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads)
+    elapsed = time.perf_counter() - start
     write_trec_run(run, args.output)
     logger.info("%d queries in %.1f s (%.1f q/s) -> %s", len(run), elapsed, len(run) / max(elapsed, 1e-9), args.output)
     return 0

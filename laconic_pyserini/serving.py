@@ -17,6 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .outputs import remove_temp, temp_path, write_json_atomic
 from .run import Hits, fetch_depth, kept_hits, write_trec_run
 
 logger = logging.getLogger(__name__)
@@ -106,9 +107,7 @@ def _measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, h
 
 def _child(index_dir: str, topics: dict[str, str], run_path: str, stats_path: str, options: dict) -> None:
     stats = measure_serving(index_dir, topics, run_path, **options)
-    tmp = stats_path + ".tmp"
-    Path(tmp).write_text(json.dumps(asdict(stats)), encoding="utf-8")
-    os.replace(tmp, stats_path)
+    write_json_atomic(stats_path, asdict(stats))
 
 
 def measure_in_child(index_dir: str | os.PathLike, topics: dict[str, str], run_path: str | os.PathLike,
@@ -116,9 +115,9 @@ def measure_in_child(index_dir: str | os.PathLike, topics: dict[str, str], run_p
     """:func:`measure_serving` in a fresh spawned interpreter; a failure there raises here."""
     import multiprocessing
 
-    stats_path = str(Path(run_path).with_suffix(".serving.json"))
-    if os.path.exists(stats_path):
-        os.remove(stats_path)
+    # A temporary name of this process: a stats file left by an earlier run can never pass for this child's.
+    stats_path = str(temp_path(Path(run_path).with_suffix(".serving.json")))
+    remove_temp(stats_path)
     context = multiprocessing.get_context("spawn")
     process = context.Process(target=_child, args=(str(index_dir), topics, str(run_path), stats_path, options))
     process.start()
@@ -127,4 +126,5 @@ def measure_in_child(index_dir: str | os.PathLike, topics: dict[str, str], run_p
         raise RuntimeError(f"serving {index_dir} in a child process failed (exit code {process.exitcode}); "
                            "see its traceback above")
     data = json.loads(Path(stats_path).read_text(encoding="utf-8"))
+    remove_temp(stats_path)
     return ServingStats(**data)

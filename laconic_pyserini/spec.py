@@ -22,6 +22,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import LaconicError
+
 MODELS_ENV = "LACONIC_MODELS"
 SPEC_FILENAME = "encoder_spec.json"
 KINDS = ("decoder", "mlm", "dense")
@@ -45,7 +47,7 @@ _CONTRACT_FIELDS = ("kind", "tokenizer", "base_model", "gguf_file", "query_prefi
                     "bidirectional")
 
 
-class SpecError(ValueError):
+class SpecError(LaconicError, ValueError):
     """An encoder spec or ``--encoder`` argument that cannot be used; the message says what to do."""
 
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from .data import DataError, iter_jsonl, iter_lines, resolve_dataset, with_gz
+from .ids import trec_id
 
 
 def qrels_file(source: str | os.PathLike, split: str) -> Path:
@@ -46,7 +47,8 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> dict[str, dict
             grade = int(float(cols[2]))
         except ValueError:
             raise DataError(path, number, f"score {cols[2]!r} is not a number") from None
-        qrels.setdefault(cols[0], {})[cols[1]] = grade
+        query_id, doc_id = trec_id(cols[0], path, number, "query"), trec_id(cols[1], path, number, "document")
+        qrels.setdefault(query_id, {})[doc_id] = grade
     if not qrels:
         raise DataError(path, None, "no judgements in the qrels file")
     return qrels
@@ -91,16 +93,17 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
 
 def _split_tsv(path: Path, number: int, line: str) -> tuple[str, str]:
     qid, sep, text = line.partition("\t")
-    if not sep or not qid.strip():
+    if not sep:
         raise DataError(path, number, "expected 'qid<TAB>text'", "separate the id and the text with a tab")
-    return qid.strip(), text
+    return trec_id(qid, path, number, "query"), text
 
 
 def _topic_json(path: Path, number: int, obj: dict) -> tuple[str, str]:
     qid = obj.get("_id", obj.get("id", obj.get("qid")))
     text = obj.get("text", obj.get("title", obj.get("contents")))
-    if qid is None or str(qid).strip() == "":
+    if qid is None:
         raise DataError(path, number, "query has no id (expected '_id' or 'id')")
+    qid = trec_id(qid, path, number, "query")
     if not isinstance(text, str):
         raise DataError(path, number, f"query {qid!r} has no 'text'")
     return str(qid), text

@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -282,33 +280,35 @@ def test_kill_and_resume_gives_the_uninterrupted_index(mini, tmp_path):
     command = [sys.executable, "-m", "laconic_pyserini.encode.dense", "--corpus", str(mini), "--encoder", "minilm",
                "--output", str(tmp_path / "killed"), "--chunk-size", "32", "--batch-size", "16"]
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    second_chunk = tmp_path / "killed.partial" / "chunks" / "chunk-00001.npz"
-    deadline = time.time() + 300
-    while not second_chunk.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert second_chunk.exists(), "the encoder never committed a second chunk"
+    # The test hook exits with os._exit right after the second committed chunk: what kill -9 leaves, at a known
+    # point instead of a timing race.
+    killed = subprocess.run(command, cwd=REPO, env=dict(env, LACONIC_TEST_STOP_AFTER_PARTS="2"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert killed.returncode == 137, killed.stderr[-2000:]
+    aside = tmp_path / ".laconic-tmp-killed"
+    chunks = sorted(p.name for p in (aside / ".laconic-tmp-chunks").iterdir())
+    assert chunks == ["chunk-00000.npz", "chunk-00001.npz"]
     assert not (tmp_path / "killed").exists()  # no half index under the final name
+    assert (tmp_path / ".laconic-tmp-killed.lock").exists()  # the dead run's lock, taken over by the rerun
     # Written as a run before the spec gained logit_offset would have: the same encoder, so it still resumes.
-    state_file = tmp_path / "killed.partial" / "state.json"
+    state_file = aside / ".laconic-tmp-state.json"
     older = json.loads(state_file.read_text())
     del older["spec"]["logit_offset"]
     state_file.write_text(json.dumps(older))
     resumed = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming: " in resumed.stderr  # committed chunks were read back, not encoded again
-    assert not (tmp_path / "killed.partial").exists()
+    assert "resuming: 2 of " in resumed.stderr  # committed chunks were read back, not encoded again
+    assert not aside.exists() and not (tmp_path / ".laconic-tmp-killed.lock").exists()
     reference = encode_dense_corpus(mini, "minilm", tmp_path / "whole", chunk_size=32, batch_size=16)
     import faiss
 
-    killed = faiss.read_index(str(tmp_path / "killed" / "index"))
+    resumed_index = faiss.read_index(str(tmp_path / "killed" / "index"))
     whole = faiss.read_index(str(reference / "index"))
     assert (tmp_path / "killed" / "docid").read_text() == (reference / "docid").read_text()
     documents = sum(1 for _ in open(mini / "corpus.jsonl", encoding="utf-8"))
-    assert killed.ntotal == whole.ntotal == documents
-    assert np.allclose(killed.reconstruct_n(0, killed.ntotal), whole.reconstruct_n(0, whole.ntotal), atol=1e-6)
+    assert resumed_index.ntotal == whole.ntotal == documents
+    assert np.allclose(resumed_index.reconstruct_n(0, resumed_index.ntotal), whole.reconstruct_n(0, whole.ntotal),
+                       atol=1e-6)
     manifest = json.loads((tmp_path / "killed" / "manifest.json").read_text())
     assert manifest["kind"] == "faiss" and manifest["documents"] == documents and manifest["spec"]["name"] == "minilm"
 
@@ -324,7 +324,7 @@ def test_wrong_encoders_are_refused(mini, tmp_path):
         parse_system("sparse:minilm")
     with pytest.raises(SpecError, match="start with one of"):
         parse_system("colbert:minilm")
-    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+    assert not (tmp_path / "x").exists() and not (tmp_path / ".laconic-tmp-x").exists()
 
 
 # ------------------------------------------------------------------------------------------------ decoder backbone

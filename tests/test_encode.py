@@ -9,10 +9,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from itertools import islice
 from pathlib import Path
 
@@ -118,29 +116,20 @@ def test_kill9_and_rerun_gives_the_uninterrupted_output(tmp_path, data_root, spl
                               progress=False)
     assert len(reference.parts) == 6
 
+    # The test hook ends the process with os._exit right after its second committed part: no cleanup, no
+    # finally, exactly what kill -9 leaves -- at a known point instead of a timing race.
     out = tmp_path / "killed"
-    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
-    proc = subprocess.Popen(_cli(corpus, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    manifest_file = out / "manifest.json"
-    deadline = time.monotonic() + 300
-    committed = 0
-    while time.monotonic() < deadline and proc.poll() is None:
-        if manifest_file.exists():
-            state = json.loads(manifest_file.read_text())
-            committed = len(state["parts"])
-            if committed >= 1:
-                break
-        time.sleep(0.02)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    state = json.loads(manifest_file.read_text())
-    assert not state["complete"] and 1 <= len(state["parts"]) < 6
-    # Debris of a kill during a commit: a temporary file and a part the manifest never listed.
-    (out / "vectors" / "part-00005.jsonl.tmp").write_text("half a line")
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), LACONIC_TEST_STOP_AFTER_PARTS="2")
+    proc = subprocess.run(_cli(corpus, out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert proc.returncode == 137, proc.stderr.decode()[-2000:]
+    state = json.loads((out / "manifest.json").read_text())
+    assert not state["complete"] and len(state["parts"]) == 2
+    assert list(out.glob(".laconic-tmp-*.lock")), "the killed run's lock is left behind, as after kill -9"
+    # Debris of a kill during a commit: a temporary file of ours, and a part renamed before the manifest listed it.
+    (out / "vectors" / ".laconic-tmp-999999-part-00005.jsonl").write_text("half a line")
     (out / "vectors" / "part-00004.jsonl").write_text('{"id": "stray"}\n')
 
-    # The same command again (in this process, to save a second interpreter start).
+    # The same command again (in this process, to save a second interpreter start): the stale lock is taken over.
     assert main(_cli(corpus, out)[3:]) == 0
     assert _files(out / "vectors") == _files(tmp_path / "reference" / "vectors")
     # Equal but for the per-run kernel records (laconic_pyserini.modeling.cpu): two runs wrote the resumed folder.
@@ -149,6 +138,7 @@ def test_kill9_and_rerun_gives_the_uninterrupted_output(tmp_path, data_root, spl
     assert [k["first_part"] for k in uninterrupted.pop("kernels")] == [0]
     assert resumed == uninterrupted
     assert read_manifest(out).counts["documents"] == 240
+    assert not list(out.glob(".laconic-tmp-*")), "the lock is released"
 
 
 def test_rerun_with_another_spec_is_refused(tmp_path, data_root, splade, capsys):

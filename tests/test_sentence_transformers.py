@@ -246,7 +246,7 @@ def test_export_refuses_a_folder_it_did_not_write_and_redoes_its_own(splade_tiny
 
 
 def _lucene_ndcg(index: Path, encoder, data_root: Path, remove_query: bool = True) -> float:
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.eval import evaluate
     from laconic_pyserini.search import search_topics
     from laconic_pyserini.searchers.impact import LaconicSearcher
@@ -279,7 +279,8 @@ def test_st_evaluator_on_scifact_agrees_with_our_lucene_run(splade_tiny_st, enco
     from sentence_transformers import SparseEncoder
     from sentence_transformers.sparse_encoder.evaluation import SparseInformationRetrievalEvaluator
 
-    from laconic_pyserini.data import iter_corpus, load_qrels, load_topics
+    from laconic_pyserini.data import iter_corpus
+    from laconic_pyserini.topics import load_qrels, load_topics
 
     queries = load_topics(data_root / "scifact", "test")
     qrels = load_qrels(data_root / "scifact", "test")

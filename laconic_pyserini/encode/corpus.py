@@ -16,10 +16,11 @@ from pathlib import Path
 from ..data import read_corpus
 from ..quantize import quantize
 from ..spec import current_spec_dict
-from .manifest import MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, write_json_atomic
+from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
+from .manifest import KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, part_intact
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
 from .source import describe_corpus, document_text, resolve_docs_as_queries
-from .writer import commit_part, remove_uncommitted, vector_line
+from .writer import commit_part, vector_line
 
 logger = logging.getLogger(__name__)
 
@@ -45,8 +46,12 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
     kernels and CPU decision. Returns this run's manifest (this shard's, when sharded; the merged one when this
     shard finished last and ``merge``).
+
+    The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
+    one process writes it at a time (per shard). A rerun of a complete encoding re-checks every part's sha256 and
+    re-encodes only the parts that are missing or damaged.
     """
-    spec = _sparse_spec(spec, encoder)
+    spec = _resolve_spec(spec, encoder)
     if batch_size < 1 or part_size < 1 or window_batches < 1:
         raise EncodeError("--batch-size, part size and window must be positive")
     if not fields or any(f not in ("title", "text") for f in fields):
@@ -60,98 +65,22 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid)}
-    manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end)
-    if manifest.complete:
-        logger.info("%s: already complete (%d documents); nothing to do", root, manifest.documents)
-        return _maybe_merge(root, manifest, shard_num, merge)
-
-    folder = parts_folder(shard_id, shard_num)
-    _drop_uncommitted(root / folder, manifest)
+    claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
-    write_json_atomic(mpath, manifest.to_dict())
-
-    if encoder is None:
-        from ..modeling import load_sparse_encoder
-
-        encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
-    manifest.kernels.append({"first_part": len(manifest.parts), **encoder.kernels})
-    write_json_atomic(mpath, manifest.to_dict())
-    resume = manifest.parts[-1].end if manifest.parts else start
-    if resume > start:
-        logger.info("resuming %s at corpus line %d of [%d, %d) after %d committed part(s)", root, resume, start, end,
-                    len(manifest.parts))
-    bar = _progress(progress, total=end - start, initial=resume - start, desc=f"encode {spec.name}")
-    run = _PartBuilder(encoder, spec, fields, bool(docs_as_queries), batch_size, batch_size * window_batches, bar)
-    try:
-        invalid = _encode_parts(run, corpus, root, folder, manifest, mpath, resume, end, part_size=part_size,
-                                skip_invalid=skip_invalid)
-    finally:
-        bar.close()
-    _complete(manifest, mpath, invalid)
+    root.mkdir(parents=True, exist_ok=True)
+    with locked(mpath):
+        manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end)
+        job = _Job(corpus, root, mpath, parts_folder(shard_id, shard_num), manifest, spec, encoder,
+                   dict(settings, start=start, end=end, progress=progress))
+        removed = clean_temps(root / job.folder)
+        if removed:
+            logger.info("removed %d temporary file(s) of an interrupted run: %s", len(removed),
+                        ", ".join(p.name for p in removed))
+        if manifest.complete:
+            job.repair()
+        else:
+            job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
-
-
-def _drop_uncommitted(parts_dir: Path, manifest: Manifest) -> None:
-    removed = remove_uncommitted(parts_dir, {Path(p.path).name for p in manifest.parts})
-    if removed:
-        logger.info("removed %d uncommitted file(s) of an interrupted run: %s", len(removed),
-                    ", ".join(p.name for p in removed))
-
-
-def _complete(manifest: Manifest, mpath: Path, invalid: list[dict]) -> None:
-    """Mark the encoding complete; invalid lines after a full last part belong to no part and are counted here."""
-    manifest.tail_invalid = invalid[:100]
-    manifest.tail_invalid_lines = len(invalid)
-    manifest.complete = True
-    write_json_atomic(mpath, manifest.to_dict())
-    counts = manifest.counts
-    logger.info("%s: %d documents (%d empty, %d empty vectors, %d invalid lines skipped) in %d parts", manifest.root,
-                counts["documents"], counts["empty_documents"], counts["empty_vectors"], counts["invalid_lines"],
-                len(manifest.parts))
-
-
-def _sparse_spec(spec, encoder):
-    """The spec to encode with: the loaded encoder's, or ``spec`` (a spec or what ``load_spec`` takes); sparse only."""
-    if encoder is not None:
-        spec = encoder.spec
-    elif spec is None:
-        raise EncodeError("encode_corpus needs an encoder spec or a loaded encoder")
-    elif not hasattr(spec, "to_dict"):
-        from ..spec import load_spec
-
-        spec = load_spec(str(spec))
-    if spec.kind == "dense":
-        raise EncodeError(f"encoder {spec.name!r} is dense; this writer makes sparse JsonVectorCollections")
-    return spec
-
-
-def _encode_parts(run: "_PartBuilder", corpus, root: Path, folder: str, manifest: Manifest, mpath: Path, resume: int,
-                  end: int, *, part_size: int, skip_invalid: bool) -> list[dict]:
-    """Encode corpus lines [resume, end) into parts, each committed (and the manifest rewritten) when full;
-    returns the invalid lines after the last part, which belong to no part."""
-    part_start = resume
-    invalid: list[dict] = []
-    for line in read_corpus(corpus, stop=end):
-        if line.ordinal < resume:
-            continue
-        if line.error is not None:
-            if not skip_invalid:
-                raise line.error
-            invalid.append({"line": line.number, "problem": str(line.error)})
-            logger.warning("skipping invalid line: %s", line.error)
-            run.bar.update(1)
-            continue
-        run.add(line.doc)
-        if len(run.docs) == part_size:
-            manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, line.ordinal + 1,
-                                             invalid))
-            write_json_atomic(mpath, manifest.to_dict())
-            part_start, invalid = line.ordinal + 1, []
-    if run.docs:
-        # The last part runs to the end of the shard, so invalid lines after its last document are its own.
-        manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, end, invalid))
-        invalid = []
-    return invalid
 
 
 def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:
@@ -165,6 +94,144 @@ def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:
     from ..modeling.cpu import resolve_dtype
 
     return resolve_dtype(requested, decoder=spec.kind == "decoder", device=device)
+
+
+def _resolve_spec(spec, encoder):
+    if encoder is not None:
+        spec = encoder.spec
+    elif spec is None:
+        raise EncodeError("encode_corpus needs an encoder spec or a loaded encoder")
+    elif not hasattr(spec, "to_dict"):
+        from ..spec import load_spec
+
+        spec = load_spec(str(spec))
+    if spec.kind == "dense":
+        raise EncodeError(f"encoder {spec.name!r} is dense; this writer makes sparse JsonVectorCollections")
+    return spec
+
+
+def _holds_shards(root: Path) -> bool:
+    """A sharded encoding has no top manifest until it is merged: its shard manifests say it is ours."""
+    folder = root / SHARDS_DIR
+    if not folder.is_dir():
+        return False
+    for path in folder.glob("shard-*.json"):
+        try:
+            load_manifest_file(path, root)
+        except EncodeError:
+            continue
+        return True
+    return False
+
+
+class _Job:
+    """One encode run over one folder (one shard): encode what is missing, or repair what is damaged."""
+
+    def __init__(self, corpus, root: Path, mpath: Path, folder: str, manifest: Manifest, spec, encoder,
+                 settings: dict) -> None:
+        self.corpus, self.root, self.mpath, self.folder = corpus, root, mpath, folder
+        self.manifest, self.spec, self.encoder, self.settings = manifest, spec, encoder, settings
+        self.committed = 0  # parts this process committed (the test hook counts these)
+
+    def _builder(self, *, total: int, initial: int, first_part: int) -> "_PartBuilder":
+        if self.encoder is None:
+            from ..modeling import load_sparse_encoder
+
+            self.encoder = load_sparse_encoder(self.spec, device=self.settings["device"],
+                                               dtype=self.settings["dtype"])
+        # Per run: what this process runs (dtype, head kernel, CPU decision), from the first part it writes.
+        self.manifest.kernels.append({"first_part": first_part, **self.encoder.kernels})
+        self._save()
+        s = self.settings
+        bar = _progress(s["progress"], total=total, initial=initial, desc=f"encode {self.spec.name}")
+        return _PartBuilder(self.encoder, self.spec, s["fields"], s["docs_as_queries"], s["batch_size"],
+                            s["batch_size"] * s["window_batches"], bar)
+
+    def _save(self) -> None:
+        write_json_atomic(self.mpath, self.manifest.to_dict())
+
+    def run(self) -> None:
+        """Encode from the first uncommitted part to the end of the shard, committing part by part."""
+        manifest, s = self.manifest, self.settings
+        self._save()
+        start, end = s["start"], s["end"]
+        resume = manifest.parts[-1].end if manifest.parts else start
+        if resume > start:
+            logger.info("resuming %s at corpus line %d of [%d, %d) after %d committed part(s)", self.root, resume,
+                        start, end, len(manifest.parts))
+        run = self._builder(total=end - start, initial=resume - start, first_part=len(manifest.parts))
+        part_start, invalid = resume, []
+        try:
+            for line in read_corpus(self.corpus, stop=end):
+                if line.ordinal < resume or not _take(line, run, invalid, s["skip_invalid"]):
+                    continue
+                if len(run.docs) == s["part_size"]:
+                    self._commit(run, len(manifest.parts), part_start, line.ordinal + 1, invalid)
+                    part_start, invalid = line.ordinal + 1, []
+            if run.docs:
+                # The last part runs to the end of the shard, so invalid lines after its last document are its own.
+                self._commit(run, len(manifest.parts), part_start, end, invalid)
+                invalid = []
+        finally:
+            run.bar.close()
+        # Invalid lines after a full last part belong to no part; they are counted here.
+        manifest.tail_invalid = invalid[:100]
+        manifest.tail_invalid_lines = len(invalid)
+        manifest.complete = True
+        self._save()
+        counts = manifest.counts
+        logger.info("%s: %d documents (%d empty, %d empty vectors, %d invalid lines skipped) in %d parts",
+                    self.root, counts["documents"], counts["empty_documents"], counts["empty_vectors"],
+                    counts["invalid_lines"], len(manifest.parts))
+
+    def _commit(self, run: "_PartBuilder", index: int, start: int, end: int, invalid: list[dict]) -> None:
+        part = run.commit(self.root, self.folder, index, start, end, invalid)
+        if index < len(self.manifest.parts):
+            self.manifest.parts[index] = part
+        else:
+            self.manifest.parts.append(part)
+        self._save()
+        self.committed += 1
+        after_commit(self.committed)
+
+    def repair(self) -> None:
+        """Re-check a complete encoding's parts; re-encode each missing or damaged one from its corpus lines."""
+        damaged = [i for i, part in enumerate(self.manifest.parts) if not part_intact(self.root, part)]
+        if not damaged:
+            logger.info("%s: already complete (%d documents), every part checked; nothing to do", self.root,
+                        self.manifest.documents)
+            return
+        logger.warning("%s: %d damaged or missing part(s): %s; re-encoding only those", self.root, len(damaged),
+                       ", ".join(self.manifest.parts[i].path for i in damaged))
+        run = self._builder(total=sum(self.manifest.parts[i].end - self.manifest.parts[i].start for i in damaged),
+                            initial=0, first_part=damaged[0])
+        try:
+            for index in damaged:
+                old = self.manifest.parts[index]
+                invalid: list[dict] = []
+                for line in read_corpus(self.corpus, stop=old.end):
+                    if line.ordinal >= old.start:
+                        _take(line, run, invalid, self.settings["skip_invalid"])
+                self._commit(run, index, old.start, old.end, invalid)
+                if self.manifest.parts[index].sha256 != old.sha256:
+                    logger.warning("%s: re-encoded with a different sha256 than first recorded (another device or "
+                                   "batch size?); the manifest now lists the new one",
+                                   self.manifest.parts[index].path)
+        finally:
+            run.bar.close()
+
+
+def _take(line, run: "_PartBuilder", invalid: list[dict], skip_invalid: bool) -> bool:
+    """Add a corpus line's document to the part; an invalid line is an error, or counted with --skip-invalid."""
+    if line.error is None:
+        run.add(line.doc)
+        return True
+    if not skip_invalid:
+        raise line.error
+    invalid.append({"line": line.number, "problem": str(line.error)})
+    logger.warning("skipping invalid line: %s", line.error)
+    run.bar.update(1)
+    return False
 
 
 def _maybe_merge(root: Path, manifest: Manifest, shard_num: int, merge: bool) -> Manifest:
@@ -235,8 +302,7 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
                               f"way(s), not {shard_num}; use another --embeddings folder")
     if not mpath.is_file():
         stray = root / parts_folder(shard_id, shard_num)
-        if stray.is_dir() and any(p.name.startswith("part-") and not p.name.endswith(".tmp")
-                                  for p in stray.iterdir() if p.is_file()):
+        if stray.is_dir() and any(p.name.startswith("part-") for p in stray.iterdir() if p.is_file()):
             raise EncodeError(f"{stray}: part files without a manifest; this is not a resumable encode output "
                               "folder; pass an empty --embeddings folder")
         root.mkdir(parents=True, exist_ok=True)

@@ -9,9 +9,11 @@ Layout of ``DIR``: ``index`` (a faiss index, inner product), ``docid`` (one id p
 ``pyserini.search.faiss.FaissSearcher`` reads -- and ``manifest.json`` (``kind: "faiss"``, the encoder spec, counts,
 index parameters, encoding throughput), which ``laconic_pyserini.search`` dispatches on.
 
-Embeddings are committed in chunks of ``--chunk-size`` documents under ``DIR.partial/chunks`` (each chunk one
-atomically renamed ``.npz``), so a killed run rerun with the same command continues after the last whole chunk.
-The index is built in ``DIR.partial`` and renamed to ``DIR`` when complete: ``DIR`` never holds half an index.
+The index is built aside, in ``.laconic-tmp-DIR`` beside ``DIR`` (:mod:`laconic_pyserini.outputs`), and swapped in
+when complete: ``DIR`` never holds half an index. Embeddings are committed there in chunks of ``--chunk-size``
+documents (each chunk one atomically renamed ``.npz``), so a killed run rerun with the same command continues
+after the last whole chunk. ``DIR`` must be new, empty, or a faiss folder this toolkit wrote (then it is
+replaced); anything else is refused, and so is an ``--output`` equal to, inside or containing the input.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -28,25 +29,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError, iter_corpus
-from ..index.faiss import (FORMAT, INDEX_TYPES, build_faiss_index, hnsw_params, is_faiss_folder,
-                           rebuild_faiss_index, write_faiss_folder)
-from ..index.manifest import IndexFolderError, finish_build, read_index_manifest
+from ..data import DataError, count_corpus, iter_corpus, require_documents
+from ..errors import cli, require_at_least
+from ..index.faiss import (FORMAT, INDEX_TYPES, KIND, build_faiss_index, finish_faiss, hnsw_params,
+                           is_faiss_folder, rebuild_faiss_index, write_faiss_folder)
+from ..index.manifest import IndexFolderError, claim_index, read_index_manifest
+from ..outputs import TMP_PREFIX, after_commit, aside_path, atomic_path, clean_temps, locked, remove_temp
 from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
 
 logger = logging.getLogger(__name__)
 
-STATE = "state.json"
-CHUNKS = "chunks"
+# Scratch inside the folder built aside: temporary names, so the swap leaves them out (clean_temps).
+STATE = TMP_PREFIX + "state.json"
+CHUNKS = TMP_PREFIX + "chunks"
 
 
 def _finish(partial: Path, output: Path) -> Path:
-    for leftover in (partial / CHUNKS, partial / STATE):
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        elif leftover.exists():
-            leftover.unlink()
-    return finish_build(partial, output)
+    return finish_faiss(partial, output)
 
 
 def _recorded_dtype(state_path: Path) -> str | None:
@@ -86,34 +85,69 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
                         "`python -m laconic_pyserini.encode`, or pass a dense spec (e.g. minilm)")
     as_query = resolve_docs_as_queries(corpus, as_query)
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
     if dtype == "auto":
-        dtype = _recorded_dtype(partial / STATE) or "auto"
+        dtype = _recorded_dtype(aside_path(output) / STATE) or "auto"
     dtype = resolve_dense_dtype(spec, dtype, device)
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
              "dtype": dtype, "as_query_documents": as_query}
-    if _resume_partial(partial, state):
-        logger.info("%s: a finished index was not yet renamed; finishing", partial)
-        return _finish(partial, output)
+    claim_index(output, KIND, [state["corpus"]["path"]], flag="--output")
+    with locked(output):
+        partial = _open_aside(output, state)
+        if partial is None:
+            logger.info("%s: a finished index was not yet swapped in; finishing", aside_path(output))
+            return _finish(aside_path(output), output)
+        return _encode_into(corpus, spec, partial, output, state, index_type=index_type, batch_size=batch_size,
+                            device=device, dtype=dtype, as_query=as_query,
+                            faiss_params=dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search))
+
+
+def _open_aside(output: Path, state: dict) -> Path | None:
+    """The aside folder to encode into (resumed when its state matches), or None when it only awaits the swap."""
+    partial = aside_path(output)
+    state_path = partial / STATE
+    if partial.exists() and is_faiss_folder(partial) and not state_path.exists():
+        return None
+    if partial.exists():
+        try:
+            previous = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if isinstance(previous, dict) and isinstance(previous.get("spec"), dict):
+            previous["spec"] = current_spec_dict(previous["spec"])
+        if previous != state:
+            logger.warning("%s: left by a different or damaged run; starting over", partial)
+            remove_temp(partial)
     chunks_dir = partial / CHUNKS
-    n_chunks = _encode_missing_chunks(corpus, chunks_dir, state, lambda: _load_model(spec, device, dtype, batch_size))
-    ids, vectors, seconds = _read_chunks(chunks_dir, n_chunks)
-    if len(ids) != state["corpus"]["lines"]:
-        raise IndexFolderError(f"{chunks_dir}: {len(ids)} embeddings for {state['corpus']['lines']} documents; "
-                               f"delete {partial} and encode again")
+    chunks_dir.mkdir(parents=True, exist_ok=True)
+    clean_temps(chunks_dir)
+    if not state_path.exists():
+        from .manifest import write_json_atomic
+
+        write_json_atomic(state_path, state)
+    return partial
+
+
+def _encode_into(corpus, spec: EncoderSpec, partial: Path, output: Path, state: dict, *, index_type: str,
+                 batch_size: int, device: str, dtype: str, as_query: bool, faiss_params: dict) -> Path:
+    total = count_corpus(corpus)
+    n_chunks = _encode_missing_chunks(corpus, partial / CHUNKS, state, total,
+                                      lambda: _load_model(spec, device, dtype, batch_size))
+    ids, vectors, seconds = _read_chunks(partial / CHUNKS, n_chunks)
+    if len(ids) != total:
+        raise IndexFolderError(f"{partial / CHUNKS}: {len(ids)} embeddings for {total} documents; delete {partial} "
+                               "and encode again")
     start = time.perf_counter()
-    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                              ef_search=ef_search)
+    index = build_faiss_index(vectors, index_type, **faiss_params)
     build_seconds = time.perf_counter() - start
     manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
                 "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
                 "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
                 "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
                 "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
-                "build_seconds": round(build_seconds, 3),
-                "kernels": _kernels(dtype, device)}
+                "build_seconds": round(build_seconds, 3), "kernels": _kernels(dtype, device)}
     if index_type == "hnsw":
-        manifest["hnsw"] = hnsw_params(hnsw_m, ef_construction, ef_search)
+        manifest["hnsw"] = hnsw_params(faiss_params["hnsw_m"], faiss_params["ef_construction"],
+                                       faiss_params["ef_search"])
     write_faiss_folder(partial, index, ids, manifest)
     return _finish(partial, output)
 
@@ -124,34 +158,10 @@ def _load_model(spec: EncoderSpec, device: str, dtype: str, batch_size: int):
     return DenseEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
 
 
-def _resume_partial(partial: Path, state: dict) -> bool:
-    """Prepare ``partial`` for this run: True when it already holds the finished index (only the rename is left);
-    otherwise its chunks are kept when they were made with the same ``state``, and it starts over when not."""
-    state_path = partial / STATE
-    if partial.exists() and is_faiss_folder(partial) and not state_path.exists():
-        return True
-    if partial.exists():
-        try:
-            previous = json.loads(state_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if isinstance(previous, dict) and isinstance(previous.get("spec"), dict):
-            previous["spec"] = current_spec_dict(previous["spec"])
-        if previous != state:
-            logger.warning("%s: left by a different or damaged run; starting over", partial)
-            shutil.rmtree(partial)
-    (partial / CHUNKS).mkdir(parents=True, exist_ok=True)
-    if not state_path.exists():
-        from .manifest import write_json_atomic
-
-        write_json_atomic(state_path, state)
-    return False
-
-
-def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, load_model) -> int:
-    """Encode the chunks not yet under ``chunks_dir`` (the model is loaded only if one is missing); returns the
-    number of chunks the corpus makes."""
-    total, chunk_size = state["corpus"]["lines"], state["chunk_size"]
+def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, total: int, load_model) -> int:
+    """Encode the chunks not yet under ``chunks_dir`` (the model is loaded only if one is missing), each committed
+    as it is written; returns the number of chunks the corpus makes."""
+    chunk_size = state["chunk_size"]
     if total == 0:
         raise DataError(state["corpus"]["path"], None, "the corpus holds no documents", "pass a non-empty corpus")
     n_chunks = (total + chunk_size - 1) // chunk_size
@@ -159,6 +169,7 @@ def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, load_model) ->
     if done:
         logger.info("resuming: %d of %d chunks already encoded", len(done), n_chunks)
     model = None
+    committed = 0
     pending: list[tuple[str, str, str]] = []
     for ordinal, doc in enumerate(iter_corpus(corpus)):
         chunk = ordinal // chunk_size
@@ -170,7 +181,9 @@ def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, load_model) ->
             _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"])
             logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
             pending = []
-    if pending:  # the count and the reader disagree: never index a corpus we did not read whole
+            committed += 1
+            after_commit(committed)
+    if pending:  # count_corpus and iter_corpus disagree: never index a corpus we did not read whole
         raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
     return n_chunks
 
@@ -186,9 +199,8 @@ def _encode_chunk(model, chunk: int, docs: list[tuple[str, str, str]], chunks_di
     if not np.isfinite(vectors).all():
         raise ValueError(f"chunk {chunk}: the model produced NaN or infinite embeddings; check --dtype and the model")
     target = chunks_dir / _chunk_name(chunk)
-    tmp = chunks_dir / (target.name + ".tmp.npz")
-    np.savez(tmp, vectors=vectors, ids=np.array([doc_id for doc_id, _, _ in docs]), seconds=np.array(seconds))
-    os.replace(tmp, target)
+    with atomic_path(target) as tmp:  # the temporary name keeps ".npz", so np.savez adds nothing
+        np.savez(tmp, vectors=vectors, ids=np.array([doc_id for doc_id, _, _ in docs]), seconds=np.array(seconds))
 
 
 def _read_chunks(chunks_dir: Path, n_chunks: int) -> tuple[list[str], np.ndarray, float]:
@@ -203,6 +215,7 @@ def _read_chunks(chunks_dir: Path, n_chunks: int) -> tuple[list[str], np.ndarray
     return ids, np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32), seconds
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.encode.dense", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -225,21 +238,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                           "runs bf16 fast")
     enc.add_argument("--max-length", type=int, help="override the spec's max length")
     args = parser.parse_args(argv)
+    require_at_least(1, {"--hnsw-m": args.hnsw_m, "--ef-construction": args.ef_construction,
+                         "--ef-search": args.ef_search, "--chunk-size": args.chunk_size,
+                         "--batch-size": args.batch_size, "--max-length": args.max_length})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     hnsw = dict(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search)
-    try:
-        if args.from_index:
-            path = rebuild_faiss_index(args.from_index, args.output, args.index_type, **hnsw)
-        else:
-            if not (args.corpus and args.encoder):
-                parser.error("--corpus and --encoder are required (or --from-index FLAT_DIR)")
-            spec = load_spec(args.encoder, max_length=args.max_length)
-            path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
-                                       batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                                       chunk_size=args.chunk_size, **hnsw)
-    except (DataError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.from_index:
+        path = rebuild_faiss_index(args.from_index, args.output, args.index_type, **hnsw)
+    else:
+        if not (args.corpus and args.encoder):
+            parser.error("--corpus and --encoder are required (or --from-index FLAT_DIR)")
+        require_documents(args.corpus)  # before the model loads
+        spec = load_spec(args.encoder, max_length=args.max_length)
+        path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
+                                   batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                   chunk_size=args.chunk_size, **hnsw)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents\t{manifest['dimension']} dimensions\t{manifest['index_type']}")
     return 0

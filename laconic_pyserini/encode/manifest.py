@@ -27,6 +27,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LaconicError
+from ..outputs import write_json_atomic  # noqa: F401  (re-exported: the encoders write through it)
+
+#: What ``manifest.json`` says an encoded collection is (:func:`laconic_pyserini.outputs.claim_folder`).
+KIND = "encoded"
 FORMAT = "laconic-pyserini/encoded-collection"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -38,7 +43,7 @@ EMPTY_TERM = "[LACONIC-EMPTY-DOCUMENT]"
 MAX_INVALID_KEPT = 100
 
 
-class EncodeError(RuntimeError):
+class EncodeError(LaconicError, RuntimeError):
     """An output folder that cannot be used as asked (wrong spec, incomplete, tampered); the message says why."""
 
 
@@ -113,7 +118,7 @@ class Manifest:
         from .. import __version__
 
         return {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
+            "kind": KIND, "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
             "complete": self.complete, "collection": VECTORS_DIR, "collection_class": "JsonVectorCollection",
             "empty_vector_term": EMPTY_TERM, "spec": self.spec, "corpus": self.corpus, "shard": self.shard,
             "settings": self.settings, "counts": self.counts,
@@ -138,30 +143,6 @@ class Manifest:
                        kernels=d.get("kernels", []))
         except (KeyError, TypeError) as exc:
             raise EncodeError(f"{where}: malformed manifest ({exc!r}); re-encode into an empty folder") from None
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write JSON so that a reader (or a crash) sees the old file or the new one, never half of one."""
-    # The pid keeps two shards that merge at the same moment from writing into one temporary file.
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def load_manifest_file(path: Path, root: Path) -> Manifest:
@@ -203,15 +184,21 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def part_intact(root: Path, part: PartInfo) -> bool:
+    """The part file exists with the recorded size and sha256."""
+    path = root / part.path
+    return path.is_file() and path.stat().st_size == part.bytes and sha256_file(path) == part.sha256
+
+
 def verify_parts(manifest: Manifest) -> None:
     """Check that every part file exists and has the recorded size and sha256."""
     for part in manifest.parts:
         path = manifest.root / part.path
         if not path.is_file():
             raise EncodeError(f"{path}: part file listed in {manifest.root / MANIFEST_NAME} is missing")
-        if path.stat().st_size != part.bytes or sha256_file(path) != part.sha256:
+        if not part_intact(manifest.root, part):
             raise EncodeError(f"{path}: contents differ from the manifest's sha256 (modified or damaged); "
-                              "re-encode this folder")
+                              "rerun the same encode command: it re-encodes only the damaged parts")
 
 
 def iter_vectors(embeddings_dir: str | os.PathLike | Manifest, *,

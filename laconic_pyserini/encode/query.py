@@ -25,9 +25,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import DataError
-from ..topics import load_topics
+from ..errors import cli, require_at_least, require_output_file
+from ..outputs import atomic_open, claim_file
 from ..quantize import query_impacts
+from ..topics import load_topics
 from .manifest import EncodeError, sha256_file, write_json_atomic
 from .writer import check_terms
 
@@ -51,6 +52,16 @@ def jsonl_line(qid: str, text: str, impacts: dict[str, int]) -> str:
     return json.dumps({"id": qid, "contents": text, "vector": impacts}, ensure_ascii=False) + "\n"
 
 
+def _manifest_of(output: Path) -> Path:
+    return output.with_name(output.name + ".manifest.json")
+
+
+def _topics_path(topics: str | os.PathLike) -> Path | None:
+    """The topics as a path on disk (None for a dataset name that is not one)."""
+    path = Path(topics)
+    return path if path.exists() else None
+
+
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
                   encoder=None, split: str | None = "test", fmt: str | None = None, batch_size: int = 32,
                   device: str = "cpu", dtype: str = "auto") -> dict[str, dict[str, int]]:
@@ -66,6 +77,11 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     fmt = fmt or output.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise EncodeError(f"{output}: cannot tell the format from the suffix; pass --format tsv or jsonl")
+    # An earlier output of ours has its manifest beside it; any other existing file is the user's.
+    claim_file(output, flag="--output", ours=lambda path: _manifest_of(path).is_file(),
+               inputs=[] if isinstance(topics, dict) else [_topics_path(topics)])
+    # Topics are read (and their errors found) before a model loads.
+    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     if encoder is None:
         if spec is None:
             raise EncodeError("encode_topics needs an encoder spec or a loaded encoder")
@@ -75,7 +91,6 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
-    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
     impacts = query_impacts(encoder, texts, batch_size=batch_size)
     lines = []
@@ -87,14 +102,11 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
             lines.append(tsv_line(qid, vector))
         else:
             lines.append(jsonl_line(qid, text, vector))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+    with atomic_open(output, newline="\n") as f:
         f.writelines(lines)
-    os.replace(tmp, output)
     from .. import __version__
 
-    write_json_atomic(output.with_name(output.name + ".manifest.json"), {
+    write_json_atomic(_manifest_of(output), {
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
         "spec": spec.to_dict(), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),
@@ -121,18 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    require_at_least(1, {"--batch-size": args.batch_size, "--max-length": args.max_length})
+    require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..spec import SpecError, load_spec
+    from ..spec import load_spec
 
-    try:
-        spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
-        encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
-                      fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
-    except (DataError, EncodeError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
+    encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
+                  fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
     return 0
 
 

@@ -1,18 +1,19 @@
 """Anserini JsonVectorCollection lines and atomically committed part files.
 
-A part is written to ``part-NNNNN.jsonl.tmp``, fsynced and renamed; only then does the manifest list it. A
-``kill -9`` therefore leaves either a committed part (listed, with its sha256) or debris that the next run
-deletes: nothing half-written is ever read as output.
+A part is written to a temporary name (:mod:`laconic_pyserini.outputs`), fsynced and renamed; only then does the
+manifest list it. A ``kill -9`` therefore leaves either a committed part (listed, with its sha256), a renamed part
+the manifest does not list yet (the rerun writes it again, byte for byte), or temporary debris that the next run
+deletes: nothing half-written is ever read as output, and nothing but the toolkit's own temporary names is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 
-from .manifest import EMPTY_TERM, EncodeError, PartInfo, fsync_dir
+from ..outputs import write_bytes_atomic
+from .manifest import EMPTY_TERM, EncodeError, PartInfo
 
 
 def check_terms(vector: dict[str, int], what: str) -> None:
@@ -51,27 +52,8 @@ def commit_part(root: Path, folder: str, index: int, lines: list[str], *, start:
     directory = root / folder
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / part_name(index)
-    tmp = final.with_name(final.name + ".tmp")
     data = "".join(lines).encode("utf-8")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-    fsync_dir(directory)
+    write_bytes_atomic(final, data)
     return PartInfo(path=f"{folder}/{final.name}", documents=len(lines), sha256=hashlib.sha256(data).hexdigest(),
                     bytes=len(data), start=start, end=end, empty_documents=empty_documents,
                     empty_vectors=empty_vectors, invalid_lines=invalid_lines, terms=terms, invalid=invalid)
-
-
-def remove_uncommitted(directory: Path, committed: set[str]) -> list[Path]:
-    """Delete ``*.tmp`` files and part files the manifest does not list (a run killed mid-commit)."""
-    removed = []
-    if not directory.is_dir():
-        return removed
-    for path in sorted(directory.iterdir()):
-        if path.is_file() and (path.name.endswith(".tmp") or
-                               (path.name.startswith("part-") and path.name not in committed)):
-            path.unlink()
-            removed.append(path)
-    return removed

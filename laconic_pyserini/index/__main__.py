@@ -17,7 +17,9 @@ index it, check the dataset's document count (:mod:`laconic_pyserini.index.recip
     python -m laconic_pyserini.index --recipe eval/beir.yaml --condition splade-tiny --dataset scifact [--work DIR]
 
 Every index folder gets a ``manifest.json`` (what was indexed, with what, how many documents) that searchers read.
-A build goes to ``DIR.partial`` and is renamed when complete, so a crash never leaves a half index under ``DIR``.
+A build goes to ``.laconic-tmp-DIR`` and is swapped in when complete, so a crash never leaves a half index under
+``DIR``. ``DIR`` must be new, empty, or an index of the same kind built here (rebuilding replaces it); any other
+folder is refused, and so is an ``--index`` equal to, inside or containing the input.
 """
 
 from __future__ import annotations
@@ -28,11 +30,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-from ..data import DataError
-from ..spec import SpecError
+from ..errors import cli, require_at_least
 from .impact import build_impact_index
 from .lucene import FIELDS, build_bm25_index
-from .manifest import IndexFolderError, read_index_manifest
+from .manifest import read_index_manifest
 from .recipe import IndexRecipe
 
 
@@ -62,6 +63,7 @@ def index_recipe(path: str | os.PathLike, condition: str, dataset: str) -> Index
                        index={"threads": int(variables.get("threads", 2))})
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.index", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,24 +84,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--input and --index are required (or --recipe)")
     if args.recipe is not None and (args.condition is None or args.dataset is None):
         parser.error("--recipe takes --condition and --dataset (see --list of python -m laconic_pyserini.reproduce)")
-    try:
-        if args.recipe:
-            from ..encode.manifest import EncodeError
-            from ..recipe import RecipeError
-            from .recipe import run_recipe
+    require_at_least(1, {"--threads": args.threads})
+    if args.recipe:
+        from .recipe import run_recipe
 
-            try:
-                recipe = index_recipe(args.recipe, args.condition, args.dataset)
-                path = run_recipe(recipe, args.work, threads=args.threads, device=args.device)
-            except (RecipeError, EncodeError) as exc:
-                raise IndexFolderError(str(exc)) from None
-        elif args.bm25:
-            path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
-        else:
-            path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
-    except (DataError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        recipe = index_recipe(args.recipe, args.condition, args.dataset)
+        path = run_recipe(recipe, args.work, threads=args.threads, device=args.device)
+    elif args.bm25:
+        path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
+    else:
+        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents")
     return 0

@@ -9,14 +9,14 @@ or from another flat folder (:func:`rebuild_faiss_index`, no re-encoding).
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from .manifest import MANIFEST, IndexFolderError, finish_build, read_index_manifest, write_index_manifest
+from ..outputs import clean_temps, fresh_aside, locked
+from .manifest import MANIFEST, IndexFolderError, claim_index, finish_build, read_index_manifest, write_index_manifest
 
 KIND = "faiss"
 INDEX_TYPES = ("flat", "hnsw")
@@ -89,17 +89,26 @@ def rebuild_faiss_index(flat_dir: str | os.PathLike, output: str | os.PathLike, 
     vectors = flat.reconstruct_n(0, flat.ntotal)
     ids = Path(flat_dir, "docid").read_text(encoding="utf-8").splitlines()
     output = Path(output)
-    partial = output.with_name(output.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    claim_index(output, KIND, [flat_dir], flag="--output")
+    with locked(output):
+        return _rebuild_into(fresh_aside(output), output, manifest, vectors, ids, flat_dir, index_type,
+                             dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search))
+
+
+def _rebuild_into(partial: Path, output: Path, manifest: dict, vectors, ids: list[str], flat_dir, index_type: str,
+                  params: dict) -> Path:
     start = time.perf_counter()
-    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                              ef_search=ef_search)
+    index = build_faiss_index(vectors, index_type, **params)
     new_manifest = {k: v for k, v in manifest.items() if k not in ("package_version", "hnsw")}
     new_manifest.update(index_type=index_type, build_seconds=round(time.perf_counter() - start, 3),
                         rebuilt_from=str(flat_dir))
     if index_type == "hnsw":
-        new_manifest["hnsw"] = hnsw_params(hnsw_m, ef_construction, ef_search)
+        new_manifest["hnsw"] = hnsw_params(params["hnsw_m"], params["ef_construction"], params["ef_search"])
     write_faiss_folder(partial, index, ids, new_manifest)
-    return finish_build(partial, output)
+    return finish_faiss(partial, output)
+
+
+def finish_faiss(partial: Path, output: Path) -> Path:
+    """Swap a finished faiss folder in; the encoder's scratch in it (temporary names) is left out."""
+    clean_temps(partial)
+    return finish_build(partial, output, KIND, flag="--output")

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
+from ..outputs import TMP_PREFIX, fresh_aside, locked
 from .lucene import lucene_document_count, run_index_collection
-from .manifest import IndexFolderError, finish_build, read_index_manifest, write_index_manifest
+from .manifest import IndexFolderError, claim_index, finish_build, read_index_manifest, write_index_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +47,16 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
     if spec.get("kind") == "dense":
         raise IndexFolderError(f"{encoded_dir}: encoded with the dense encoder {spec.get('name')!r}; an impact index "
                                "needs sparse vectors (build a faiss index instead)")
-    index_dir.parent.mkdir(parents=True, exist_ok=True)
-    partial = index_dir.with_name(index_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    claim_index(index_dir, KIND, [encoded_dir])
+    with locked(index_dir):
+        return _build(manifest, encoded_dir, index_dir, threads, optimize)
+
+
+def _build(manifest, encoded_dir: Path, index_dir: Path, threads: int, optimize: bool) -> Path:
+    spec = manifest.spec
+    partial = fresh_aside(index_dir)
     # Anserini reads every file under -input; the manifest's part list is the collection, nothing else.
-    with tempfile.TemporaryDirectory(prefix="laconic-impact-", dir=index_dir.parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "impact-", dir=index_dir.parent) as tmp:
         for number, part in enumerate(manifest.parts):
             source = (manifest.root / part.path).resolve()
             os.symlink(source, Path(tmp) / f"part-{number:06d}{''.join(source.suffixes)}")
@@ -80,7 +84,7 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
                      "impact": True, "pretokenized": True, "optimize": optimize},
     })
     logger.info("impact index of %d documents (%s) -> %s", indexed, spec.get("name"), index_dir)
-    return finish_build(partial, index_dir)
+    return finish_build(partial, index_dir, KIND)
 
 
 def _empty_term() -> str:

@@ -10,13 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import iter_corpus
-from .manifest import IndexFolderError, finish_build, write_index_manifest
+from ..data import corpus_file, iter_corpus, require_documents
+from ..outputs import TMP_PREFIX, fresh_aside, locked
+from .manifest import IndexFolderError, claim_index, finish_build, write_index_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -47,11 +47,15 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
     if fields not in FIELDS:
         raise ValueError(f"fields must be one of {FIELDS}, not {fields!r}")
     index_dir = Path(index_dir)
-    partial = index_dir.with_name(index_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
+    claim_index(index_dir, "bm25", [corpus_file(source)])
+    with locked(index_dir):
+        return _build_bm25(source, index_dir, fields, threads)
+
+
+def _build_bm25(source, index_dir: Path, fields: str, threads: int) -> Path:
+    partial = fresh_aside(index_dir)
     count = 0
-    with tempfile.TemporaryDirectory(prefix="laconic-bm25-", dir=index_dir.parent if index_dir.parent.exists() else None) as tmp:
+    with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "bm25-", dir=index_dir.parent) as tmp:
         collection = Path(tmp) / "docs.jsonl"
         with open(collection, "w", encoding="utf-8") as f:
             for doc in iter_corpus(source):
@@ -61,6 +65,8 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
                     row = {"id": doc.id, "contents": doc.text, "title": doc.title}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
+        if count == 0:
+            require_documents(source)
         args = ["-collection", "JsonCollection", "-input", tmp, "-index", str(partial),
                 "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
                 "-storePositions", "-storeDocvectors", "-storeRaw"]
@@ -72,4 +78,4 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
         raise IndexFolderError(f"{partial}: Anserini indexed {indexed} documents but the corpus has {count}; "
                           "see the IndexCollection log above for skipped documents")
     write_index_manifest(partial, {"kind": "bm25", "fields": fields, "source": str(source), "documents": count})
-    return finish_build(partial, index_dir)
+    return finish_build(partial, index_dir, "bm25")

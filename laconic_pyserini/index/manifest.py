@@ -1,22 +1,26 @@
 """Index folders' ``manifest.json``: what was indexed, with what, how many documents, and of which kind.
 
 Every index this package builds (Lucene BM25 and impact, faiss, Seismic) carries one; searchers are chosen by its
-``kind``. A build is made in ``DIR.partial`` and moved to ``DIR`` by :func:`finish_build` once complete.
+``kind``. A build is made aside (``.laconic-tmp-DIR``) and swapped in by :func:`finish_build` once complete
+(:mod:`laconic_pyserini.outputs`); ``DIR`` must be new, empty, or an index of the same kind this toolkit built --
+rebuilding over it replaces it, which is how an index is rebuilt -- and anything else is refused
+(:func:`claim_index`), as is an ``--index`` equal to, inside or containing the input.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 from .. import __version__
+from ..errors import LaconicError
+from ..outputs import claim_folder, swap_in, write_json_atomic
 
 MANIFEST = "manifest.json"
 
 
-class IndexFolderError(RuntimeError):
+class IndexFolderError(LaconicError, RuntimeError):
     """An index folder that is missing, incomplete or of the wrong kind."""
 
 
@@ -37,13 +41,14 @@ def read_index_manifest(index_dir: str | os.PathLike) -> dict:
 
 def write_index_manifest(index_dir: Path, manifest: dict) -> None:
     """Write ``manifest`` (with this package's version) into ``index_dir``."""
-    manifest = {"package_version": __version__, **manifest}
-    (index_dir / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_json_atomic(index_dir / MANIFEST, {"package_version": __version__, **manifest}, sort_keys=True)
 
 
-def finish_build(partial: Path, index_dir: Path) -> Path:
-    """Move a complete build from ``partial`` to ``index_dir`` (replacing an older build there)."""
-    if index_dir.exists():
-        shutil.rmtree(index_dir)
-    partial.rename(index_dir)
-    return index_dir
+def claim_index(index_dir: Path, kind: str, inputs, *, flag: str = "--index") -> None:
+    """Refuse an index folder that is neither new/empty nor our own ``kind`` index, or that overlaps an input."""
+    claim_folder(index_dir, kind, flag=flag, inputs=inputs)
+
+
+def finish_build(partial: Path, index_dir: Path, kind: str, *, flag: str = "--index") -> Path:
+    """Swap a complete build in from ``partial`` (replacing only an older ``kind`` index of ours)."""
+    return swap_in(partial, index_dir, kind, flag=flag)

@@ -15,16 +15,17 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from pathlib import Path
 
+from ..outputs import fresh_aside, swap_in
 from .impact import read_impact_manifest
-from .manifest import IndexFolderError, finish_build, write_index_manifest
+from .manifest import IndexFolderError, write_index_manifest
 
 logger = logging.getLogger(__name__)
 
 SUBDIR = "seismic"
+KIND = "seismic"
 INDEX_STEM = "index"  # Seismic appends .index.seismic
 VOCABULARY = "vocabulary.json"
 #: Seismic's standard index numbers components with u16.
@@ -72,18 +73,15 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
     vectors = _add_documents(dataset, iter_vectors(encoding), {term: number for number, term in enumerate(terms)})
     index = (seismic.SeismicIndexLV if large else seismic.SeismicIndex).build_from_dataset(
         dataset, num_threads=threads, **params)
-    partial = index_dir / (SUBDIR + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir()
+    partial = fresh_aside(folder)
     index.save(str(partial / INDEX_STEM))
     (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
     # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
     write_index_manifest(partial, {
-        "kind": "seismic", "seismic_version": _seismic_version(), "large_vocabulary": large, "build": params,
+        "kind": KIND, "seismic_version": _seismic_version(), "large_vocabulary": large, "build": params,
         "terms": len(terms), "documents": manifest["documents"], "indexed_vectors": vectors,
         "encoded": str(manifest["encoded"]), "build_seconds": round(time.perf_counter() - start, 1)})
-    finish_build(partial, folder)
+    swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
     logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
                 "large vocabulary" if large else "standard", len(terms), vectors, time.perf_counter() - start, folder)
     return folder

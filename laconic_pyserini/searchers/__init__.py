@@ -148,13 +148,15 @@ def _faiss(location, **options) -> Searcher:
 _ENCODER = Option("--encoder", help="query encoder (spec name, model folder or hub id); default: the index's own")
 _BATCH = Option("--batch-size", int, "query-encoding batch size (default 32)")
 _DEVICE = Option("--device", help="query-encoding device (default cpu)")
+_DTYPE = Option("--dtype", help="query-encoding dtype: auto (default: what this CPU runs fast), fp32 or bf16")
 
 register(Backend("bm25", "lucene", _bm25))
 register(Backend("impact", "lucene", _lucene_impact,
-                 (_ENCODER, _BATCH, _DEVICE), takes_vectors=True))
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE), takes_vectors=True))
 register(Backend("impact", "seismic", _seismic,
-                 (_ENCODER, _BATCH, _DEVICE, Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE,
+                  Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
                   Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)")), takes_vectors=True))
 register(Backend("faiss", "faiss", _faiss,
-                 (_ENCODER, _BATCH, _DEVICE, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
                                                                         "index's)"))))

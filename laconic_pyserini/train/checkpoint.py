@@ -1,8 +1,9 @@
 """Training checkpoints: written atomically every N steps, the newest complete one found on restart.
 
 A checkpoint is a folder ``checkpoints/step-XXXXXXXX`` holding the LoRA weights, the optimizer and scheduler
-states, the RNG states and ``state.json`` (step, config). It is written to ``step-XXXXXXXX.tmp`` and renamed, so a
-crash mid-write leaves the previous checkpoint intact and the half-written one is ignored (and removed) later.
+states, the RNG states and ``state.json`` (step, config). It is written aside (``.laconic-tmp-step-XXXXXXXX``,
+:mod:`laconic_pyserini.outputs`) and swapped in, so a crash mid-write leaves the previous checkpoint intact and the
+half-written one is ignored (and removed) later.
 The data position needs no saving: the batch order is a function of the step (:class:`.data.BatchOrder`).
 """
 
@@ -12,16 +13,17 @@ import json
 import logging
 import os
 import random
-import shutil
 from pathlib import Path
 
 import torch
 
+from ..outputs import aside_path, clean_temps, fresh_aside, remove_output, swap_in, write_json_atomic
 from .distributed import barrier
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "step-"
+KIND = "checkpoint"  # recognised by its state.json (a checkpoint carries no manifest.json)
 
 
 def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
@@ -63,11 +65,9 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, weights: dict[s
     """Write checkpoint ``step`` (rank 0 writes weights and optimizer; every rank writes its own RNG state)."""
     folder = checkpoint_dir(output_dir)
     final = folder / f"{PREFIX}{step:08d}"
-    tmp = folder / f"{PREFIX}{step:08d}.tmp"
+    tmp = aside_path(final)
     if rank == 0:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
+        fresh_aside(final)
     barrier()  # the folder exists before any rank writes into it
     torch.save(rng_state(), tmp / f"rng-{rank}.pt")
     if rank == 0:
@@ -77,23 +77,23 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, weights: dict[s
     barrier()  # every rank's RNG file is in before the rename
     if rank == 0:
         # state.json last: its presence marks the folder complete.
-        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=str) + "\n",
-                                        encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        write_json_atomic(tmp / "state.json", json.loads(json.dumps({"step": step, **state}, default=str)))
+        swap_in(tmp, final, KIND, flag="train.output_dir", ours=_is_checkpoint)
         _prune(folder, keep)
         logger.info("checkpoint %s", final)
     return final
+
+
+def _is_checkpoint(folder: Path) -> bool:
+    return (folder / "state.json").is_file()
 
 
 def _prune(folder: Path, keep: int) -> None:
     complete = sorted((p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX)
                        and p.name[len(PREFIX):].isdigit()), key=lambda p: int(p.name[len(PREFIX):]))
     for old in complete[:-keep]:
-        shutil.rmtree(old)
-    for stale in folder.glob(f"{PREFIX}*.tmp"):
-        shutil.rmtree(stale)
+        remove_output(old, KIND, ours=_is_checkpoint)
+    clean_temps(folder)  # checkpoints a crash left half-written
 
 
 def step_checkpoint(output_dir: str | os.PathLike, step: int) -> Path:

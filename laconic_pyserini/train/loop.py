@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..modeling.cpu import resolve_dtype, threads
+from ..outputs import claim_folder, open_folder, write_json_atomic, write_text_atomic
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, step_checkpoint
 from .config import Config
@@ -31,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
 FINAL = "final"
+KIND = "training"  # what output_dir/manifest.json says (laconic_pyserini.outputs)
 
 
 def lr_lambda(schedule: str, warmup_steps: int, total_steps: int):
@@ -64,6 +66,7 @@ def train(config: Config, *, stop_after: int | None = None) -> Path:
     """Run (or resume) one phase; returns the output folder (``output_dir/final``), or the output dir itself when
     ``stop_after`` steps of this invocation end it early (a time-boxed job; rerun to continue)."""
     output_dir = Path(config.train.output_dir)
+    claim_folder(output_dir, KIND, flag="another train.output_dir", ours=_earlier_training)  # before any model loads
     world = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
     device = _device(world)
     try:
@@ -145,9 +148,8 @@ def _resume(run: _Run) -> int:
         start = int(state["step"])
         logger.info("resumed from %s at step %d of %d", resume_from, start, run.steps)
     if run.world.is_main:
-        run.output_dir.mkdir(parents=True, exist_ok=True)
-        (run.output_dir / "config.json").write_text(json.dumps(run.config.to_dict(), indent=2) + "\n",
-                                                    encoding="utf-8")
+        open_folder(run.output_dir, KIND, flag="another train.output_dir", ours=_earlier_training)
+        write_json_atomic(run.output_dir / "config.json", run.config.to_dict())
         _truncate_log(run.output_dir / LOG_FILE, start)
         logger.info("%d examples, %d micro-batches of %d per process per epoch, %d processes, %d steps "
                     "(grad_accum %d, %d negatives per query)", len(run.examples), run.order.per_epoch,
@@ -262,6 +264,9 @@ def _truncate_log(path: Path, step: int) -> None:
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, "".join(line + "\n" for line in kept))
+
+
+def _earlier_training(folder: Path) -> bool:
+    """A training output of a version that wrote no manifest: its config.json beside its log or checkpoints."""
+    return (folder / "config.json").is_file() and ((folder / LOG_FILE).is_file() or (folder / "checkpoints").is_dir())

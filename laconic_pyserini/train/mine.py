@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import DataError, iter_corpus, resolve_dataset
+from ..errors import cli, require_at_least
+from ..outputs import atomic_open, claim_file
 from ..topics import load_qrels, load_topics
 
 logger = logging.getLogger(__name__)
@@ -54,12 +56,23 @@ def select_negatives(hits: Sequence[tuple[str, float]], positives: set[str], *, 
     return chosen, excluded
 
 
+def _looks_mined(path: Path) -> bool:
+    """An earlier output of this command: its first line is a (query, positives, negatives) row."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            row = json.loads(f.readline())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(row, dict) and {"query_id", "positives", "negatives"} <= set(row)
+
+
 def mine_hard_negatives(dataset: str | os.PathLike, output: str | os.PathLike, *, index_dir: str | os.PathLike,
                         split: str = "train", depth: int = 100, negatives: int = 30, skip_top: int = 0,
                         threads: int = 1, max_queries: int | None = None) -> MiningStats:
     """Search the split's judged queries in ``index_dir`` and write (query, positives, negatives) JSONL."""
     from ..searchers import open_searcher
 
+    claim_file(output, flag="--output", ours=_looks_mined)  # before the search, not after it
     qrels = load_qrels(dataset, split)
     topics = load_topics(dataset, split)
     if max_queries is not None:
@@ -88,10 +101,8 @@ def mine_hard_negatives(dataset: str | os.PathLike, output: str | os.PathLike, *
                         f"(e.g. {missing[0]!r})", "the index and qrels must belong to this corpus")
 
     output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = output.with_name(output.name + ".tmp")
     written = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_open(output) as f:
         for qid, text, positive_ids, chosen in rows:
             row = {"query_id": qid, "query": text,
                    "positives": [{"id": d, "title": docs[d].title, "text": docs[d].text} for d in positive_ids],
@@ -99,12 +110,12 @@ def mine_hard_negatives(dataset: str | os.PathLike, output: str | os.PathLike, *
                                   "score": round(score, 4)} for rank, d, score in chosen]}
             written += len(chosen)
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, output)
     logger.info("%d queries, %d negatives (%d judged positives excluded, %d queries skipped) -> %s",
                 len(rows), written, excluded_total, skipped, output)
     return MiningStats(len(rows), skipped, written, excluded_total, output)
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train.mine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -121,22 +132,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    require_at_least(1, {"--depth": args.depth, "--negatives": args.negatives, "--threads": args.threads,
+                         "--max-queries": args.max_queries})
+    require_at_least(0, {"--skip-top": args.skip_top})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from ..index.lucene import build_bm25_index
-    from ..index.manifest import IndexFolderError
 
-    try:
-        index_dir = args.index
-        if args.build_bm25:
-            index_dir = args.build_bm25
-            if not (Path(index_dir) / "manifest.json").exists():
-                build_bm25_index(args.dataset, index_dir, threads=args.threads)
-        stats = mine_hard_negatives(args.dataset, args.output, index_dir=index_dir, split=args.split,
-                                    depth=args.depth, negatives=args.negatives, skip_top=args.skip_top,
-                                    threads=args.threads, max_queries=args.max_queries)
-    except (DataError, IndexFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    index_dir = args.index
+    if args.build_bm25:
+        index_dir = args.build_bm25
+        if not (Path(index_dir) / "manifest.json").exists():
+            build_bm25_index(args.dataset, index_dir, threads=args.threads)
+    stats = mine_hard_negatives(args.dataset, args.output, index_dir=index_dir, split=args.split,
+                                depth=args.depth, negatives=args.negatives, skip_top=args.skip_top,
+                                threads=args.threads, max_queries=args.max_queries)
     print(f"{stats.output}\t{stats.queries} queries\t{stats.negatives} negatives\t{stats.skipped} skipped")
     return 0
 

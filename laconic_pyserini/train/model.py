@@ -12,13 +12,15 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
+from ..outputs import claim_folder, fresh_aside, swap_in
 from ..spec import LACONIC_CONTRACT, SPEC_FILENAME, EncoderSpec, SpecError, load_spec
 from .config import LoraConfig, ModelConfig
+
+OUTPUT_KIND = "trained-encoder"
 
 logger = logging.getLogger(__name__)
 
@@ -142,15 +144,14 @@ def _forget_dequantized_gguf(model) -> None:
 
 def save_output(trainable: Trainable, out_dir: str | os.PathLike, *, name: str, merge: bool,
                 extra: dict | None = None) -> Path:
-    """Write the trained encoder to ``out_dir`` (via ``out_dir.partial``, renamed when complete):
-    merged safetensors (or the LoRA adapter), the tokenizer, ``encoder_spec.json`` and ``training.json``.
+    """Write the trained encoder to ``out_dir`` (built aside and swapped in when complete, replacing only an
+    earlier trained encoder): merged safetensors (or the LoRA adapter), the tokenizer, ``encoder_spec.json`` and
+    ``training.json``.
 
     Merging changes the model in place, so call this once, at the end."""
     out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+    claim_folder(out_dir, OUTPUT_KIND, flag="the output folder", ours=_is_trained_encoder)
+    partial = fresh_aside(out_dir)
     peft_model = trainable.module.peft_model
     if merge:
         model = peft_model.merge_and_unload()
@@ -169,7 +170,9 @@ def save_output(trainable: Trainable, out_dir: str | os.PathLike, *, name: str, 
     (partial / SPEC_FILENAME).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if extra is not None:
         (partial / "training.json").write_text(json.dumps(extra, indent=2, default=str) + "\n", encoding="utf-8")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    partial.rename(out_dir)
-    return out_dir
+    return swap_in(partial, out_dir, OUTPUT_KIND, flag="the output folder", ours=_is_trained_encoder)
+
+
+def _is_trained_encoder(folder: Path) -> bool:
+    """An encoder folder written by save_output: it carries its spec file (and no manifest.json)."""
+    return (folder / SPEC_FILENAME).is_file()

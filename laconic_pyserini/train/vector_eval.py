@@ -26,9 +26,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import iter_corpus, resolve_dataset
-from ..topics import load_qrels, load_topics
+from ..errors import cli, require_at_least
 from ..eval import evaluate
+from ..outputs import write_json_atomic
 from ..quantize import quantize_tensor
+from ..topics import load_qrels, load_topics
 from ..run import Run, write_trec_run
 
 logger = logging.getLogger(__name__)
@@ -97,13 +99,11 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
               "impact_doc_terms": float((doc_impacts.values() > 0).sum()) / len(docs),
               "load_s": round(loaded - started, 1), "encode_docs_s": round(encoded - loaded, 1),
               "total_s": round(time.perf_counter() - started, 1)}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = done.with_name(done.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(done)
+    write_json_atomic(done, result)
     return result
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train.vector_eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -117,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    require_at_least(1, {"--max-length": args.max_length, "--batch-size": args.batch_size, "--threads": args.threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from ..modeling.cpu import threads
 
