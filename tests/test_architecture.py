@@ -19,7 +19,8 @@ MAX_FUNCTION_LINES = 60
 #: orchestration, the top layer.
 LAYERS = (
     {"errors", "outputs"},
-    {"data", "topics", "spec", "st_folder", "quantize", "modeling", "yaml_file", "jvm", "run"},
+    {"data", "ids", "ir_datasets_export", "topics", "spec", "st_folder", "fingerprint", "quantize", "modeling",
+     "yaml_file", "jvm", "run"},
     {"encode", "index", "searchers"},
 )
 
