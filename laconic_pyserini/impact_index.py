@@ -71,6 +71,7 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
         "kind": KIND,
         "documents": indexed,
         "spec": spec,
+        "encoder_fingerprint": manifest.encoder_fingerprint,
         "encoded": str(encoded_dir),
         "corpus": manifest.corpus,
         "encoding_counts": manifest.counts,

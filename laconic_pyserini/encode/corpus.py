@@ -13,9 +13,11 @@ import logging
 import os
 from pathlib import Path
 
+from ..fingerprint import encoder_fingerprint
 from ..quantize import quantize
 from ..spec import current_spec_dict
-from .manifest import MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, write_json_atomic
+from .manifest import (MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights, load_manifest_file,
+                       write_json_atomic)
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
 from .source import describe_corpus, document_text, is_question_corpus, read_corpus
 from .writer import commit_part, remove_uncommitted, vector_line
@@ -65,7 +67,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid)}
     root = Path(embeddings_dir)
-    manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end)
+    fingerprint = encoder_fingerprint(spec)
+    manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end, fingerprint)
     if manifest.complete:
         logger.info("%s: already complete (%d documents); nothing to do", root, manifest.documents)
         return _maybe_merge(root, manifest, shard_num, merge)
@@ -180,7 +183,7 @@ class _PartBuilder:
 
 
 def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, shard_num: int, start: int,
-                 end: int) -> Manifest:
+                 end: int, fingerprint: dict | None = None) -> Manifest:
     """The manifest to continue: the existing one when it matches this run, a fresh one for a new folder."""
     mpath = manifest_path(root, shard_id, shard_num)
     shard = {"id": shard_id, "num": shard_num, "start": start, "end": end}
@@ -201,7 +204,7 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         if shard_num > 1:
             (root / SHARDS_DIR).mkdir(exist_ok=True)
         return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version())
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     manifest = load_manifest_file(mpath, root)
     if current_spec_dict(manifest.spec) != spec.to_dict():
         from ..spec import EncoderSpec, SpecError
@@ -215,10 +218,11 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         raise EncodeError(f"{mpath}: this folder was encoded with encoder {manifest.spec.get('name')!r}, this run asks "
                           f"for {spec.name!r} ({why}; differing fields: {', '.join(differing)}); pass an empty "
                           "--embeddings folder or delete this one")
+    check_same_weights(manifest, fingerprint, mpath)
     if not manifest.parts:
         # Nothing was committed (e.g. the first run stopped at a bad line): start over with this run's settings.
         return Manifest(root=root, spec=manifest.spec, corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version())
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     for key in ("path", "bytes", "lines"):
         if manifest.corpus.get(key) != corpus.get(key):
             raise EncodeError(f"{mpath}: this folder encodes {manifest.corpus.get('path')} "

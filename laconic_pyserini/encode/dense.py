@@ -30,6 +30,7 @@ import numpy as np
 
 from ..data import DataError, count_corpus, iter_corpus
 from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
+from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
 
 logger = logging.getLogger(__name__)
@@ -113,7 +114,7 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
-             "dtype": dtype, "as_query_documents": as_query}
+             "dtype": dtype, "as_query_documents": as_query, FINGERPRINT_KEY: encoder_fingerprint(spec)}
     state_path = partial / STATE
     if partial.exists() and _is_finished(partial) and not state_path.exists():
         logger.info("%s: a finished index was not yet renamed; finishing", partial)
@@ -168,6 +169,7 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     build_seconds = time.perf_counter() - start
     manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
                 "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
+                FINGERPRINT_KEY: state[FINGERPRINT_KEY],
                 "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
                 "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
                 "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 FORMAT = "laconic-pyserini/encoded-collection"
 FORMAT_VERSION = 1
@@ -81,6 +84,8 @@ class Manifest:
     tail_invalid: list[dict] = field(default_factory=list)
     tail_invalid_lines: int = 0
     shards: list[dict] = field(default_factory=list)
+    #: :func:`~laconic_pyserini.fingerprint.encoder_fingerprint` of the encoder; None in manifests older than it.
+    encoder_fingerprint: dict | None = None
 
     # ------------------------------------------------------------------------------------------ counts
 
@@ -122,6 +127,7 @@ class Manifest:
             "invalid": ([i for p in self.parts for i in p.invalid] + self.tail_invalid)[:MAX_INVALID_KEPT],
             "tail_invalid": self.tail_invalid, "tail_invalid_lines": self.tail_invalid_lines,
             "parts": [p.to_dict() for p in self.parts], "shards": self.shards,
+            "encoder_fingerprint": self.encoder_fingerprint,
         }
 
     @classmethod
@@ -136,9 +142,27 @@ class Manifest:
             return cls(root=root, spec=d["spec"], corpus=d["corpus"], shard=d["shard"], settings=d["settings"],
                        parts=[PartInfo.from_dict(p) for p in d["parts"]], complete=bool(d["complete"]),
                        package_version=d["package_version"], tail_invalid=d.get("tail_invalid", []),
-                       tail_invalid_lines=d.get("tail_invalid_lines", 0), shards=d.get("shards", []))
+                       tail_invalid_lines=d.get("tail_invalid_lines", 0), shards=d.get("shards", []),
+                       encoder_fingerprint=d.get("encoder_fingerprint"))
         except (KeyError, TypeError) as exc:
             raise EncodeError(f"{where}: malformed manifest ({exc!r}); re-encode into an empty folder") from None
+
+
+def check_same_weights(manifest: Manifest, fingerprint: dict | None, where: Path) -> None:
+    """Refuse to resume (or merge into) an encoding whose committed parts came from other weights."""
+    from ..fingerprint import fingerprint_difference
+
+    recorded = manifest.encoder_fingerprint
+    if fingerprint is None or not manifest.parts:
+        return
+    if recorded is None or recorded.get("basis") != fingerprint.get("basis"):
+        logger.warning("%s: records no comparable encoder fingerprint (an older version wrote it); cannot check that "
+                       "the committed parts come from the same weights", where)
+        return
+    if recorded.get("sha256") != fingerprint.get("sha256"):
+        raise EncodeError(f"{where}: this folder was encoded with other weights or tokenizer for encoder "
+                          f"{manifest.spec.get('name')!r} ({fingerprint_difference(recorded, fingerprint)}); "
+                          "resuming would mix the vectors of two models; pass an empty --embeddings folder")
 
 
 def write_json_atomic(path: Path, data: dict) -> None:

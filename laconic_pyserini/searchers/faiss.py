@@ -24,6 +24,7 @@ class FaissSearcher:
         import faiss
 
         from ..encode.dense import read_faiss_folder
+        from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
         from ..spec import EncoderSpec, SpecError, load_spec
 
         self.index_dir = Path(index_dir)
@@ -36,7 +37,10 @@ class FaissSearcher:
             if why:
                 raise SpecError(f"--encoder {encoder!r} does not match the encoder of {index_dir} ({why}); "
                                 f"search it with --encoder {indexed.name} or leave --encoder out")
+            check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), asked, where=f"index {index_dir}", fix=(
+                "search with the encoder it was built with (leave --encoder out), or rebuild the index with this one"))
             self.spec = asked
+        self._checked = encoder is not None
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.index = faiss.read_index(str(self.index_dir / "index"))
         self.docids = (self.index_dir / "docid").read_text(encoding="utf-8").splitlines()
@@ -56,7 +60,12 @@ class FaissSearcher:
     def encoder(self):
         # Loaded on first use: a caller that only searches pre-encoded vectors never pays for the model.
         if self._encoder is None:
+            from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
             from ..modeling.dense import DenseEncoder
+
+            if not self._checked:
+                check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), self.spec, where=f"index {self.index_dir}",
+                                       fix="its model files changed since; restore them, or rebuild the index")
 
             self._encoder = DenseEncoder(self.spec, device=self.device, dtype=self.dtype, batch_size=self.batch_size)
         return self._encoder
