@@ -20,7 +20,7 @@ import torch
 
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, step_checkpoint
-from .config import Config
+from .config import Config, check_inputs
 from .data import BatchOrder, batch_texts, load_examples
 from .losses import flops_weight, laconic_loss
 from .model import backbone_spec, build_trainable, save_output, trainable_state
@@ -61,6 +61,7 @@ def _device(world: distributed.World) -> torch.device:
 def train(config: Config, *, stop_after: int | None = None) -> Path:
     """Run (or resume) one phase; returns the output folder (``output_dir/final``), or the output dir itself when
     ``stop_after`` steps of this invocation end it early (a time-boxed job; rerun to continue)."""
+    check_inputs(config)  # missing files are reported before the model loads, not after
     output_dir = Path(config.train.output_dir)
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
