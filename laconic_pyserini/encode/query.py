@@ -104,7 +104,8 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
 
     write_json_atomic(output.with_name(output.name + ".manifest.json"), {
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
-        "spec": spec.to_dict(), FINGERPRINT_KEY: encoder_fingerprint(spec), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
+        "spec": spec.to_dict(), FINGERPRINT_KEY: encoder_fingerprint(spec),
+        "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),
         "file": output.name, "sha256": sha256_file(output)})
     logger.info("wrote %d encoded queries to %s", len(lines), output)

@@ -33,7 +33,8 @@ class LaconicSearcher:
     ``encoder``: ``None`` (the spec recorded in the index), a spec name / model folder / hub id, or a loaded
     :class:`~laconic_pyserini.modeling.SparseEncoder`; an encoder whose contract differs from the index's is
     refused (:class:`~laconic_pyserini.spec.SpecError`), and so is one whose weights or tokenizer differ from
-    those the index was built with (:class:`~laconic_pyserini.fingerprint.FingerprintError`). ``batch_size`` is the query-encoding batch.
+    those the index was built with (:class:`~laconic_pyserini.fingerprint.FingerprintError`). ``batch_size`` is
+    the query-encoding batch.
     """
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
