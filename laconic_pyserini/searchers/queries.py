@@ -52,6 +52,7 @@ class QueryEncoding:
             raise TypeError(f"encoder must be None, a spec name or path, or a SparseEncoder, not {type(encoder)}")
         check_spec(index_spec, spec, where=where, what="query encoder")
         self.where, self.index_fingerprint = where, index_fingerprint
+        self._identity_checked = encoder is not None
         if encoder is not None:
             check_encoder_identity(index_fingerprint, spec, where=where, fix=(
                 f"search with the encoder it was built with (leave --encoder out), or re-encode the collection with "
@@ -65,8 +66,9 @@ class QueryEncoding:
         if self._encoder is None:
             from ..modeling import load_sparse_encoder
 
-            check_encoder_identity(self.index_fingerprint, self.spec, where=self.where, fix=(
-                "its model files changed since; restore them, or re-encode the collection and rebuild the index"))
+            if not self._identity_checked:
+                check_encoder_identity(self.index_fingerprint, self.spec, where=self.where, fix=(
+                    "its model files changed since; restore them, or re-encode the collection and rebuild the index"))
             self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype)
         return self._encoder
 
