@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError, load_qrels, load_topics, resolve_dataset
+from .data import load_qrels, load_topics, resolve_dataset
+from .errors import cli, require_at_least
 from .eval import DEFAULT_MEASURES, evaluate
 from .index import IndexFolderError, read_index_manifest
 from .spec import EncoderSpec, SpecError, load_spec
@@ -262,6 +263,7 @@ def _row(system: System, record: dict, stats, metrics: dict, run_path: Path) -> 
     return row
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.compare", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -281,17 +283,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-threads", type=int, default=2, help="Anserini indexing threads")
     parser.add_argument("--no-reuse", action="store_true", help="rebuild every index even when one fits")
     args = parser.parse_args(argv)
+    require_at_least(1, {"--hits": args.hits, "--batch-size": args.batch_size, "--threads": args.threads,
+                         "--build-threads": args.build_threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from .encode.manifest import EncodeError
-
-    try:
-        result = compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
-                         hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
-                         threads=args.threads, build_threads=args.build_threads, work=args.work,
-                         reuse=not args.no_reuse)
-    except (DataError, EncodeError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
+            hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
+            threads=args.threads, build_threads=args.build_threads, work=args.work,
+            reuse=not args.no_reuse)
     print((Path(args.output) / "report.md").read_text(encoding="utf-8"))
     return 0
 

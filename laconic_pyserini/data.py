@@ -16,25 +16,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import DataError  # noqa: F401  (callers import it from here)
+from .ids import trec_id
+
 DATA_ENV = "LACONIC_DATA"
 IR_DATASETS_ALIASES = {"beir/webis-touche2020": "beir/webis-touche2020/v2"}
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file, the line and the fix."""
-
-    def __init__(self, path: str | os.PathLike, line: int | None, problem: str, fix: str = "") -> None:
-        where = f"{path}:{line}" if line is not None else str(path)
-        message = f"{where}: {problem}"
-        if fix:
-            message += f" ({fix})"
-        super().__init__(message)
-        self.path = str(path)
-        self.line = line
 
 
 @dataclass(frozen=True)
@@ -103,28 +94,9 @@ def resolve_dataset(source: str | os.PathLike, *, download: bool = True, data_ro
     if not download:
         raise DataError(name, None, f"dataset not found locally (looked under {root})",
                         "pass a BEIR folder or set LACONIC_DATA")
-    return _export_ir_datasets(name)
+    from .ir_datasets_export import export_ir_datasets
 
-
-def _export_ir_datasets(name: str) -> Path:
-    """Export an ir_datasets BEIR dataset to a BEIR folder (needs the network the first time)."""
-    dataset_id = _ir_datasets_id(name)
-    try:
-        import ir_datasets
-    except ImportError as exc:  # pragma: no cover - dependency of the package
-        raise DataError(name, None, "unknown dataset and ir_datasets is not installed",
-                        "pass a BEIR folder or install ir_datasets") from exc
-    try:
-        ir_datasets.registry[dataset_id]
-    except KeyError:
-        root = default_data_root()
-        raise DataError(name, None, f"unknown dataset: not a folder, not under {root}, and not an "
-                        f"ir_datasets id ({dataset_id!r})",
-                        "pass a BEIR folder, set LACONIC_DATA, or use an id such as beir/scifact") from None
-    out = _export_dir(name)
-    if is_beir_dir(out):
-        return out
-    return _write_beir_folder(dataset_id, out)
+    return export_ir_datasets(name, _ir_datasets_id(name), _export_dir(name), root)
 
 
 def _ir_datasets_id(name: str) -> str:
@@ -139,47 +111,23 @@ def _export_dir(name: str) -> Path:
     return base / _ir_datasets_id(name).replace("/", "-")
 
 
-def _write_beir_folder(dataset_id: str, out: Path) -> Path:
-    import ir_datasets
-
-    tmp = out.with_name(out.name + ".partial")
-    (tmp / "qrels").mkdir(parents=True, exist_ok=True)
-    family = dataset_id.rsplit("/", 1)[0] if dataset_id.count("/") > 1 else dataset_id
-    base = ir_datasets.load(dataset_id)
-    with open(tmp / "corpus.jsonl", "w", encoding="utf-8") as f:
-        for doc in base.docs_iter():
-            f.write(json.dumps({"_id": doc.doc_id, "title": getattr(doc, "title", "") or "",
-                                "text": doc.text}) + "\n")
-    queries: dict[str, str] = {}
-    for split in ("train", "dev", "test"):
-        try:
-            sub = ir_datasets.load(f"{family}/{split}")
-        except KeyError:
-            continue
-        _write_split(sub, split, tmp, queries)
-    if base.has_qrels():
-        _write_split(base, "test", tmp, queries)
-    with open(tmp / "queries.jsonl", "w", encoding="utf-8") as f:
-        for qid, text in queries.items():
-            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
-    tmp.rename(out)
-    return out
-
-
-def _write_split(dataset, split: str, out: Path, queries: dict[str, str]) -> None:
-    for q in dataset.queries_iter():
-        queries[q.query_id] = q.text
-    with open(out / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
-        f.write("query-id\tcorpus-id\tscore\n")
-        for qrel in dataset.qrels_iter():
-            f.write(f"{qrel.query_id}\t{qrel.doc_id}\t{qrel.relevance}\n")
-
-
 # --------------------------------------------------------------------------------------------- reading
 
 
 def _open_bytes(path: Path):
     return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, raw bytes) of a plain or gzipped file; a damaged .gz is a DataError at its line."""
+    number = 0
+    with _open_bytes(path) as f:
+        try:
+            for number, raw in enumerate(f, start=1):
+                yield number, raw
+        except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
+            raise DataError(path, number + 1, f"the gzip stream is truncated or damaged ({exc})",
+                            "download or copy the file again (gzip -t checks it)") from None
 
 
 def _decode(path: Path, number: int, raw: bytes) -> str:
@@ -200,10 +148,9 @@ def _is_blank(raw: bytes) -> bool:
 def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str]]:
     """(line number, line without newline) for every non-blank line; bad UTF-8 raises DataError."""
     path = Path(path)
-    with _open_bytes(path) as f:
-        for number, raw in enumerate(f, start=1):
-            if not _is_blank(raw):
-                yield number, _decode(path, number, raw).rstrip("\r\n")
+    for number, raw in _raw_lines(path):
+        if not _is_blank(raw):
+            yield number, _decode(path, number, raw).rstrip("\r\n")
 
 
 def _parse_json(path: Path, number: int, line: str) -> dict:
@@ -255,23 +202,22 @@ def read_corpus(source: str | os.PathLike, *, stop: int | None = None) -> Iterat
     path = corpus_file(source)
     seen: set[str] = set()
     ordinal = 0
-    with _open_bytes(path) as f:
-        for number, raw in enumerate(f, start=1):
-            if stop is not None and ordinal >= stop:
-                return
-            if _is_blank(raw):
-                continue
-            try:
-                doc = _document(path, number, _parse_json(path, number, _decode(path, number, raw).rstrip("\r\n")))
-                if doc.id in seen:
-                    raise DataError(path, number, f"duplicate document id {doc.id!r}",
-                                    "document ids must be unique: remove or rename the second one")
-            except DataError as exc:
-                yield CorpusLine(ordinal, number, None, exc)
-            else:
-                seen.add(doc.id)
-                yield CorpusLine(ordinal, number, doc, None)
-            ordinal += 1
+    for number, raw in _raw_lines(path):
+        if stop is not None and ordinal >= stop:
+            return
+        if _is_blank(raw):
+            continue
+        try:
+            doc = _document(path, number, _parse_json(path, number, _decode(path, number, raw).rstrip("\r\n")))
+            if doc.id in seen:
+                raise DataError(path, number, f"duplicate document id {doc.id!r}",
+                                "document ids must be unique: remove or rename the second one")
+        except DataError as exc:
+            yield CorpusLine(ordinal, number, None, exc)
+        else:
+            seen.add(doc.id)
+            yield CorpusLine(ordinal, number, doc, None)
+        ordinal += 1
 
 
 def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
@@ -287,9 +233,10 @@ def iter_corpus(source: str | os.PathLike) -> Iterator[Document]:
 
 def _document(path: Path, number: int, obj: dict) -> Document:
     doc_id = obj.get("_id", obj.get("id", obj.get("docid")))
-    if doc_id is None or (isinstance(doc_id, str) and not doc_id.strip()):
+    if doc_id is None:
         raise DataError(path, number, "document has no id (expected '_id' or 'id')",
                         "give every line an '_id' (BEIR) or 'id' (pyserini JSONL)")
+    doc_id = trec_id(doc_id, path, number, "document")
     if "contents" in obj and "text" not in obj:
         text = obj["contents"]
         title = ""
@@ -301,13 +248,21 @@ def _document(path: Path, number: int, obj: dict) -> Document:
                         "add the field, even as an empty string")
     if not isinstance(text, str) or not isinstance(title, str):
         raise DataError(path, number, f"document {doc_id!r}: 'title' and 'text' must be strings")
-    return Document(str(doc_id), title, text)
+    return Document(doc_id, title, text)
 
 
 def count_corpus(source: str | os.PathLike) -> int:
     """Number of non-blank lines (documents, if all are valid), without parsing JSON: for progress and shards."""
-    with _open_bytes(corpus_file(source)) as f:
-        return sum(1 for raw in f if not _is_blank(raw))
+    return sum(1 for _, raw in _raw_lines(corpus_file(source)) if not _is_blank(raw))
+
+
+def require_documents(source: str | os.PathLike) -> int:
+    """:func:`count_corpus`, or a DataError for a corpus with no documents (an empty index helps nobody)."""
+    count = count_corpus(source)
+    if count == 0:
+        raise DataError(corpus_file(source), None, "the corpus has no documents: nothing to encode or index",
+                        "pass a corpus with at least one document line")
+    return count
 
 
 def qrels_file(source: str | os.PathLike, split: str) -> Path:
@@ -343,7 +298,8 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> dict[str, dict
             grade = int(float(cols[2]))
         except ValueError:
             raise DataError(path, number, f"score {cols[2]!r} is not a number") from None
-        qrels.setdefault(cols[0], {})[cols[1]] = grade
+        query_id, doc_id = trec_id(cols[0], path, number, "query"), trec_id(cols[1], path, number, "document")
+        qrels.setdefault(query_id, {})[doc_id] = grade
     if not qrels:
         raise DataError(path, None, "no judgements in the qrels file")
     return qrels
@@ -388,16 +344,17 @@ def load_topics(source: str | os.PathLike, split: str | None = "test") -> dict[s
 
 def _split_tsv(path: Path, number: int, line: str) -> tuple[str, str]:
     qid, sep, text = line.partition("\t")
-    if not sep or not qid.strip():
+    if not sep:
         raise DataError(path, number, "expected 'qid<TAB>text'", "separate the id and the text with a tab")
-    return qid.strip(), text
+    return trec_id(qid, path, number, "query"), text
 
 
 def _topic_json(path: Path, number: int, obj: dict) -> tuple[str, str]:
     qid = obj.get("_id", obj.get("id", obj.get("qid")))
     text = obj.get("text", obj.get("title", obj.get("contents")))
-    if qid is None or str(qid).strip() == "":
+    if qid is None:
         raise DataError(path, number, "query has no id (expected '_id' or 'id')")
+    qid = trec_id(qid, path, number, "query")
     if not isinstance(text, str):
         raise DataError(path, number, f"query {qid!r} has no 'text'")
-    return str(qid), text
+    return qid, text

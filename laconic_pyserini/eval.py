@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .data import DataError, load_qrels
+from .data import load_qrels
+from .errors import UsageError, cli
 from .run import Run, read_trec_run
 
 DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000")
@@ -23,7 +24,7 @@ def per_query(qrels: dict[str, dict[str, int]], run: Run, measures: Sequence[str
     """``{measure: {query_id: value}}`` for every judged query, zero-filled for queries the run misses."""
     import ir_measures
 
-    parsed = [ir_measures.parse_measure(m) for m in measures]
+    parsed = parse_measures(measures)
     qrel_rows = [ir_measures.Qrel(q, d, g) for q, docs in qrels.items() for d, g in docs.items()]
     run_rows = [ir_measures.ScoredDoc(q, d, s) for q, hits in run.items() if q in qrels for d, s in hits]
     values: dict[str, dict[str, float]] = {str(m): {} for m in parsed}
@@ -34,6 +35,26 @@ def per_query(qrels: dict[str, dict[str, int]], run: Run, measures: Sequence[str
         for query_id in judged:
             values[name].setdefault(query_id, 0.0)
     return {name: values[str(m)] for name, m in zip(measures, parsed)}
+
+
+def parse_measures(measures: Sequence[str]) -> list:
+    """ir_measures objects for these names; an unknown name is a UsageError listing the valid ones."""
+    import difflib
+
+    import ir_measures
+
+    parsed = []
+    for name in measures:
+        try:
+            parsed.append(ir_measures.parse_measure(name))
+        except (NameError, ValueError, TypeError) as exc:
+            known = sorted(ir_measures.measures.registry)
+            base = name.split("@", 1)[0].split("(", 1)[0]
+            close = difflib.get_close_matches(base, known, n=1, cutoff=0.5)
+            hint = f"did you mean {close[0]}{name[len(base):]}? " if close else ""
+            raise UsageError(f"-m {name}: not an ir_measures measure ({exc}); {hint}"
+                             f"valid measures: {', '.join(known)} (e.g. nDCG@10 R@100 RR@10 MAP)") from None
+    return parsed
 
 
 def evaluate(qrels: dict[str, dict[str, int]], run: Run, measures: Sequence[str] = DEFAULT_MEASURES) -> dict[str, float]:
@@ -49,6 +70,7 @@ def evaluate_run_file(qrels_source: str | os.PathLike, run_path: str | os.PathLi
     return evaluate(load_qrels(qrels_source, split), read_trec_run(run_path), measures)
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -58,11 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-m", "--measures", nargs="+", default=list(DEFAULT_MEASURES),
                         help="ir_measures names, e.g. nDCG@10 R@100 R@1000 RR@10 MAP")
     args = parser.parse_args(argv)
-    try:
-        scores = evaluate_run_file(args.qrels, args.run, args.split, args.measures)
-    except (DataError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    parse_measures(args.measures)  # before reading the qrels and the run
+    scores = evaluate_run_file(args.qrels, args.run, args.split, args.measures)
     for name, value in scores.items():
         print(f"{name}\t{value:.4f}")
     return 0

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .data import DataError, iter_corpus
+from .data import iter_corpus, require_documents
+from .errors import LaconicError, cli, require_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ MANIFEST = "manifest.json"
 FIELDS = ("flat", "multifield")
 
 
-class IndexFolderError(RuntimeError):
+class IndexFolderError(LaconicError, RuntimeError):
     """An index folder that is missing, incomplete or of the wrong kind."""
 
 
@@ -109,6 +110,8 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
                     row = {"id": doc.id, "contents": doc.text, "title": doc.title}
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
                 count += 1
+        if count == 0:
+            require_documents(source)
         args = ["-collection", "JsonCollection", "-input", tmp, "-index", str(partial),
                 "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
                 "-storePositions", "-storeDocvectors", "-storeRaw"]
@@ -123,6 +126,7 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
     return _finish(partial, index_dir)
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.index", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,25 +143,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.recipe is None and (args.input is None or args.index is None):
         parser.error("--input and --index are required (or --recipe)")
+    require_at_least(1, {"--threads": args.threads})
     from .impact_index import build_impact_index
-    from .spec import SpecError
 
-    try:
-        if args.recipe:
-            from .encode import EncodeError
-            from .index_recipe import RecipeError, run_recipe
+    if args.recipe:
+        from .index_recipe import run_recipe
 
-            try:
-                path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
-            except (RecipeError, EncodeError) as exc:
-                raise IndexFolderError(str(exc)) from None
-        elif args.bm25:
-            path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
-        else:
-            path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
-    except (DataError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
+    elif args.bm25:
+        path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
+    else:
+        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents")
     return 0

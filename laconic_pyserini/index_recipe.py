@@ -23,6 +23,7 @@ import logging
 import os
 from pathlib import Path
 
+from .errors import LaconicError
 from .yaml_file import read_yaml_mapping
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ ENCODE_KEYS = {"batch_size", "device", "dtype", "docs_as_queries", "fields"}
 INDEX_KEYS = {"threads", "optimize"}
 
 
-class RecipeError(ValueError):
+class RecipeError(LaconicError, ValueError):
     """A recipe that cannot be run as written, or whose result differs from what it promises."""
 
 

@@ -16,17 +16,19 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shlex
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import LaconicError
 from .data import DATA_ENV, DataError, _with_gz, resolve_dataset
 from .yaml_file import read_yaml_mapping
 
 DEFAULT_METRICS = ("nDCG@10", "R@100", "R@1000")
 
 
-class RecipeError(ValueError):
+class RecipeError(LaconicError, ValueError):
     """A recipe that cannot be used as written; the message names the file and the entry."""
 
 
@@ -126,8 +128,12 @@ class Recipe:
         return values
 
     def render(self, template: str, condition: Condition, dataset: Dataset, work: str,
-               overrides: dict[str, str] | None = None) -> str:
+               overrides: dict[str, str] | None = None, *, quote: bool = True) -> str:
+        """The template with its ``${name}`` values; each value shell-quoted (``quote``) so that a path with a
+        space stays one argument and a ``--var`` value cannot add options. ``quote=False`` is for plain paths."""
         values = {**self.variables(condition, dataset, work), **(overrides or {})}
+        if quote:
+            values = {name: shlex.quote(str(value)) for name, value in values.items()}
         try:
             return string.Template(template).substitute(values)
         except KeyError as exc:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from . import __version__
 from .data import DATA_ENV, default_data_root
+from .errors import cli
 from .recipe import (Condition, Dataset, Recipe, RecipeError, load_recipe, missing_data, missing_requirements,
                      summarize)
 
@@ -62,7 +63,8 @@ def cell_commands(recipe: Recipe, condition: Condition, dataset: Dataset, work: 
                   overrides: dict[str, str] | None = None) -> tuple[list[tuple[str, str | None]], str]:
     """The rendered ``(command, skip_if_exists)`` steps and the evaluation command of one cell."""
     steps = [(recipe.render(s.command, condition, dataset, str(work), overrides),
-              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides) if s.skip_if_exists else None)
+              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides, quote=False)
+              if s.skip_if_exists else None)
              for s in condition.steps]
     return steps, recipe.render(recipe.evaluate, condition, dataset, str(work), overrides)
 
@@ -262,6 +264,7 @@ def _num(value: float | None) -> str:
 # ------------------------------------------------------------------------------------------------ CLI
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -279,25 +282,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="set a ${NAME} of the command templates, e.g. --var dense_1b=/path/to/model")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(name)s %(message)s")
-    try:
-        recipe = load_recipe(args.recipe)
-        data_root = args.data_root or default_data_root()
-        overrides = _variables(args.var, args.threads)
-        if args.list:
-            print(format_listing(recipe, overrides))
-            return 0
-        conditions = recipe.expand_conditions(_split(args.condition))
-        datasets = recipe.expand_datasets(_split(args.dataset))
-        cells = run_recipe(recipe, conditions, datasets, report=args.report, data_root=data_root,
-                           dry_run=args.dry_run, overrides=overrides)
-        if args.page:
-            from .reproduce_page import write_page
+    recipe = load_recipe(args.recipe)
+    data_root = args.data_root or default_data_root()
+    overrides = _variables(args.var, args.threads)
+    if args.list:
+        print(format_listing(recipe, overrides))
+        return 0
+    conditions = recipe.expand_conditions(_split(args.condition))
+    datasets = recipe.expand_datasets(_split(args.dataset))
+    cells = run_recipe(recipe, conditions, datasets, report=args.report, data_root=data_root,
+                       dry_run=args.dry_run, overrides=overrides)
+    if args.page:
+        from .reproduce_page import write_page
 
-            write_page(recipe, args.page, report=args.report, argv=sys.argv[1:] if argv is None else list(argv))
-            print(f"page: {args.page}")
-    except RecipeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        write_page(recipe, args.page, report=args.report, argv=sys.argv[1:] if argv is None else list(argv))
+        print(f"page: {args.page}")
     if not args.dry_run:
         print()
         print(format_matrix(recipe, cells))

@@ -34,8 +34,9 @@ def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "laconic") -> P
 
 
 def read_trec_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run; hits keep file order. Malformed lines raise DataError with file:line."""
+    """Read a TREC run; hits keep file order. Malformed lines and repeated (query, doc) pairs raise DataError."""
     run: Run = {}
+    first_line: dict[tuple[str, str], int] = {}
     for number, line in iter_lines(path):
         cols = line.split()
         if len(cols) != 6:
@@ -45,5 +46,10 @@ def read_trec_run(path: str | os.PathLike) -> Run:
             score = float(cols[4])
         except ValueError:
             raise DataError(path, number, f"score {cols[4]!r} is not a number") from None
+        seen = first_line.setdefault((cols[0], cols[2]), number)
+        if seen != number:
+            # trec_eval refuses such a run; keeping either row would silently change the metric.
+            raise DataError(path, number, f"document {cols[2]!r} is listed twice for query {cols[0]!r} "
+                            f"(first on line {seen})", "a run ranks each document at most once per query")
         run.setdefault(cols[0], []).append((cols[2], score))
     return run

@@ -25,6 +25,7 @@ import time
 from collections.abc import Sequence
 
 from .data import DataError, load_topics
+from .errors import cli, require_at_least, require_output_file
 from .run import Run, remove_self_hits, write_trec_run
 from .searchers import Searcher, open_searcher
 
@@ -104,37 +105,36 @@ def _queries(args: argparse.Namespace, manifest: dict) -> dict:
     return {qid: vectors[qid] for qid in wanted}
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.topics is None and args.pre_encoded is None:
         parser.error("give --topics (or --pre-encoded FILE)")
+    require_at_least(1, {"--hits": args.hits, "--threads": args.threads, "--batch-size": args.batch_size,
+                         "--query-cut": args.query_cut, "--ef-search": args.ef_search})
+    require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from .index import IndexFolderError, read_index_manifest
-    from .spec import SpecError
 
-    try:
-        manifest = read_index_manifest(args.index)
-        kind = manifest.get("kind")
-        if args.bm25 and kind != "bm25":
-            raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
-        backends = BACKENDS.get(kind, ())
-        backend = args.backend or (backends[0] if backends else None)
-        if backend is not None and backend not in backends:
-            choices = " or ".join(backends) if backends else "no other backend"
-            raise IndexFolderError(f"{args.index}: a {kind!r} index is searched with {choices}, "
-                                   f"not --backend {backend}")
-        if kind != "impact" and (args.pre_encoded or (args.encoder and kind != "faiss")):
-            raise IndexFolderError(f"{args.index}: --encoder and --pre-encoded apply to impact indexes, "
-                                   f"not to a {kind!r} index")
-        topics = _queries(args, manifest)
-        searcher = open_searcher(args.index, backend=backend, **backend_options(args, kind, backend))
-        start = time.perf_counter()
-        run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads)
-        elapsed = time.perf_counter() - start
-    except (DataError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    manifest = read_index_manifest(args.index)
+    kind = manifest.get("kind")
+    if args.bm25 and kind != "bm25":
+        raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
+    backends = BACKENDS.get(kind, ())
+    backend = args.backend or (backends[0] if backends else None)
+    if backend is not None and backend not in backends:
+        choices = " or ".join(backends) if backends else "no other backend"
+        raise IndexFolderError(f"{args.index}: a {kind!r} index is searched with {choices}, "
+                               f"not --backend {backend}")
+    if kind != "impact" and (args.pre_encoded or (args.encoder and kind != "faiss")):
+        raise IndexFolderError(f"{args.index}: --encoder and --pre-encoded apply to impact indexes, "
+                               f"not to a {kind!r} index")
+    topics = _queries(args, manifest)
+    searcher = open_searcher(args.index, backend=backend, **backend_options(args, kind, backend))
+    start = time.perf_counter()
+    run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads)
+    elapsed = time.perf_counter() - start
     write_trec_run(run, args.output)
     logger.info("%d queries in %.1f s (%.1f q/s) -> %s", len(run), elapsed, len(run) / max(elapsed, 1e-9), args.output)
     return 0

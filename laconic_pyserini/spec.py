@@ -21,6 +21,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import LaconicError
+
 MODELS_ENV = "LACONIC_MODELS"
 SPEC_FILENAME = "encoder_spec.json"
 KINDS = ("decoder", "mlm", "dense")
@@ -44,7 +46,7 @@ _CONTRACT_FIELDS = ("kind", "tokenizer", "base_model", "gguf_file", "query_prefi
                     "bidirectional")
 
 
-class SpecError(ValueError):
+class SpecError(LaconicError, ValueError):
     """An encoder spec or ``--encoder`` argument that cannot be used; the message says what to do."""
 
 

@@ -23,6 +23,10 @@ def read_yaml_mapping(path: str | os.PathLike, error: type[Exception], *, missin
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise error(f"{path}: not valid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise error(f"{path}:{line}: not valid UTF-8 ({exc.reason} at byte {exc.start}); "
+                    "re-save the file as UTF-8") from None
     if raw is None and empty_ok:
         return {}
     if not isinstance(raw, dict):

@@ -23,9 +23,9 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from ..data import DataError
+from ..data import require_documents
+from ..errors import cli, require_at_least
 from .corpus import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, encode_corpus
-from .manifest import EncodeError
 from .shards import merge_shards, verify_collection
 
 GROUPS = ("input", "output", "encoder")
@@ -82,32 +82,32 @@ def _merge_parser(command: str) -> argparse.ArgumentParser:
     return parser
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..spec import SpecError
+    if argv and argv[0] in ("merge", "verify"):
+        args = _merge_parser(argv[0]).parse_args(argv[1:])
+        manifest = (merge_shards if argv[0] == "merge" else verify_collection)(args.embeddings, args.corpus)
+        print(f"{args.embeddings}: OK, {manifest.documents} documents in {len(manifest.parts)} parts, "
+              f"the corpus covered exactly once")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(strip_groups(argv, parser))
+    require_at_least(1, {"--batch-size": args.batch_size, "--max-length": args.max_length,
+                         "--part-size": args.part_size, "--window-batches": args.window_batches,
+                         "--shard-num": args.shard_num})
+    require_at_least(0, {"--shard-id": args.shard_id})
+    require_documents(args.corpus)  # before the model loads
+    from ..spec import load_spec
 
-    try:
-        if argv and argv[0] in ("merge", "verify"):
-            args = _merge_parser(argv[0]).parse_args(argv[1:])
-            manifest = (merge_shards if argv[0] == "merge" else verify_collection)(args.embeddings, args.corpus)
-            print(f"{args.embeddings}: OK, {manifest.documents} documents in {len(manifest.parts)} parts, "
-                  f"the corpus covered exactly once")
-            return 0
-        parser = build_parser()
-        args = parser.parse_args(strip_groups(argv, parser))
-        from ..spec import load_spec
-
-        spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
-        manifest = encode_corpus(args.corpus, args.embeddings, spec, batch_size=args.batch_size,
-                                 device=_device(args.device), dtype=args.dtype, shard_id=args.shard_id,
-                                 shard_num=args.shard_num, skip_invalid=args.skip_invalid,
-                                 docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
-                                 part_size=args.part_size, window_batches=args.window_batches,
-                                 progress=not args.no_progress)
-    except (DataError, EncodeError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
+    manifest = encode_corpus(args.corpus, args.embeddings, spec, batch_size=args.batch_size,
+                             device=_device(args.device), dtype=args.dtype, shard_id=args.shard_id,
+                             shard_num=args.shard_num, skip_invalid=args.skip_invalid,
+                             docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
+                             part_size=args.part_size, window_batches=args.window_batches,
+                             progress=not args.no_progress)
     counts = manifest.counts
     print(f"{args.embeddings}: {counts['documents']} documents ({counts['empty_documents']} empty, "
           f"{counts['invalid_lines']} invalid lines skipped) in {len(manifest.parts)} parts; "

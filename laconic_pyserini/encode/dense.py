@@ -28,7 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError, count_corpus, iter_corpus
+from ..data import DataError, count_corpus, iter_corpus, require_documents
+from ..errors import cli, require_at_least
 from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
 from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
@@ -249,6 +250,7 @@ def rebuild_faiss_index(flat_dir: str | os.PathLike, output: str | os.PathLike, 
     return _finish(partial, output)
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.encode.dense", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -269,21 +271,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
     enc.add_argument("--max-length", type=int, help="override the spec's max length")
     args = parser.parse_args(argv)
+    require_at_least(1, {"--hnsw-m": args.hnsw_m, "--ef-construction": args.ef_construction,
+                         "--ef-search": args.ef_search, "--chunk-size": args.chunk_size,
+                         "--batch-size": args.batch_size, "--max-length": args.max_length})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     hnsw = dict(hnsw_m=args.hnsw_m, ef_construction=args.ef_construction, ef_search=args.ef_search)
-    try:
-        if args.from_index:
-            path = rebuild_faiss_index(args.from_index, args.output, args.index_type, **hnsw)
-        else:
-            if not (args.corpus and args.encoder):
-                parser.error("--corpus and --encoder are required (or --from-index FLAT_DIR)")
-            spec = load_spec(args.encoder, max_length=args.max_length)
-            path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
-                                       batch_size=args.batch_size, device=args.device, dtype=args.dtype,
-                                       chunk_size=args.chunk_size, **hnsw)
-    except (DataError, IndexFolderError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.from_index:
+        path = rebuild_faiss_index(args.from_index, args.output, args.index_type, **hnsw)
+    else:
+        if not (args.corpus and args.encoder):
+            parser.error("--corpus and --encoder are required (or --from-index FLAT_DIR)")
+        require_documents(args.corpus)  # before the model loads
+        spec = load_spec(args.encoder, max_length=args.max_length)
+        path = encode_dense_corpus(args.corpus, spec, args.output, index_type=args.index_type,
+                                   batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                                   chunk_size=args.chunk_size, **hnsw)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents\t{manifest['dimension']} dimensions\t{manifest['index_type']}")
     return 0

@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LaconicError
+
 logger = logging.getLogger(__name__)
 
 FORMAT = "laconic-pyserini/encoded-collection"
@@ -41,7 +43,7 @@ EMPTY_TERM = "[LACONIC-EMPTY-DOCUMENT]"
 MAX_INVALID_KEPT = 100
 
 
-class EncodeError(RuntimeError):
+class EncodeError(LaconicError, RuntimeError):
     """An output folder that cannot be used as asked (wrong spec, incomplete, tampered); the message says why."""
 
 

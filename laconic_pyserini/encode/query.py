@@ -26,7 +26,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import DataError, load_topics
+from ..data import load_topics
+from ..errors import cli, require_at_least, require_output_file
 from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..quantize import quantize
 from .manifest import EncodeError, sha256_file, write_json_atomic
@@ -74,6 +75,8 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     fmt = fmt or output.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise EncodeError(f"{output}: cannot tell the format from the suffix; pass --format tsv or jsonl")
+    # Topics are read (and their errors found) before a model loads.
+    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     if encoder is None:
         if spec is None:
             raise EncodeError("encode_topics needs an encoder spec or a loaded encoder")
@@ -83,7 +86,6 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
-    queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
     impacts = encode_queries(encoder, texts, batch_size=batch_size)
     lines = []
@@ -129,18 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    require_at_least(1, {"--batch-size": args.batch_size, "--max-length": args.max_length})
+    require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from ..spec import SpecError, load_spec
+    from ..spec import load_spec
 
-    try:
-        spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
-        encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
-                      fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
-    except (DataError, EncodeError, SpecError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
+    encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
+                  fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
     return 0
 
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 
+from ..errors import LaconicError
+
 logger = logging.getLogger(__name__)
 
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3")
 
 
-class UnsupportedArchitectureError(ValueError):
+class UnsupportedArchitectureError(LaconicError, ValueError):
     """The model's family is not one this toolkit knows how to make bidirectional."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..data import DataError, iter_jsonl, iter_lines
 from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity, check_same_encoder
+from ..ids import trec_id
 from ..quantize import quantize
 from ..spec import EncoderSpec, SpecError, load_spec
 
@@ -162,15 +163,16 @@ def _check_sidecar(path: Path, index_spec: EncoderSpec, index_fingerprint: dict 
 
 def _tsv_query(path: Path, number: int, line: str) -> tuple[str, QueryVector]:
     qid, sep, terms = line.partition("\t")
-    if not sep or not qid.strip():
+    if not sep:
         raise DataError(path, number, "expected 'qid<TAB>term term …'", "separate the id and the terms with a tab")
-    return qid.strip(), dict(Counter(terms.split()))
+    return trec_id(qid, path, number, "query"), dict(Counter(terms.split()))
 
 
 def _json_query(path: Path, number: int, obj: dict) -> tuple[str, QueryVector]:
     qid = obj.get("id", obj.get("_id", obj.get("qid")))
-    if qid is None or str(qid).strip() == "":
+    if qid is None:
         raise DataError(path, number, "query has no 'id'")
+    qid = trec_id(qid, path, number, "query")
     vector = obj.get("vector")
     if not isinstance(vector, dict):
         raise DataError(path, number, f"query {qid!r} has no 'vector' object", "expected {\"id\", \"vector\"}")
@@ -181,4 +183,4 @@ def _json_query(path: Path, number: int, obj: dict) -> tuple[str, QueryVector]:
                             "pre-encoded vectors hold quantised impacts; write them with laconic_pyserini.encode.query")
         if weight > 0:
             impacts[term] = int(weight)
-    return str(qid), impacts
+    return qid, impacts

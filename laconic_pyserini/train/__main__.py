@@ -15,6 +15,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from ..errors import cli, require_at_least
+
 
 def _value(text: str):
     import yaml
@@ -22,6 +24,7 @@ def _value(text: str):
     return yaml.safe_load(text)
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,10 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--export-to", default=None,
                         help="--export-step: output folder (default OUTPUT_DIR/step-N-final)")
     args = parser.parse_args(argv)
+    require_at_least(1, {"--stop-after-steps": args.stop_after_steps})
+    require_at_least(0, {"--export-step": args.export_step})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from ..data import DataError
-    from ..spec import SpecError
-    from .config import ConfigError, load_config
+    from .config import load_config
 
     overrides = {}
     for item in args.set:
@@ -47,17 +50,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not sep:
             parser.error(f"--set {item!r}: use SECTION.KEY=VALUE")
         overrides[key] = _value(value)
-    try:
-        config = load_config(args.config, overrides)
-        from .loop import export_checkpoint, train
+    config = load_config(args.config, overrides)
+    from .loop import export_checkpoint, train
 
-        if args.export_step is not None:
-            out = export_checkpoint(config, args.export_step, args.export_to)
-        else:
-            out = train(config, stop_after=args.stop_after_steps)
-    except (ConfigError, DataError, SpecError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.export_step is not None:
+        out = export_checkpoint(config, args.export_step, args.export_to)
+    else:
+        out = train(config, stop_after=args.stop_after_steps)
     print(out)
     return 0
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import LaconicError
 from .distributed import barrier
 from .state_files import StateFileError, load_state, save_state
 
@@ -33,7 +34,7 @@ OPTIMIZER = "optimizer.safetensors"
 SCHEDULER = "scheduler.safetensors"
 
 
-class CheckpointError(FileNotFoundError):
+class CheckpointError(LaconicError, FileNotFoundError):
     """A checkpoint that cannot be resumed (an older pickle format, a damaged file); the message says what to do."""
 
 
@@ -115,7 +116,7 @@ def step_checkpoint(output_dir: str | os.PathLike, step: int) -> Path:
     """The complete checkpoint of ``step``; a clear error listing the steps there are otherwise."""
     done = complete_checkpoints(output_dir)
     if step not in done:
-        raise FileNotFoundError(f"{checkpoint_dir(output_dir) / f'{PREFIX}{step:08d}'}: no complete checkpoint of "
+        raise CheckpointError(f"{checkpoint_dir(output_dir) / f'{PREFIX}{step:08d}'}: no complete checkpoint of "
                                 f"step {step} (complete checkpoints: {', '.join(map(str, sorted(done))) or 'none'})")
     return done[step]
 

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import LaconicError
 from ..spec import is_finite_number
 from ..yaml_file import read_yaml_mapping
 
@@ -20,7 +21,7 @@ PRECISIONS = ("fp32", "bf16")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
-class ConfigError(ValueError):
+class ConfigError(LaconicError, ValueError):
     """A training config that cannot be used; the message names the file, the key and the fix."""
 
 

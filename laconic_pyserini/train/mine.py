@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..data import DataError, iter_corpus, load_qrels, load_topics, resolve_dataset
+from ..errors import cli, require_at_least
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def mine_hard_negatives(dataset: str | os.PathLike, output: str | os.PathLike, *
     return MiningStats(len(rows), skipped, written, excluded_total, output)
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train.mine", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -120,21 +122,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
+    require_at_least(1, {"--depth": args.depth, "--negatives": args.negatives, "--threads": args.threads,
+                         "--max-queries": args.max_queries})
+    require_at_least(0, {"--skip-top": args.skip_top})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from ..index import IndexFolderError, build_bm25_index
+    from ..index import build_bm25_index
 
-    try:
-        index_dir = args.index
-        if args.build_bm25:
-            index_dir = args.build_bm25
-            if not (Path(index_dir) / "manifest.json").exists():
-                build_bm25_index(args.dataset, index_dir, threads=args.threads)
-        stats = mine_hard_negatives(args.dataset, args.output, index_dir=index_dir, split=args.split,
-                                    depth=args.depth, negatives=args.negatives, skip_top=args.skip_top,
-                                    threads=args.threads, max_queries=args.max_queries)
-    except (DataError, IndexFolderError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    index_dir = args.index
+    if args.build_bm25:
+        index_dir = args.build_bm25
+        if not (Path(index_dir) / "manifest.json").exists():
+            build_bm25_index(args.dataset, index_dir, threads=args.threads)
+    stats = mine_hard_negatives(args.dataset, args.output, index_dir=index_dir, split=args.split,
+                                depth=args.depth, negatives=args.negatives, skip_top=args.skip_top,
+                                threads=args.threads, max_queries=args.max_queries)
     print(f"{stats.output}\t{stats.queries} queries\t{stats.negatives} negatives\t{stats.skipped} skipped")
     return 0
 

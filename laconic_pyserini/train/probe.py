@@ -27,6 +27,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..errors import cli, require_at_least
+
 
 def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queries: int = 150, pool: int = 500,
           center_head: bool = False, causal: bool = False, logit_offset: float | None = None, max_length: int = 64,
@@ -84,6 +86,7 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
     return result
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train.probe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -98,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="subtract this from every pooled logit (default: the encoder spec's logit_offset)")
     parser.add_argument("--output", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args(argv)
+    require_at_least(1, {"--queries": args.queries, "--pool": args.pool})
     result = probe(args.encoder, dataset=args.dataset, split=args.split, queries=args.queries, pool=args.pool,
                    center_head=args.center_head, causal=args.causal, logit_offset=args.logit_offset)
     line = json.dumps(result)

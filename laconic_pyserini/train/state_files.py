@@ -16,12 +16,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import LaconicError
+
 TREE_KEY = "laconic_state_tree"
 FORMAT_KEY = "format"
 FORMAT = "laconic-pyserini/state-tree-1"
 
 
-class StateFileError(ValueError):
+class StateFileError(LaconicError, ValueError):
     """A state file that is not one this module wrote; the message names it."""
 
 

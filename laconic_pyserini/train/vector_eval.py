@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
+from ..errors import cli, require_at_least
 from ..eval import evaluate
 from ..run import Run, write_trec_run
 
@@ -106,6 +107,7 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
     return result
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.train.vector_eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -118,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
+    require_at_least(1, {"--max-length": args.max_length, "--batch-size": args.batch_size, "--threads": args.threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.threads:
         import torch
