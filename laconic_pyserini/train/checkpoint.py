@@ -6,7 +6,8 @@ optimizer and scheduler states (``optimizer.safetensors``, ``scheduler.safetenso
 Nothing is pickled (:mod:`.state_files`): a checkpoint folder may be writable by others, and unpickling runs code.
 A checkpoint of an older version (``*.pt`` pickles) is refused with an error, never read: its run restarts in a
 new ``train.output_dir`` (or with the old ``checkpoints/`` moved aside).
-A checkpoint is written to ``step-XXXXXXXX.tmp`` and renamed, so a crash mid-write leaves the previous checkpoint intact and the half-written one is ignored (and removed) later.
+A checkpoint is written to ``step-XXXXXXXX.tmp`` and renamed, so a crash mid-write leaves the previous checkpoint
+intact and the half-written one is ignored (and removed) later.
 The data position needs no saving: the batch order is a function of the step (:class:`.data.BatchOrder`).
 """
 
