@@ -235,5 +235,5 @@ def check_same_encoder(recorded: dict | None, current: dict | None, *, where: st
 
 
 def _warn_unrecorded(where: str, what: str) -> None:
-    logger.warning("%s records no encoder fingerprint (written by an older version): %s cannot be checked against "
-                   "it; re-encode to record one", where, what)
+    logger.warning("%s records no encoder fingerprint (written by an older version, or from a hub id with no local "
+                   "files): %s cannot be checked against it; re-encode to record one", where, what)

@@ -85,7 +85,8 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
     if encoding is None:
         raise IndexFolderError(f"{index_dir}/manifest.json names no encoded collection; rebuild the index with "
                                "`python -m laconic_pyserini.index --input ENCODED_DIR`")
-    if encoding.documents != manifest["documents"] or encoding.spec != manifest["spec"]:
+    if encoding.documents != manifest["documents"] or encoding.spec != manifest["spec"] or \
+            encoding.encoder_fingerprint != manifest.get(FINGERPRINT_KEY):
         raise IndexFolderError(f"{encoded} no longer holds what {index_dir} was built from ({encoding.documents} vs "
                                f"{manifest['documents']} documents, or another encoder); rebuild the index")
     seismic = _seismic()
