@@ -136,6 +136,27 @@ def test_digest_cache_rehashes_a_changed_file(tmp_path):
     assert DigestCache(tmp_path / "bad.json").digest(file) == after
 
 
+def test_hub_id_without_local_files_is_identified_by_its_cached_revision(tmp_path, monkeypatch, caplog):
+    from laconic_pyserini.fingerprint import DigestCache, check_encoder_identity, encoder_fingerprint
+    from laconic_pyserini.spec import EncoderSpec, load_spec
+
+    monkeypatch.setenv("LACONIC_MODELS", str(tmp_path / "no-models"))
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = EncoderSpec(name="remote", model="some-org/remote-model", kind="mlm")
+    cache = DigestCache(tmp_path / "digests.json")
+    assert encoder_fingerprint(spec, cache=cache) is None  # nothing here identifies it
+    ref = tmp_path / "hub" / "models--some-org--remote-model" / "refs" / "main"
+    ref.parent.mkdir(parents=True)
+    ref.write_text("0123abcd" * 5)
+    hub = encoder_fingerprint(spec, cache=cache)
+    assert hub["basis"] == "hub" and hub["files"] == {"model@revision": "0123abcd" * 5}
+    # A fingerprint of local files and one of a hub revision cannot be compared: one warning, no refusal.
+    monkeypatch.setenv("LACONIC_MODELS", str(model_dir("splade-tiny").parent))
+    with caplog.at_level(logging.WARNING):
+        check_encoder_identity(hub, load_spec("splade-tiny"), where="index X", fix="")
+    assert len([r for r in caplog.records if "not checked" in r.getMessage()]) == 1
+
+
 # ---------------------------------------------------------------------------------------------- search
 
 
