@@ -196,7 +196,7 @@ def test_noised_copy_is_refused_by_every_sparse_searcher(scifact, copies):
         LaconicSearcher(scifact["index"], loaded)
 
 
-def test_model_replaced_in_place_is_refused_before_it_loads(scifact, copies, tmp_path, topics):
+def test_model_replaced_in_place_is_refused_before_it_loads(scifact, copies, tmp_path, topics, monkeypatch):
     """The index's own encoder (no --encoder) whose files changed since: refused when text queries need it."""
     from laconic_pyserini.fingerprint import FingerprintError
     from laconic_pyserini.searchers.impact import LaconicSearcher
@@ -204,16 +204,12 @@ def test_model_replaced_in_place_is_refused_before_it_loads(scifact, copies, tmp
     models = tmp_path / "models"
     models.mkdir()
     os.symlink(copies["noised"], models / "splade-tiny")
-    old = os.environ.get("LACONIC_MODELS")
-    os.environ["LACONIC_MODELS"] = str(models)
-    try:
-        searcher = LaconicSearcher(scifact["index"])
-        assert searcher.queries._encoder is None
-        with pytest.raises(FingerprintError, match="restore them"):
-            searcher.batch_search(topics, 10)
-        assert searcher.queries._encoder is None
-    finally:
-        os.environ.pop("LACONIC_MODELS") if old is None else os.environ.__setitem__("LACONIC_MODELS", old)
+    monkeypatch.setenv("LACONIC_MODELS", str(models))
+    searcher = LaconicSearcher(scifact["index"])
+    assert searcher.queries._encoder is None
+    with pytest.raises(FingerprintError, match="restore them"):
+        searcher.batch_search(topics, 10)
+    assert searcher.queries._encoder is None
 
 
 def test_old_manifest_without_fingerprint_warns_once_and_works(scifact, copies, topics, tmp_path, caplog):
