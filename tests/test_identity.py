@@ -255,7 +255,7 @@ def test_faiss_index_refuses_other_dense_weights(encoded, tmp_path):
     noised = _copy_model("all-MiniLM-L6-v2", tmp_path / "minilm", noise=0.05)
     with pytest.raises(FingerprintError, match="model/model.safetensors differs"):
         FaissSearcher(index, encoder=str(noised))
-    same = _copy_model("all-MiniLM-L6-v2", tmp_path / "copy" / "all-MiniLM-L6-v2")
+    same = _copy_model("all-MiniLM-L6-v2", tmp_path / "copy" / "minilm")  # a folder's spec is named after it
     assert FaissSearcher(index, encoder=str(same)).batch_search({"q": "aspirin and heart attacks"}, 5) == \
         FaissSearcher(index).batch_search({"q": "aspirin and heart attacks"}, 5)
 
