@@ -87,10 +87,12 @@ def _queries(args: argparse.Namespace) -> dict:
     if not args.pre_encoded:
         return load_topics(args.topics, args.split)
     from .searchers.queries import read_pre_encoded
+    from .fingerprint import FINGERPRINT_KEY
     from .spec import EncoderSpec
 
     manifest = read_index_manifest(args.index)
-    vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index))
+    vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index),
+                               index_fingerprint=manifest.get(FINGERPRINT_KEY))
     if args.topics is None:
         return vectors
     wanted = load_topics(args.topics, args.split)

@@ -266,8 +266,10 @@ def test_resume_after_a_crash_gives_the_same_next_steps(tmp_path, tiny_llama, pa
     for step in (3, 4):
         for term in ("loss", "info_nce", "flops_q", "flops_p", "lr", "flops_weight_q"):
             assert a[step][term] == b[step][term], (step, term)
-    final_a = torch.load(latest_checkpoint(straight) / "adapter.pt")
-    final_b = torch.load(latest_checkpoint(crashed) / "adapter.pt")
+    from laconic_pyserini.train.state_files import load_state
+
+    final_a = load_state(latest_checkpoint(straight) / "adapter.safetensors")
+    final_b = load_state(latest_checkpoint(crashed) / "adapter.safetensors")
     assert final_a.keys() == final_b.keys()
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
     assert a[4]["flops_weight_q"] == pytest.approx(1e-2) and a[1]["flops_weight_q"] == 0.0
@@ -463,8 +465,10 @@ def test_two_process_ddp_run_equals_one_process_on_the_global_batch(tmp_path, ti
     for step in (1, 2, 3):
         for term in ("loss", "info_nce", "flops_q", "flops_p"):
             assert b[step][term] == pytest.approx(a[step][term], rel=1e-4), (step, term)
-    wa = torch.load(latest_checkpoint(single) / "adapter.pt")
-    wb = torch.load(latest_checkpoint(ddp) / "adapter.pt")
+    from laconic_pyserini.train.state_files import load_state
+
+    wa = load_state(latest_checkpoint(single) / "adapter.safetensors")
+    wb = load_state(latest_checkpoint(ddp) / "adapter.safetensors")
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-3, atol=1e-5)
     assert (ddp / "final" / "model.safetensors").exists()

@@ -14,10 +14,12 @@ import os
 from pathlib import Path
 
 from ..data import read_corpus
+from ..fingerprint import encoder_fingerprint
 from ..quantize import quantize
 from ..spec import current_spec_dict
 from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
-from .manifest import KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, part_intact
+from .manifest import (KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
+                       load_manifest_file, part_intact)
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
 from .source import describe_corpus, document_text, resolve_docs_as_queries
 from .writer import commit_part, vector_line
@@ -68,8 +70,9 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
+    fingerprint = encoder_fingerprint(spec)
     with locked(mpath):
-        manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end)
+        manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end, fingerprint)
         job = _Job(corpus, root, mpath, parts_folder(shard_id, shard_num), manifest, spec, encoder,
                    dict(settings, start=start, end=end, progress=progress))
         removed = clean_temps(root / job.folder)
@@ -289,7 +292,7 @@ class _PartBuilder:
 
 
 def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, shard_num: int, start: int,
-                 end: int) -> Manifest:
+                 end: int, fingerprint: dict | None = None) -> Manifest:
     """The manifest to continue: the existing one when it matches this run, a fresh one for a new folder."""
     mpath = manifest_path(root, shard_id, shard_num)
     shard = {"id": shard_id, "num": shard_num, "start": start, "end": end}
@@ -309,7 +312,7 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         if shard_num > 1:
             (root / SHARDS_DIR).mkdir(exist_ok=True)
         return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version())
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     manifest = load_manifest_file(mpath, root)
     if current_spec_dict(manifest.spec) != spec.to_dict():
         from ..spec import EncoderSpec, SpecError
@@ -323,10 +326,11 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         raise EncodeError(f"{mpath}: this folder was encoded with encoder {manifest.spec.get('name')!r}, this run asks "
                           f"for {spec.name!r} ({why}; differing fields: {', '.join(differing)}); pass an empty "
                           "--embeddings folder or delete this one")
+    check_same_weights(manifest, fingerprint, mpath)
     if not manifest.parts:
         # Nothing was committed (e.g. the first run stopped at a bad line): start over with this run's settings.
         return Manifest(root=root, spec=manifest.spec, corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version())
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     for key in ("path", "bytes", "lines"):
         if manifest.corpus.get(key) != corpus.get(key):
             raise EncodeError(f"{mpath}: this folder encodes {manifest.corpus.get('path')} "

@@ -31,6 +31,7 @@ import numpy as np
 
 from ..data import DataError, count_corpus, iter_corpus, require_documents
 from ..errors import cli, require_at_least
+from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..index.faiss import (FORMAT, INDEX_TYPES, KIND, build_faiss_index, finish_faiss, hnsw_params,
                            is_faiss_folder, rebuild_faiss_index, write_faiss_folder)
 from ..index.manifest import IndexFolderError, claim_index, read_index_manifest
@@ -89,7 +90,7 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
         dtype = _recorded_dtype(aside_path(output) / STATE) or "auto"
     dtype = resolve_dense_dtype(spec, dtype, device)
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
-             "dtype": dtype, "as_query_documents": as_query}
+             "dtype": dtype, "as_query_documents": as_query, FINGERPRINT_KEY: encoder_fingerprint(spec)}
     claim_index(output, KIND, [state["corpus"]["path"]], flag="--output")
     with locked(output):
         partial = _open_aside(output, state)
@@ -141,7 +142,7 @@ def _encode_into(corpus, spec: EncoderSpec, partial: Path, output: Path, state: 
     build_seconds = time.perf_counter() - start
     manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
                 "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
-                "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
+                FINGERPRINT_KEY: state[FINGERPRINT_KEY], "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
                 "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
                 "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
                 "build_seconds": round(build_seconds, 3), "kernels": _kernels(dtype, device)}

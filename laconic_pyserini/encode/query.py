@@ -12,7 +12,8 @@
   up by ``contents`` (the query text), so it is kept.
 
 Impacts come from the same :func:`~laconic_pyserini.quantize.quantize` as the documents'. Beside the output,
-``FILE.manifest.json`` records the encoder spec, so a searcher can refuse queries from another encoder.
+``FILE.manifest.json`` records the encoder spec and the fingerprint of its weights and tokenizer
+(:mod:`laconic_pyserini.fingerprint`), so a searcher can refuse queries from another encoder.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import cli, require_at_least, require_output_file
+from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..outputs import atomic_open, claim_file
 from ..quantize import query_impacts
 from ..topics import load_topics
@@ -108,7 +110,8 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
 
     write_json_atomic(_manifest_of(output), {
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
-        "spec": spec.to_dict(), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
+        "spec": spec.to_dict(), FINGERPRINT_KEY: encoder_fingerprint(spec),
+        "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),
         "file": output.name, "sha256": sha256_file(output), "kernels": encoder.kernels})
     logger.info("wrote %d encoded queries to %s", len(lines), output)

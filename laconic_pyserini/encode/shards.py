@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..data import count_corpus, read_corpus
-from .manifest import (MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest, load_manifest_file,
-                       read_manifest, verify_parts, write_json_atomic)
+from .manifest import (MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest, check_same_weights,
+                       load_manifest_file, read_manifest, verify_parts, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def merge_shards(embeddings_dir: str | os.PathLike, corpus: str | os.PathLike | 
                               f"but its name says {k} of {shard_num}")
         if shard.spec != first.spec:
             raise EncodeError(f"{where}: encoded with a different encoder spec than shard 0; re-encode it")
+        check_same_weights(shard, first.encoder_fingerprint, where)
         if shard.corpus != first.corpus:
             raise EncodeError(f"{where}: encoded from {shard.corpus.get('path')} ({shard.corpus.get('bytes')} bytes), "
                               f"shard 0 from {first.corpus.get('path')} ({first.corpus.get('bytes')} bytes)")
@@ -127,6 +128,7 @@ def merge_shards(embeddings_dir: str | os.PathLike, corpus: str | os.PathLike | 
     merged = Manifest(root=root, spec=first.spec, corpus=first.corpus,
                       shard={"id": None, "num": shard_num, "start": 0, "end": lines},
                       settings=first.settings, parts=[p for s in shards for p in s.parts], complete=False,
+                      encoder_fingerprint=first.encoder_fingerprint,
                       package_version=first.package_version,
                       tail_invalid=[i for s in shards for i in s.tail_invalid],
                       kernels=[{"shard": s.shard.get("id"), **k} for s in shards for k in s.kernels],

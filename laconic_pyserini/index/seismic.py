@@ -18,6 +18,7 @@ import os
 import time
 from pathlib import Path
 
+from ..fingerprint import FINGERPRINT_KEY
 from ..outputs import fresh_aside, swap_in
 from .impact import read_impact_manifest
 from .manifest import IndexFolderError, write_index_manifest
@@ -100,7 +101,8 @@ def _source_encoding(index_dir: Path, manifest: dict):
     if encoding is None:
         raise IndexFolderError(f"{index_dir}/manifest.json names no encoded collection; rebuild the index with "
                                "`python -m laconic_pyserini.index --input ENCODED_DIR`")
-    if encoding.documents != manifest["documents"] or encoding.spec != manifest["spec"]:
+    if encoding.documents != manifest["documents"] or encoding.spec != manifest["spec"] or \
+            encoding.encoder_fingerprint != manifest.get(FINGERPRINT_KEY):
         raise IndexFolderError(f"{encoded} no longer holds what {index_dir} was built from ({encoding.documents} vs "
                                f"{manifest['documents']} documents, or another encoder); rebuild the index")
     return encoding

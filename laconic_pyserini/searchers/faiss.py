@@ -25,6 +25,7 @@ class FaissSearcher:
                  dtype: str = "auto", ef_search: int | None = None, batch_size: int = 32) -> None:
         import faiss
 
+        from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
         from ..index.faiss import read_faiss_folder
         from ..spec import EncoderSpec, SpecError, load_spec
 
@@ -38,7 +39,10 @@ class FaissSearcher:
             if why:
                 raise SpecError(f"--encoder {encoder!r} does not match the encoder of {index_dir} ({why}); "
                                 f"search it with --encoder {indexed.name} or leave --encoder out")
+            check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), asked, where=f"index {index_dir}", fix=(
+                "search with the encoder it was built with (leave --encoder out), or rebuild the index with this one"))
             self.spec = asked
+        self._checked = encoder is not None
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.index = faiss.read_index(str(self.index_dir / "index"))
         self.docids = (self.index_dir / "docid").read_text(encoding="utf-8").splitlines()
@@ -58,7 +62,12 @@ class FaissSearcher:
     def encoder(self):
         # Loaded on first use: a caller that only searches pre-encoded vectors never pays for the model.
         if self._encoder is None:
+            from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
             from ..modeling.dense import DenseEncoder
+
+            if not self._checked:
+                check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), self.spec, where=f"index {self.index_dir}",
+                                       fix="its model files changed since; restore them, or rebuild the index")
 
             self._encoder = DenseEncoder(self.spec, device=self.device, dtype=self.dtype, batch_size=self.batch_size)
         return self._encoder

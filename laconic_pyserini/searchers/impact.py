@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 
+from ..fingerprint import FINGERPRINT_KEY
 from ..run import Hits, Run
 from ..spec import EncoderSpec
 from .queries import QueryEncoding, QueryVector
@@ -31,7 +32,9 @@ class LaconicSearcher:
 
     ``encoder``: ``None`` (the spec recorded in the index), a spec name / model folder / hub id, or a loaded
     :class:`~laconic_pyserini.modeling.SparseEncoder`; an encoder whose contract differs from the index's is
-    refused (:class:`~laconic_pyserini.spec.SpecError`). ``batch_size`` is the query-encoding batch.
+    refused (:class:`~laconic_pyserini.spec.SpecError`), and so is one whose weights or tokenizer differ from
+    those the index was built with (:class:`~laconic_pyserini.fingerprint.FingerprintError`). ``batch_size`` is
+    the query-encoding batch.
     """
 
     encodes_queries = True
@@ -45,7 +48,7 @@ class LaconicSearcher:
         self.manifest = read_impact_manifest(index_dir)
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
-                                     device=device, dtype=dtype)
+                                     device=device, dtype=dtype, index_fingerprint=self.manifest.get(FINGERPRINT_KEY))
         jvm.start()
         from pyserini.pyclass import JArrayList, JHashMap, JInt
         from pyserini.search.lucene import LuceneImpactSearcher

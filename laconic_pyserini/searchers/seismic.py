@@ -24,6 +24,7 @@ import os
 from ..index.impact import read_impact_manifest
 from ..index.seismic import INDEX_STEM, VOCABULARY, build_seismic_index, read_seismic_build, seismic_module
 from ..run import Hits, Run
+from ..fingerprint import FINGERPRINT_KEY
 from ..spec import EncoderSpec
 from .queries import QueryEncoding, QueryVector
 
@@ -45,7 +46,7 @@ class SeismicSearcher:
         manifest = read_impact_manifest(index_dir)
         self.spec = EncoderSpec.from_dict(manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
-                                     device=device, dtype=dtype)
+                                     device=device, dtype=dtype, index_fingerprint=manifest.get(FINGERPRINT_KEY))
         folder = build_seismic_index(index_dir, large_vocabulary=large_vocabulary, **(build or {}))
         self.info = read_seismic_build(folder)
         seismic = seismic_module()

@@ -23,7 +23,7 @@ from ..modeling.cpu import resolve_dtype, threads
 from ..outputs import claim_folder, open_folder, write_json_atomic, write_text_atomic
 from . import distributed
 from .checkpoint import latest_checkpoint, load_checkpoint, load_weights, save_checkpoint, step_checkpoint
-from .config import Config
+from .config import Config, check_inputs
 from .data import BatchOrder, batch_texts, load_examples
 from .losses import flops_weight, laconic_loss
 from .model import backbone_spec, build_trainable, save_output, trainable_state
@@ -65,6 +65,7 @@ def _device(world: distributed.World) -> torch.device:
 def train(config: Config, *, stop_after: int | None = None) -> Path:
     """Run (or resume) one phase; returns the output folder (``output_dir/final``), or the output dir itself when
     ``stop_after`` steps of this invocation end it early (a time-boxed job; rerun to continue)."""
+    check_inputs(config)  # missing files are reported before the model loads, not after
     output_dir = Path(config.train.output_dir)
     claim_folder(output_dir, KIND, flag="another train.output_dir", ours=_earlier_training)  # before any model loads
     world = distributed.init("cuda" if torch.cuda.is_available() else "cpu")
