@@ -2,7 +2,7 @@
 
     python -m laconic_pyserini.compare --dataset BEIR_DIR_OR_NAME [--split test] --output DIR
         [--system bm25] [--system sparse:SPEC] [--system dense:SPEC] [--system dense-hnsw:SPEC] ...
-        [--hits 1000] [--keep-self-hits] [--batch-size 32] [--threads 1] [--work DIR]
+        [--hits 1000] [--serve-hits 10] [--keep-self-hits] [--batch-size 32] [--threads 1] [--work DIR]
 
 Without ``--system`` it compares the offline defaults: BM25, ``sparse:rasyosef/splade-tiny`` and
 ``dense:sentence-transformers/all-MiniLM-L6-v2`` (found under ``$LACONIC_MODELS``). ``sparse:laconic-1b`` is the
@@ -11,7 +11,8 @@ uses an index already built by this package for the same corpus, as is.
 
 For every system: build its index (encode → index; reused when the index manifest records the same encoder spec,
 corpus and index settings), then serve it in a fresh child process -- load, one warm-up query, every topic one at a
-time with query encoding and search timed apart, resident memory before and after -- and evaluate the run that
+time with query encoding and search timed apart (search at ``--hits``, the depth evaluated, and at
+``--serve-hits``, the depth a user is shown), resident memory before and after -- and evaluate the run that
 those very calls returned (self-hits dropped, as BEIR does, unless ``--keep-self-hits``). Writes ``DIR/report.md``, ``DIR/report.json`` and ``DIR/report.png``
 (see :mod:`laconic_pyserini.report`); indexes and runs live under ``DIR/systems/`` (or ``--work``).
 """
@@ -224,7 +225,7 @@ def _flat_sibling(system: System, work: Path, key: dict) -> Path | None:
 def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAULT_SYSTEMS, output: str | os.PathLike = "compare",
             *, split: str = "test", hits: int = 1000, remove_query: bool = True, batch_size: int = 32,
             threads: int = 1, build_threads: int = 2, work: str | os.PathLike | None = None,
-            reuse: bool = True) -> dict:
+            reuse: bool = True, serve_hits: int = 10) -> dict:
     """Build, serve, evaluate every system; write ``report.{md,json,png}`` under ``output``; return the report."""
     from . import report as report_module
     from .serving import measure_in_child
@@ -248,14 +249,14 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
         record = build_system(system, dataset_dir, work_dir, batch_size=batch_size, threads=build_threads,
                               reuse=reuse, docs_as_queries=questions)
         run_path = work_dir / system.slug / f"run.{split}.trec"
-        stats = measure_in_child(record["index"], topics, run_path, hits=hits,
-                                 remove_query=remove_query, threads=threads, batch_size=batch_size)
+        stats = measure_in_child(record["index"], topics, run_path, hits=hits, remove_query=remove_query,
+                                 threads=threads, batch_size=batch_size, serve_hits=serve_hits)
         from .run import read_trec_run
 
         metrics = evaluate(qrels, read_trec_run(run_path), DEFAULT_MEASURES)
         rows.append(_row(system, record, stats, metrics, run_path))
     result = {"dataset": str(dataset), "dataset_dir": str(dataset_dir), "split": split, "queries": len(topics),
-              "hits": hits, "remove_query": remove_query, "machine": report_module.machine(),
+              "hits": hits, "serve_hits": serve_hits, "remove_query": remove_query, "machine": report_module.machine(),
               "systems": rows, "comparisons": report_module.sparse_dense_ratios(rows)}
     report_module.write_reports(result, output)
     return result
@@ -302,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              + ", ".join(DEFAULT_SYSTEMS) + ")")
     parser.add_argument("--output", required=True, help="report folder (report.md, report.json, report.png)")
     parser.add_argument("--work", help="where indexes and runs are built and reused (default OUTPUT/systems)")
-    parser.add_argument("--hits", type=int, default=1000)
+    parser.add_argument("--hits", type=int, default=1000, help="hits per query in the run evaluated")
+    parser.add_argument("--serve-hits", type=int, default=10,
+                        help="hits per query a user is served: search latency is also timed at this depth")
     parser.add_argument("--keep-self-hits", action="store_true",
                         help="keep hits whose doc id equals the query id (by default they are dropped, as BEIR's "
                              "evaluator and Anserini's 2CR do on every BEIR dataset)")
@@ -311,13 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-threads", type=int, default=2, help="Anserini indexing threads")
     parser.add_argument("--no-reuse", action="store_true", help="rebuild every index even when one fits")
     args = parser.parse_args(argv)
-    require_at_least(1, {"--hits": args.hits, "--batch-size": args.batch_size, "--threads": args.threads,
-                         "--build-threads": args.build_threads})
+    require_at_least(1, {"--hits": args.hits, "--serve-hits": args.serve_hits, "--batch-size": args.batch_size,
+                         "--threads": args.threads, "--build-threads": args.build_threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
             hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
             threads=args.threads, build_threads=args.build_threads, work=args.work,
-            reuse=not args.no_reuse)
+            reuse=not args.no_reuse, serve_hits=args.serve_hits)
     print((Path(args.output) / "report.md").read_text(encoding="utf-8"))
     return 0
 

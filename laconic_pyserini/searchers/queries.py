@@ -95,6 +95,15 @@ class QueryEncoding:
         return out
 
 
+def scorable_terms(vector: QueryVector, vocabulary) -> QueryVector:
+    """The part of a query vector Lucene can score: positive impacts of terms the index holds.
+
+    Lucene refuses a negative boost, a zero one adds nothing, and a term the index lacks matches nothing (so a query
+    left empty is answered without calling Java at all).
+    """
+    return {term: impact for term, impact in vector.items() if impact > 0 and term in vocabulary}
+
+
 def check_spec(index_spec: EncoderSpec, query_spec: EncoderSpec, *, where: str, what: str) -> None:
     """Refuse query vectors from an encoder whose contract differs from the documents' encoder."""
     reason = index_spec.mismatch(query_spec)
