@@ -135,6 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--recipe", help="an index_recipes/*.yaml file: encode, index and check the count")
     parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
     parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
+    from .milvus_build import add_arguments as add_milvus_arguments
+
+    add_milvus_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.recipe is None and (args.input is None or args.index is None):
@@ -151,6 +154,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
             except (RecipeError, EncodeError) as exc:
                 raise IndexFolderError(str(exc)) from None
+        elif args.index and args.index.startswith("milvus"):
+            from .milvus_build import main_export
+
+            return main_export(args)
         elif args.bm25:
             path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
         else:

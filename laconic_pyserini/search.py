@@ -42,7 +42,7 @@ def search_topics(searcher: Searcher, topics: dict[str, str], *, hits: int = 100
 
 #: Search backends by index kind; the first is the default. A new backend adds itself here and to
 #: :func:`backend_options` (its options) and :func:`laconic_pyserini.searchers.open_searcher` (its class).
-BACKENDS = {"bm25": ("lucene",), "impact": ("lucene", "seismic"), "faiss": ("faiss",)}
+BACKENDS = {"bm25": ("lucene",), "impact": ("lucene", "seismic"), "faiss": ("faiss",), "milvus": ("milvus",)}
 
 
 def backend_options(args: argparse.Namespace, kind: str | None, backend: str) -> dict:
@@ -55,6 +55,9 @@ def backend_options(args: argparse.Namespace, kind: str | None, backend: str) ->
         if backend == "seismic":
             options.update({name: value for name, value in (("query_cut", args.query_cut),
                                                              ("heap_factor", args.heap_factor)) if value is not None})
+    if kind == "milvus":  # a milvus:// collection, sparse or dense
+        options.update(batch_size=args.batch_size, device=args.device, encoder=args.encoder,
+                       query_weights=args.query_weights)
     if kind == "faiss":  # dense: queries encoded by the index's own dense spec (or a compatible --encoder)
         options.update(batch_size=args.batch_size, device=args.device, encoder=args.encoder, ef_search=args.ef_search)
     return options
@@ -64,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.search", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bm25", action="store_true", help="insist that the index is a BM25 index")
-    parser.add_argument("--index", required=True, help="index folder built by laconic_pyserini.index")
+    parser.add_argument("--index", required=True,
+                        help="index folder built by laconic_pyserini.index, or milvus://HOST:PORT/COLLECTION")
     parser.add_argument("--topics", help="BEIR folder, dataset name, or topics .tsv/.jsonl (or give --pre-encoded)")
     parser.add_argument("--split", default="test", help="qrels split whose judged queries are searched")
     parser.add_argument("--output", required=True, help="TREC run to write")
@@ -81,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query-cut", type=int, default=None, help="seismic: query terms looked up (default 10)")
     parser.add_argument("--heap-factor", type=float, default=None, help="seismic: block-skipping factor (default 0.7)")
     parser.add_argument("--ef-search", type=int, default=None, help="faiss HNSW: search breadth (default: the index's)")
+    parser.add_argument("--query-weights", choices=("impact", "float"), default="impact",
+                        help="milvus sparse: send integer impacts (Lucene's scores, default) or the encoder's floats")
     return parser
 
 
@@ -112,7 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .spec import SpecError
 
     try:
-        manifest = read_index_manifest(args.index)
+        if args.index.startswith("milvus"):
+            from .searchers.milvus import read_collection_manifest
+
+            manifest = read_collection_manifest(args.index)
+        else:
+            manifest = read_index_manifest(args.index)
         kind = manifest.get("kind")
         if args.bm25 and kind != "bm25":
             raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
@@ -122,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             choices = " or ".join(backends) if backends else "no other backend"
             raise IndexFolderError(f"{args.index}: a {kind!r} index is searched with {choices}, "
                                    f"not --backend {backend}")
-        if kind != "impact" and (args.pre_encoded or (args.encoder and kind != "faiss")):
+        if kind not in ("impact", "milvus") and (args.pre_encoded or (args.encoder and kind != "faiss")):
             raise IndexFolderError(f"{args.index}: --encoder and --pre-encoded apply to impact indexes, "
                                    f"not to a {kind!r} index")
         topics = _queries(args, manifest)

@@ -21,6 +21,10 @@ def open_searcher(index_dir: str | os.PathLike, *, backend: str | None = None, *
     """Open the searcher that fits the index folder (``backend`` picks among several for one index kind)."""
     from ..index import IndexFolderError, read_index_manifest
 
+    if str(index_dir).startswith("milvus"):
+        from .milvus import MilvusSearcher
+
+        return MilvusSearcher(str(index_dir), **options)
     manifest = read_index_manifest(index_dir)
     kind = manifest.get("kind")
     if kind == "bm25":
