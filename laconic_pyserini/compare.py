@@ -31,7 +31,7 @@ from pathlib import Path
 
 from .data import DataError, load_qrels, load_topics, resolve_dataset
 from .eval import DEFAULT_MEASURES, evaluate
-from .index import IndexFolderError, read_index_manifest
+from .index.manifest import IndexFolderError, read_index_manifest
 from .spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
@@ -132,13 +132,13 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
     start = time.perf_counter()
     extra: dict = {}
     if system.kind == "bm25":
-        from .index import build_bm25_index
+        from .index.lucene import build_bm25_index
 
         build_bm25_index(dataset, index_dir, threads=threads)
         encode_seconds = time.perf_counter() - start  # BM25's "encoding" is Anserini's indexing
     elif system.kind == "sparse":
         from .encode import encode_corpus
-        from .impact_index import build_impact_index
+        from .index.impact import build_impact_index
 
         encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size, progress=False)
         encode_seconds = time.perf_counter() - start
@@ -146,7 +146,8 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
         counts = encoded.counts
         extra["avg_doc_terms"] = round(counts["terms"] / max(counts["documents"], 1), 2)
     else:
-        from .encode.dense import encode_dense_corpus, rebuild_faiss_index
+        from .encode.dense import encode_dense_corpus
+        from .index.faiss import rebuild_faiss_index
 
         flat = _flat_sibling(system, work, key)
         if flat is not None:  # HNSW over vectors already encoded for the flat system: no second encoding

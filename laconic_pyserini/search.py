@@ -114,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.topics is None and args.pre_encoded is None:
         parser.error("give --topics (or --pre-encoded FILE)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from .index import IndexFolderError, read_index_manifest
+    from .index.manifest import IndexFolderError, read_index_manifest
     from .spec import SpecError
 
     try:

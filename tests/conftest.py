@@ -40,7 +40,7 @@ def model_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def bm25_index(tmp_path_factory, data_root):
     """Build (once per session) the BM25 indexes that several test modules search."""
-    from laconic_pyserini.index import build_bm25_index
+    from laconic_pyserini.index.lucene import build_bm25_index
 
     built: dict[tuple[str, str], Path] = {}
 
@@ -76,7 +76,7 @@ def encoded(tmp_path_factory, data_root):
             built[key] = {"index": encode_dense_corpus(data_root / dataset, "minilm", work / "index")}
         else:
             from laconic_pyserini.encode import encode_corpus
-            from laconic_pyserini.impact_index import build_impact_index
+            from laconic_pyserini.index.impact import build_impact_index
 
             model_dir(encoder)
             encode_corpus(data_root / dataset, work / "encoded", encoder, batch_size=32, progress=False)

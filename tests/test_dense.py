@@ -200,7 +200,7 @@ def test_pyserini_faiss_searcher_reads_our_folder(scifact_report, st_reference):
 
 @pytest.mark.slow
 def test_hnsw_recall_against_flat(scifact_report, tmp_path, st_reference):
-    from laconic_pyserini.encode.dense import rebuild_faiss_index
+    from laconic_pyserini.index.faiss import rebuild_faiss_index
     from laconic_pyserini.searchers.faiss import FaissSearcher
 
     _, result = scifact_report
@@ -261,7 +261,7 @@ def test_compare_all_three_kinds_and_reuse(mini, tmp_path, data_root):
     assert {p: p.stat().st_mtime_ns for p in records} == before
     assert [r["index"] for r in again] == [r["index"] for r in result["systems"]]
     # An index built elsewhere is named by its manifest and used as is; a wrong kind or corpus is refused.
-    from laconic_pyserini.index import IndexFolderError
+    from laconic_pyserini.index.manifest import IndexFolderError
     from laconic_pyserini.spec import SpecError
 
     adopted = parse_system(f"dense:{flat['index']}")

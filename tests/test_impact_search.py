@@ -125,7 +125,8 @@ def test_vector_eval_impact_run_equals_the_lucene_index(tmp_path, data_root, sci
 
 
 def test_index_holds_every_document_and_the_spec(scifact_impact):
-    from laconic_pyserini.index import lucene_document_count, read_index_manifest
+    from laconic_pyserini.index.lucene import lucene_document_count
+    from laconic_pyserini.index.manifest import read_index_manifest
 
     manifest = read_index_manifest(scifact_impact["index"])
     assert manifest["kind"] == "impact"
@@ -201,7 +202,7 @@ def test_stock_pyserini_cli_reproduces_our_run(tmp_path, scifact_impact):
 def test_terms_in_every_document_are_kept(tmp_path, splade_tiny):
     """A term found in every document has idf 0; pyserini's LuceneImpactSearcher (min_idf=0) drops it, we don't."""
     from laconic_pyserini.encode import encode_corpus, iter_vectors
-    from laconic_pyserini.impact_index import build_impact_index
+    from laconic_pyserini.index.impact import build_impact_index
     from laconic_pyserini.searchers.impact import LaconicSearcher
 
     corpus = tmp_path / "corpus.jsonl"
@@ -267,7 +268,7 @@ def test_spec_mismatch_is_refused(scifact_impact, tmp_path):
 
 
 def test_not_an_impact_index(bm25_index, tmp_path, capsys):
-    from laconic_pyserini.index import IndexFolderError
+    from laconic_pyserini.index.manifest import IndexFolderError
     from laconic_pyserini.search import main as search_main
     from laconic_pyserini.searchers.impact import LaconicSearcher
 
@@ -305,8 +306,8 @@ def test_bad_topics_files(scifact_impact, tmp_path, capsys):
 
 def test_encoding_count_mismatch_fails_loudly(scifact_impact, tmp_path):
     """An encoded folder whose parts no longer match its manifest is never indexed."""
-    from laconic_pyserini.impact_index import build_impact_index
-    from laconic_pyserini.index import IndexFolderError
+    from laconic_pyserini.index.impact import build_impact_index
+    from laconic_pyserini.index.manifest import IndexFolderError
 
     copy = tmp_path / "encoded"
     shutil.copytree(scifact_impact["encoded"], copy)

@@ -17,7 +17,7 @@ BEIR = ["arguana", "climate-fever", "dbpedia-entity", "fever", "fiqa", "hotpotqa
 
 
 def test_every_recipe_loads_and_names_a_shipped_encoder():
-    from laconic_pyserini.index_recipe import load_recipe
+    from laconic_pyserini.index.recipe import load_recipe
     from laconic_pyserini.spec import known_specs
 
     specs = known_specs()
@@ -37,7 +37,7 @@ def test_every_recipe_loads_and_names_a_shipped_encoder():
 def test_local_recipes_promise_the_local_corpus_size(data_root):
     """The counts written in the recipes equal the corpora on disk (counted here, not copied)."""
     from laconic_pyserini.data import count_corpus
-    from laconic_pyserini.index_recipe import load_recipe
+    from laconic_pyserini.index.recipe import load_recipe
 
     for dataset in ("scifact", "nfcorpus"):
         corpus = count_corpus(data_root / dataset)
@@ -46,7 +46,7 @@ def test_local_recipes_promise_the_local_corpus_size(data_root):
 
 
 def test_bad_recipes_are_refused(tmp_path):
-    from laconic_pyserini.index_recipe import RecipeError, load_recipe
+    from laconic_pyserini.index.recipe import RecipeError, load_recipe
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("dataset: scifact\nencoder: splade-tiny\ndocuments: 5183\nencode: {batchsize: 8}\n")
@@ -59,8 +59,8 @@ def test_bad_recipes_are_refused(tmp_path):
 
 def test_a_recipe_runs_end_to_end_and_checks_the_count(tmp_path):
     model_dir("splade-tiny")
-    from laconic_pyserini.index import main as index_main
-    from laconic_pyserini.index import lucene_document_count
+    from laconic_pyserini.index.__main__ import main as index_main
+    from laconic_pyserini.index.lucene import lucene_document_count
 
     corpus = tmp_path / "tiny" / "corpus.jsonl"
     corpus.parent.mkdir()

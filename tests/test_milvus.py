@@ -63,7 +63,7 @@ def scifact(data_root):
 
 @pytest.fixture(scope="module")
 def sparse_export(milvus, encoded):
-    from laconic_pyserini.milvus_build import export_to_milvus
+    from laconic_pyserini.index.milvus import export_to_milvus
 
     built = encoded("splade-tiny", "scifact")
     uri = f"milvus://{milvus}/scifact_splade_tiny"
@@ -127,7 +127,7 @@ def test_location_grammar():
 
 def test_sparse_export_records_its_manifest(sparse_export):
     from laconic_pyserini.encode.manifest import read_manifest
-    from laconic_pyserini.milvus_build import entity_count
+    from laconic_pyserini.index.milvus import entity_count
     from laconic_pyserini.milvus_manifest import open_collection
 
     location, client, manifest = open_collection(sparse_export["uri"])
@@ -206,7 +206,7 @@ def test_other_encoder_is_refused(sparse_export, tmp_path, data_root):
 
 
 def test_export_of_another_source_into_it_is_refused(sparse_export, encoded):
-    from laconic_pyserini.milvus_build import export_to_milvus
+    from laconic_pyserini.index.milvus import export_to_milvus
     from laconic_pyserini.milvus_uri import MilvusError
 
     dense = encoded("minilm", "scifact")["index"]
@@ -214,7 +214,7 @@ def test_export_of_another_source_into_it_is_refused(sparse_export, encoded):
         export_to_milvus(dense, sparse_export["uri"], progress=False)
     # The same export again: complete, nothing doubled.
     again = export_to_milvus(sparse_export["encoded"], sparse_export["uri"], progress=False)
-    from laconic_pyserini.milvus_build import entity_count
+    from laconic_pyserini.index.milvus import entity_count
     from laconic_pyserini.milvus_manifest import open_collection
 
     location, client, _ = open_collection(sparse_export["uri"])
@@ -231,7 +231,7 @@ def _index_cli(encoded_dir, uri, **env):
 
 
 def test_kill_during_export_then_rerun_gives_each_document_once(sparse_export, query_impacts):
-    from laconic_pyserini.milvus_build import EXIT_AFTER_ENV, entity_count
+    from laconic_pyserini.index.milvus import EXIT_AFTER_ENV, entity_count
     from laconic_pyserini.milvus_manifest import read_manifest
     from laconic_pyserini.milvus_uri import MilvusError, connect, parse_milvus_uri
     from laconic_pyserini.searchers.milvus import MilvusSearcher
@@ -258,7 +258,7 @@ def test_kill_during_export_then_rerun_gives_each_document_once(sparse_export, q
 # -------------------------------------------------------------------------------------------- dense = faiss
 
 def test_dense_top10_equals_faiss_flat(milvus, encoded, scifact):
-    from laconic_pyserini.milvus_build import export_to_milvus
+    from laconic_pyserini.index.milvus import export_to_milvus
     from laconic_pyserini.searchers.faiss import FaissSearcher
     from laconic_pyserini.searchers.milvus import MilvusSearcher
 
@@ -315,7 +315,7 @@ def test_unreachable_server_and_wrong_port_fail_fast(tmp_path, data_root):
 def test_collection_of_another_kind_and_dimension_mismatch(milvus, sparse_export, encoded):
     from pymilvus import DataType, MilvusClient
 
-    from laconic_pyserini.milvus_build import export_to_milvus
+    from laconic_pyserini.index.milvus import export_to_milvus
     from laconic_pyserini.searchers.milvus import MilvusSearcher
 
     client = MilvusClient(uri=f"http://{milvus}", timeout=10)

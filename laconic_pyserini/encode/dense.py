@@ -29,49 +29,15 @@ from pathlib import Path
 import numpy as np
 
 from ..data import DataError, count_corpus, iter_corpus
-from ..index import MANIFEST, IndexFolderError, _write_manifest, read_index_manifest
+from ..index.faiss import (FORMAT, INDEX_TYPES, build_faiss_index, hnsw_params, is_faiss_folder,
+                           rebuild_faiss_index, write_faiss_folder)
+from ..index.manifest import IndexFolderError, finish_build, read_index_manifest
 from ..spec import EncoderSpec, SpecError, current_spec_dict, load_spec
 
 logger = logging.getLogger(__name__)
 
-INDEX_TYPES = ("flat", "hnsw")
-FORMAT = "laconic-pyserini/faiss-index"
 STATE = "state.json"
 CHUNKS = "chunks"
-
-
-def _hnsw_params(m: int, ef_construction: int, ef_search: int) -> dict:
-    return {"M": m, "ef_construction": ef_construction, "ef_search": ef_search}
-
-
-def build_faiss_index(vectors: np.ndarray, index_type: str = "flat", *, hnsw_m: int = 32,
-                      ef_construction: int = 200, ef_search: int = 128):
-    """An inner-product faiss index over ``vectors`` (float32, one row per document)."""
-    import faiss
-
-    if index_type not in INDEX_TYPES:
-        raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    dimension = vectors.shape[1]
-    if index_type == "flat":
-        index = faiss.IndexFlatIP(dimension)
-    else:
-        index = faiss.IndexHNSWFlat(dimension, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = ef_construction
-        # efSearch is saved with the index, so FaissSearcher gets the same setting without being told.
-        index.hnsw.efSearch = ef_search
-    index.add(vectors)
-    return index
-
-
-def _write_index_folder(folder: Path, index, ids: Sequence[str], manifest: dict) -> None:
-    import faiss
-
-    faiss.write_index(index, str(folder / "index"))
-    with open(folder / "docid", "w", encoding="utf-8") as f:
-        for doc_id in ids:
-            f.write(doc_id + "\n")
-    _write_manifest(folder, manifest)
 
 
 def _finish(partial: Path, output: Path) -> Path:
@@ -80,15 +46,7 @@ def _finish(partial: Path, output: Path) -> Path:
             shutil.rmtree(leftover)
         elif leftover.exists():
             leftover.unlink()
-    if output.exists():
-        shutil.rmtree(output)
-    partial.rename(output)
-    return output
-
-
-def _is_finished(folder: Path) -> bool:
-    manifest = folder / MANIFEST
-    return manifest.is_file() and (folder / "index").is_file() and (folder / "docid").is_file()
+    return finish_build(partial, output)
 
 
 def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, output: str | os.PathLike, *,
@@ -115,7 +73,7 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
              "dtype": dtype, "as_query_documents": as_query}
     state_path = partial / STATE
-    if partial.exists() and _is_finished(partial) and not state_path.exists():
+    if partial.exists() and is_faiss_folder(partial) and not state_path.exists():
         logger.info("%s: a finished index was not yet renamed; finishing", partial)
         return _finish(partial, output)
     if partial.exists():
@@ -173,8 +131,8 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
                 "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
                 "build_seconds": round(build_seconds, 3)}
     if index_type == "hnsw":
-        manifest["hnsw"] = _hnsw_params(hnsw_m, ef_construction, ef_search)
-    _write_index_folder(partial, index, ids, manifest)
+        manifest["hnsw"] = hnsw_params(hnsw_m, ef_construction, ef_search)
+    write_faiss_folder(partial, index, ids, manifest)
     return _finish(partial, output)
 
 
@@ -204,47 +162,6 @@ def _read_chunks(chunks_dir: Path, n_chunks: int) -> tuple[list[str], np.ndarray
             blocks.append(data["vectors"])
             seconds += float(data["seconds"])
     return ids, np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32), seconds
-
-
-def read_faiss_folder(index_dir: str | os.PathLike) -> dict:
-    """The manifest of a faiss index folder written here; a clear error for any other folder."""
-    manifest = read_index_manifest(index_dir)
-    if manifest.get("kind") != "faiss":
-        raise IndexFolderError(f"{index_dir}: a {manifest.get('kind')!r} index, not a faiss index")
-    for name in ("index", "docid"):
-        if not (Path(index_dir) / name).is_file():
-            raise IndexFolderError(f"{Path(index_dir) / name}: missing; rebuild with "
-                                   "`python -m laconic_pyserini.encode.dense`")
-    return manifest
-
-
-def rebuild_faiss_index(flat_dir: str | os.PathLike, output: str | os.PathLike, index_type: str = "hnsw", *,
-                        hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 128) -> Path:
-    """A new index of ``index_type`` over the vectors of a flat index folder (no re-encoding)."""
-    import faiss
-
-    manifest = read_faiss_folder(flat_dir)
-    if manifest["index_type"] != "flat":
-        raise IndexFolderError(f"{flat_dir}: a {manifest['index_type']} index; rebuild from a flat one (HNSW vectors "
-                               "are stored but their graph order would be re-derived from scratch anyway)")
-    flat = faiss.read_index(str(Path(flat_dir) / "index"))
-    vectors = flat.reconstruct_n(0, flat.ntotal)
-    ids = Path(flat_dir, "docid").read_text(encoding="utf-8").splitlines()
-    output = Path(output)
-    partial = output.with_name(output.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    start = time.perf_counter()
-    index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
-                              ef_search=ef_search)
-    new_manifest = {k: v for k, v in manifest.items() if k not in ("package_version", "hnsw")}
-    new_manifest.update(index_type=index_type, build_seconds=round(time.perf_counter() - start, 3),
-                        rebuilt_from=str(flat_dir))
-    if index_type == "hnsw":
-        new_manifest["hnsw"] = _hnsw_params(hnsw_m, ef_construction, ef_search)
-    _write_index_folder(partial, index, ids, new_manifest)
-    return _finish(partial, output)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -19,7 +19,7 @@ class Searcher(Protocol):
 
 def open_searcher(index_dir: str | os.PathLike, *, backend: str | None = None, **options) -> Searcher:
     """Open the searcher that fits the index folder (``backend`` picks among several for one index kind)."""
-    from ..index import IndexFolderError, read_index_manifest
+    from ..index.manifest import IndexFolderError, read_index_manifest
 
     if str(index_dir).startswith("milvus"):
         from .milvus import MilvusSearcher

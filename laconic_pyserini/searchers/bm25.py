@@ -12,7 +12,7 @@ class Bm25Searcher:
 
     def __init__(self, index_dir: str | os.PathLike, *, k1: float = 0.9, b: float = 0.4) -> None:
         from .. import jvm
-        from ..index import read_index_manifest
+        from ..index.manifest import read_index_manifest
 
         manifest = read_index_manifest(index_dir)
         jvm.start()

@@ -1,4 +1,4 @@
-"""Dense search over a faiss index folder written by ``laconic_pyserini.encode.dense``.
+"""Dense search over a faiss index folder written by ``laconic_pyserini.encode.dense`` (:mod:`laconic_pyserini.index.faiss`).
 
 Queries are encoded on the fly with the encoder spec recorded in the index manifest (or a compatible one given
 explicitly). The folder is the one pyserini's ``FaissSearcher`` reads (``index`` + ``docid``); this searcher uses
@@ -23,7 +23,7 @@ class FaissSearcher:
                  dtype: str = "fp32", ef_search: int | None = None, batch_size: int = 32) -> None:
         import faiss
 
-        from ..encode.dense import read_faiss_folder
+        from ..index.faiss import read_faiss_folder
         from ..spec import EncoderSpec, SpecError, load_spec
 
         self.index_dir = Path(index_dir)
@@ -41,7 +41,7 @@ class FaissSearcher:
         self.index = faiss.read_index(str(self.index_dir / "index"))
         self.docids = (self.index_dir / "docid").read_text(encoding="utf-8").splitlines()
         if len(self.docids) != self.index.ntotal:
-            from ..index import IndexFolderError
+            from ..index.manifest import IndexFolderError
 
             raise IndexFolderError(f"{self.index_dir}: {len(self.docids)} doc ids for {self.index.ntotal} vectors; "
                                    "rebuild the index")

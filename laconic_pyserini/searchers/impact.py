@@ -37,7 +37,7 @@ class LaconicSearcher:
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
                  dtype: str = "fp32") -> None:
         from .. import jvm
-        from ..impact_index import read_impact_manifest
+        from ..index.impact import read_impact_manifest
 
         self.index_dir = str(index_dir)
         self.manifest = read_impact_manifest(index_dir)

@@ -1,4 +1,4 @@
-"""Search a Milvus collection exported by :mod:`laconic_pyserini.milvus_build` (``--index milvus://…``).
+"""Search a Milvus collection exported by :mod:`laconic_pyserini.index.milvus` (``--index milvus://…``).
 
 ::
 

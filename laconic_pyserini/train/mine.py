@@ -121,7 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from ..index import IndexFolderError, build_bm25_index
+    from ..index.lucene import build_bm25_index
+    from ..index.manifest import IndexFolderError
 
     try:
         index_dir = args.index

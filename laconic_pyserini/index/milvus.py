@@ -27,10 +27,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from . import __version__
-from .milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, _call, check_field, read_manifest,
+from .. import __version__
+from ..milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, _call, check_field, read_manifest,
                               side_name, term_ids_record, vector_field, vocabulary, write_manifest)
-from .milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
+from ..milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ def _base(vectors: str, spec: dict, documents: int, source: dict, index: dict, r
 
 
 def _sparse_source(source: Path, index_type: str | None):
-    from .encode.manifest import EMPTY_TERM, EncodeError, iter_vectors, read_manifest as read_encoded, verify_parts
-    from .spec import EncoderSpec
+    from ..encode.manifest import EMPTY_TERM, EncodeError, iter_vectors, read_manifest as read_encoded, verify_parts
+    from ..spec import EncoderSpec
 
     try:
         encoded = read_encoded(source)
@@ -133,8 +133,8 @@ def _sparse_source(source: Path, index_type: str | None):
 def _dense_source(source: Path, raw: dict, index_type: str | None):
     import faiss
 
-    from .encode.dense import read_faiss_folder
-    from .encode.manifest import sha256_file
+    from .faiss import read_faiss_folder
+    from ..encode.manifest import sha256_file
 
     read_faiss_folder(source)
     index_type = index_type or DENSE_INDEXES[0]

@@ -6,7 +6,7 @@ term frequency, so Lucene's score of a query is exactly the dot product of the q
 
 The index folder's ``manifest.json`` records ``kind: "impact"``, the document count (checked against the encoding
 manifest: a mismatch is an error, never a warning), the encoder spec copied from the encoding, and the encoded
-folder's path, from which a Seismic index can be built later (:mod:`laconic_pyserini.searchers.seismic`).
+folder's path, from which a Seismic index can be built later (:mod:`laconic_pyserini.index.seismic`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .index import IndexFolderError, _finish, _write_manifest, lucene_document_count, run_index_collection
+from .lucene import lucene_document_count, run_index_collection
+from .manifest import IndexFolderError, finish_build, read_index_manifest, write_index_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
     The part files are checked against the encoding manifest's sha256 first, so a modified collection is never
     indexed. ``optimize`` merges the index into one segment (slower to build, a little faster to search).
     """
-    from .encode.manifest import EncodeError, read_manifest, verify_parts
+    from ..encode.manifest import EncodeError, read_manifest, verify_parts
 
     encoded_dir = Path(encoded_dir).resolve()
     index_dir = Path(index_dir)
@@ -67,7 +68,7 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
             f"{partial}: Anserini indexed {indexed} documents but {encoded_dir / 'manifest.json'} lists "
             f"{manifest.documents}; see the IndexCollection log above (unindexable / empty / errors) and re-encode "
             "the folder if its files were changed")
-    _write_manifest(partial, {
+    write_index_manifest(partial, {
         "kind": KIND,
         "documents": indexed,
         "spec": spec,
@@ -79,19 +80,17 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
                      "impact": True, "pretokenized": True, "optimize": optimize},
     })
     logger.info("impact index of %d documents (%s) -> %s", indexed, spec.get("name"), index_dir)
-    return _finish(partial, index_dir)
+    return finish_build(partial, index_dir)
 
 
 def _empty_term() -> str:
-    from .encode.manifest import EMPTY_TERM
+    from ..encode.manifest import EMPTY_TERM
 
     return EMPTY_TERM
 
 
 def read_impact_manifest(index_dir: str | os.PathLike) -> dict:
     """The manifest of an impact index; a clear error for any other folder."""
-    from .index import read_index_manifest
-
     manifest = read_index_manifest(index_dir)
     kind = manifest.get("kind")
     if kind != KIND:

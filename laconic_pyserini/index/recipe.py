@@ -23,7 +23,7 @@ import logging
 import os
 from pathlib import Path
 
-from .yaml_file import read_yaml_mapping
+from ..yaml_file import read_yaml_mapping
 
 logger = logging.getLogger(__name__)
 
@@ -68,9 +68,9 @@ def load_recipe(path: str | os.PathLike) -> dict:
 def run_recipe(path: str | os.PathLike, work: str | os.PathLike = "work", *, threads: int | None = None,
                device: str | None = None) -> Path:
     """Encode and index one recipe under ``work``; returns the index folder. ``device`` overrides the recipe's."""
-    from .encode import encode_corpus, read_manifest
-    from .impact_index import build_impact_index
-    from .index import IndexFolderError, read_index_manifest
+    from ..encode import encode_corpus, read_manifest
+    from .impact import build_impact_index
+    from .manifest import IndexFolderError, read_index_manifest
 
     recipe = load_recipe(path)
     work = Path(work)

@@ -1,0 +1,81 @@
+"""Anserini index builds, run through the JVM in-process.
+
+BM25 (issue: foundation)::
+
+    python -m laconic_pyserini.index --bm25 --input BEIR_DIR_OR_NAME --index DIR [--fields flat|multifield] [--threads N]
+
+``flat`` joins title and text into ``contents`` (Anserini's BeirFlatCollection); ``multifield`` keeps ``title`` as
+its own field (BeirMultifieldCollection) and searches ``contents`` and ``title`` with weight 1 each.
+
+Impact (learned sparse vectors written by ``python -m laconic_pyserini.encode``)::
+
+    python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize]
+
+A recipe (``index_recipes/*.yaml``: encode a dataset, then index it, then check the document count)::
+
+    python -m laconic_pyserini.index --recipe index_recipes/scifact.splade-tiny.yaml [--work DIR]
+
+Every index folder gets a ``manifest.json`` (what was indexed, with what, how many documents) that searchers read.
+A build goes to ``DIR.partial`` and is renamed when complete, so a crash never leaves a half index under ``DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from ..data import DataError
+from ..spec import SpecError
+from .impact import build_impact_index
+from .lucene import FIELDS, build_bm25_index
+from .manifest import IndexFolderError, read_index_manifest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.index", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bm25", action="store_true", help="build a BM25 index of a BEIR corpus")
+    parser.add_argument("--input", help="BEIR folder or dataset name (--bm25), or an encoded collection folder")
+    parser.add_argument("--index", help="output index folder, or milvus://HOST:PORT/COLLECTION")
+    parser.add_argument("--fields", choices=FIELDS, default="flat")
+    parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
+    parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
+    parser.add_argument("--recipe", help="an index_recipes/*.yaml file: encode, index and check the count")
+    parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
+    parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
+    from .milvus import add_arguments as add_milvus_arguments
+
+    add_milvus_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.recipe is None and (args.input is None or args.index is None):
+        parser.error("--input and --index are required (or --recipe)")
+    try:
+        if args.recipe:
+            from ..encode.manifest import EncodeError
+            from .recipe import RecipeError, run_recipe
+
+            try:
+                path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
+            except (RecipeError, EncodeError) as exc:
+                raise IndexFolderError(str(exc)) from None
+        elif args.index.startswith("milvus"):
+            from .milvus import main_export
+
+            return main_export(args)
+        elif args.bm25:
+            path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
+        else:
+            path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
+    except (DataError, IndexFolderError, SpecError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    manifest = read_index_manifest(path)
+    print(f"{path}\t{manifest['documents']} documents")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
