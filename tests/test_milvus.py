@@ -22,35 +22,22 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    from laconic_pyserini.milvus_server import free_loopback_port
+
+    return free_loopback_port()
 
 
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory):
     """``127.0.0.1:PORT`` of a Milvus server (milvus-lite's real binary) that lives as long as this module."""
+    from laconic_pyserini.milvus_server import LocalMilvus
+    from laconic_pyserini.milvus_uri import MilvusError
+
     try:
-        from milvus_lite.server import Server
-        from pymilvus import MilvusClient
-    except ImportError as exc:
-        pytest.fail(f"{exc}: install the milvus extra: pip install -e '.[milvus]' "
-                    "(milvus-lite==2.5.1, pymilvus>=2.5,<2.6, setuptools<80)")
-    folder = tmp_path_factory.mktemp("milvus-server")
-    port = _free_port()
-    server = Server(str(folder / "milvus.db"), address=f"127.0.0.1:{port}")
-    assert server.start(), "the milvus-lite server did not start (see its log above)"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            MilvusClient(uri=f"http://127.0.0.1:{port}", timeout=2).close()
-            break
-        except Exception:
-            if time.monotonic() > deadline:
-                server.stop()
-                pytest.fail(f"the milvus-lite server on 127.0.0.1:{port} did not answer within 60 s")
-            time.sleep(0.5)
-    yield f"127.0.0.1:{port}"
+        server = LocalMilvus(tmp_path_factory.mktemp("milvus-server")).__enter__()
+    except MilvusError as exc:
+        pytest.fail(f"{exc} (the test extra: pip install -e '.[dev]')")
+    yield server.address
     server.stop()
 
 
