@@ -104,7 +104,8 @@ def sparse_part(args, uri: str, pid: int | None, data_dir: Path | None) -> dict:
     manifest = export_to_milvus(args.encoded, uri, batch_size=args.batch_size, progress=False)
     seconds = time.perf_counter() - start
     documents = manifest["documents"]
-    result.update(documents=documents, export_seconds=round(seconds, 2), export_docs_per_s=round(documents / seconds, 1))
+    result.update(documents=documents, export_seconds=round(seconds, 2),
+                  export_docs_per_s=round(documents / seconds, 1))
     lucene = LaconicSearcher(args.index)
     milvus = MilvusSearcher(uri)
     vectors = read_pre_encoded(args.pre_encoded, lucene.spec)
@@ -165,7 +166,7 @@ def main() -> None:
     parser.add_argument("--encoded", required=True, help="encoded collection (python -m laconic_pyserini.encode)")
     parser.add_argument("--index", required=True, help="the Lucene impact index of the same collection")
     parser.add_argument("--pre-encoded", required=True, help="queries.tsv (python -m laconic_pyserini.encode.query)")
-    parser.add_argument("--dense", help="a faiss flat folder of the same corpus (python -m laconic_pyserini.encode.dense)")
+    parser.add_argument("--dense", help="a faiss flat folder of the same corpus (laconic_pyserini.encode.dense)")
     parser.add_argument("--topics", default="scifact", help="--dense: topics whose texts are encoded")
     parser.add_argument("--uri", help="milvus://HOST:PORT/COLLECTION (default: a local server for this run)")
     parser.add_argument("--batch-size", type=int, default=1000, help="documents per upsert")

@@ -265,7 +265,8 @@ def add_arguments(parser) -> None:
     group = parser.add_argument_group("Milvus (--index milvus://HOST:PORT/COLLECTION)")
     group.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="documents per upsert")
     group.add_argument("--milvus-index", default=None,
-                       help="sparse: SPARSE_INVERTED_INDEX (default) or SPARSE_WAND; dense: FLAT (default, exact) or HNSW")
+                       help="sparse: SPARSE_INVERTED_INDEX (default) or SPARSE_WAND; "
+                       "dense: FLAT (default, exact) or HNSW")
     group.add_argument("--shards", type=int, default=None, help="shards of a new collection (default: the server's)")
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
