@@ -63,7 +63,9 @@ class MilvusSearcher:
         if self.query_weights == "float":
             if not all(isinstance(q, str) for q in queries.values()):
                 raise ValueError("float query weights come from the encoder: give query texts, not impact vectors")
-            weights = self.queries.encoder.encode_queries(list(queries.values()))
+            texts, weights = list(queries.values()), []
+            for start in range(0, len(texts), self.batch_size):
+                weights.extend(self.queries.encoder.encode_queries(texts[start:start + self.batch_size]))
             vectors = dict(zip(queries, ({t: float(w) for t, w in v.items() if w > 0} for v in weights)))
         else:
             vectors = self.queries.vectors(queries)
