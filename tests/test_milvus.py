@@ -318,3 +318,18 @@ def test_collection_of_another_kind_and_dimension_mismatch(milvus, sparse_export
     assert client.get_collection_stats("someone_elses")["row_count"] == 0  # untouched
     assert not client.has_collection("someone_elses__laconic")
     _timed_error(lambda: MilvusSearcher(f"milvus://{milvus}/no_such_collection"), "no such collection")
+
+
+def test_embedded_milvus_lite_file_is_the_same_grammar(tmp_path, encoded, scifact):
+    from laconic_pyserini.index.milvus import export_to_milvus
+    from laconic_pyserini.searchers.faiss import FaissSearcher
+    from laconic_pyserini.searchers.milvus import MilvusSearcher
+
+    folder = encoded("minilm", "scifact")["index"]
+    uri = f"milvus://{tmp_path}/embedded.db/scifact_minilm"
+    assert export_to_milvus(folder, uri, progress=False)["documents"] == 5183
+    topics = dict(list(scifact["topics"].items())[:5])
+    expected = FaissSearcher(folder).batch_search(topics, 10)
+    got = MilvusSearcher(uri).batch_search(topics, 10)
+    for qid in topics:
+        same_ranking(expected[qid], got[qid], rel=1e-5)
