@@ -33,7 +33,7 @@ def side_name(collection: str) -> str:
     return collection + SIDE_SUFFIX
 
 
-def _call(location: MilvusLocation, what: str, function, *args, **kwargs):
+def bounded_call(location: MilvusLocation, what: str, function, *args, **kwargs):
     """``function(*args, **kwargs)`` bounded by the location's timeout; a :class:`MilvusError` saying ``what``."""
     from pymilvus.exceptions import MilvusException
 
@@ -50,9 +50,9 @@ def _call(location: MilvusLocation, what: str, function, *args, **kwargs):
 def read_manifest(client, location: MilvusLocation) -> dict | None:
     """The collection's manifest, or None when it has no side collection."""
     side = side_name(location.collection)
-    if not _call(location, f"looking up {side}", client.has_collection, side):
+    if not bounded_call(location, f"looking up {side}", client.has_collection, side):
         return None
-    rows = _call(location, f"reading {side}", client.query, side, filter=f'key == "{KEY}"',
+    rows = bounded_call(location, f"reading {side}", client.query, side, filter=f'key == "{KEY}"',
                  output_fields=["value"], consistency_level="Strong")
     if not rows:
         return None
@@ -75,7 +75,7 @@ def write_manifest(client, location: MilvusLocation, manifest: dict) -> None:
     text = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
     if len(text.encode("utf-8")) > _MAX_JSON:
         raise MilvusError(f"{location.uri}: the manifest is {len(text)} bytes, more than a VARCHAR holds")
-    if not _call(location, f"looking up {side}", client.has_collection, side):
+    if not bounded_call(location, f"looking up {side}", client.has_collection, side):
         schema = client.create_schema(auto_id=False, description=f"laconic-pyserini manifest of {location.collection}")
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
         schema.add_field("value", DataType.VARCHAR, max_length=_MAX_JSON)
@@ -83,9 +83,9 @@ def write_manifest(client, location: MilvusLocation, manifest: dict) -> None:
         schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
         index = client.prepare_index_params()
         index.add_index("unused", index_type="FLAT", metric_type="L2")
-        _call(location, f"creating {side}", client.create_collection, side, schema=schema, index_params=index,
+        bounded_call(location, f"creating {side}", client.create_collection, side, schema=schema, index_params=index,
               consistency_level="Strong")
-    _call(location, f"writing the manifest into {side}", client.upsert, side,
+    bounded_call(location, f"writing the manifest into {side}", client.upsert, side,
           [{"key": KEY, "value": text, "unused": [0.0, 0.0]}])
 
 
@@ -94,9 +94,10 @@ def vector_field(client, location: MilvusLocation) -> dict | None:
     no collection of that name."""
     from pymilvus import DataType
 
-    if not _call(location, f"looking up {location.collection}", client.has_collection, location.collection):
+    if not bounded_call(location, f"looking up {location.collection}", client.has_collection, location.collection):
         return None
-    described = _call(location, f"describing {location.collection}", client.describe_collection, location.collection)
+    described = bounded_call(location, f"describing {location.collection}", client.describe_collection,
+                             location.collection)
     found, primary = [], None
     for f in described["fields"]:
         if f["type"] == DataType.SPARSE_FLOAT_VECTOR:
@@ -137,11 +138,11 @@ def open_collection(uri: str) -> tuple[MilvusLocation, object, dict]:
         raise MilvusError(f"{uri}: the export is not finished ({manifest.get('committed', 0)} of "
                           f"{manifest.get('documents')} documents); rerun the same index command to finish it")
     check_field(location, field, manifest["vectors"], manifest.get("dimension"), "its manifest")
-    state = _call(location, f"checking that {location.collection} is loaded", client.get_load_state,
+    state = bounded_call(location, f"checking that {location.collection} is loaded", client.get_load_state,
                   location.collection)
     if str(state.get("state")) != "Loaded":
         logger.info("%s: loading the collection", uri)
-        _call(location, f"loading {location.collection}", client.load_collection, location.collection,
+        bounded_call(location, f"loading {location.collection}", client.load_collection, location.collection,
               timeout=max(location.timeout, 600.0))
     return location, client, manifest
 

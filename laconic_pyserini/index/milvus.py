@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
-from ..milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, _call, check_field, read_manifest,
+from ..milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, bounded_call, check_field, read_manifest,
                               side_name, term_ids_record, vector_field, vocabulary, write_manifest)
 from ..milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
 
@@ -211,7 +211,7 @@ def _create(client, location: MilvusLocation, target: dict) -> None:
         extra = {"M": index["M"], "efConstruction": index["efConstruction"]} if index["type"] == "HNSW" else {}
         params.add_index(FIELDS["dense"], index_type=index["type"], metric_type="IP", params=extra)
     options = {"num_shards": index["shards"]} if index.get("shards") else {}
-    _call(location, f"creating {location.collection}", client.create_collection, location.collection,
+    bounded_call(location, f"creating {location.collection}", client.create_collection, location.collection,
           schema=schema, index_params=params, **options)
 
 
@@ -229,7 +229,7 @@ def _write(client, location: MilvusLocation, manifest: dict, rows: Iterator[dict
             if len(batch) < batch_size and manifest["committed"] + len(batch) < manifest["documents"]:
                 continue
             # An upsert, not an insert: after a kill, the first batch may already be on the server.
-            _call(location, f"upserting {len(batch)} documents", client.upsert, location.collection, batch)
+            bounded_call(location, f"upserting {len(batch)} documents", client.upsert, location.collection, batch)
             sent += 1
             if exit_after and sent >= exit_after:
                 os._exit(137)
@@ -245,8 +245,8 @@ def _write(client, location: MilvusLocation, manifest: dict, rows: Iterator[dict
 def _finish(client, location: MilvusLocation, manifest: dict) -> None:
     """Seal the segments, wait for the index and the load, and check the entity count."""
     long = max(location.timeout, 600.0)
-    _call(location, f"flushing {location.collection}", client.flush, location.collection, timeout=long)
-    _call(location, f"loading {location.collection}", client.load_collection, location.collection, timeout=long)
+    bounded_call(location, f"flushing {location.collection}", client.flush, location.collection, timeout=long)
+    bounded_call(location, f"loading {location.collection}", client.load_collection, location.collection, timeout=long)
     count = entity_count(client, location)
     if count != manifest["documents"]:
         raise MilvusError(f"{location.uri}: holds {count} entities after the export, not {manifest['documents']}; "
@@ -255,7 +255,7 @@ def _finish(client, location: MilvusLocation, manifest: dict) -> None:
 
 def entity_count(client, location: MilvusLocation) -> int:
     """Live entities (upserted rows counted once), read with strong consistency."""
-    rows = _call(location, f"counting {location.collection}", client.query, location.collection, filter="",
+    rows = bounded_call(location, f"counting {location.collection}", client.query, location.collection, filter="",
                  output_fields=["count(*)"], consistency_level="Strong")
     return int(rows[0]["count(*)"])
 

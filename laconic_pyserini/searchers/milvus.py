@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from ..milvus_manifest import FIELDS, ID_FIELD, _call, check_term_ids, open_collection, vocabulary
+from ..milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
 from ..milvus_uri import MilvusError
 from ..run import Hits, Run
 from ..spec import EncoderSpec, load_spec
@@ -128,7 +128,7 @@ class MilvusSearcher:
             params["params"]["drop_ratio_search"] = 0.0  # exact: no query term is dropped
         elif self.manifest["index"]["type"] == "HNSW":
             params["params"]["ef"] = max(k, self.manifest["index"].get("ef", 128))
-        answer = _call(self.location, f"searching {len(qids)} queries", self.client.search,
+        answer = bounded_call(self.location, f"searching {len(qids)} queries", self.client.search,
                        self.location.collection, data=[vectors[q] for q in qids], anns_field=self.field, limit=k,
                        search_params=params, output_fields=[])
         run = {}
