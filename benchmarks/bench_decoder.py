@@ -85,7 +85,8 @@ def scifact_docs(n: int, spec) -> list[str]:
 
 
 def scifact_queries(n: int, spec) -> list[str]:
-    from laconic_pyserini.data import load_topics, resolve_dataset
+    from laconic_pyserini.data import resolve_dataset
+    from laconic_pyserini.topics import load_topics
 
     topics = load_topics(resolve_dataset(SCIFACT), "test")
     return [spec.query_text(text) for _, text in sorted(topics.items(), key=lambda kv: int(kv[0]))[:n]]

@@ -47,7 +47,7 @@ def main() -> None:
 
     import torch
 
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.index.faiss import rebuild_faiss_index
     from laconic_pyserini.eval import evaluate
     from laconic_pyserini.searchers.faiss import FaissSearcher

@@ -136,7 +136,7 @@ def sparse_part(args, uri: str, pid: int | None, data_dir: Path | None) -> dict:
 
 
 def dense_part(args, uri: str, pid: int | None) -> dict:
-    from laconic_pyserini.data import load_topics
+    from laconic_pyserini.topics import load_topics
     from laconic_pyserini.index.milvus import export_to_milvus
     from laconic_pyserini.searchers.faiss import FaissSearcher
     from laconic_pyserini.searchers.milvus import MilvusSearcher

@@ -178,7 +178,7 @@ def main() -> None:
     results["throughput_qps"] = throughput
 
     if args.topics:
-        from laconic_pyserini.data import load_topics
+        from laconic_pyserini.topics import load_topics
 
         topics = load_topics(args.topics, "test")
         texts = [topics[q] for q in qids if q in topics]

@@ -29,7 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import DataError, load_qrels, load_topics, resolve_dataset
+from .data import DataError, resolve_dataset
+from .topics import load_qrels, load_topics
 from .eval import DEFAULT_MEASURES, evaluate
 from .index.manifest import IndexFolderError, read_index_manifest
 from .spec import EncoderSpec, SpecError, load_spec
@@ -108,8 +109,12 @@ def _build_key(system: System, corpus: dict) -> dict:
 
 
 def build_system(system: System, dataset: Path, work: Path, *, batch_size: int = 32, threads: int = 2,
-                 reuse: bool = True) -> dict:
-    """Build (or reuse) the system's index under ``work``; returns the build record (index path, timings)."""
+                 reuse: bool = True, docs_as_queries: bool = False) -> dict:
+    """Build (or reuse) the system's index under ``work``; returns the build record (index path, timings).
+
+    ``docs_as_queries``: the documents take the query prefix (BEIR Quora, CQADupStack), decided by the caller from
+    the dataset's name, since ``dataset`` here is already a folder.
+    """
     from .encode.source import describe_corpus
 
     corpus = describe_corpus(dataset)
@@ -130,6 +135,25 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
             return record
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    encode_seconds, extra = _build_index(system, dataset, folder, work, key, batch_size=batch_size, threads=threads,
+                                         docs_as_queries=docs_as_queries)
+    manifest = read_index_manifest(index_dir)
+    record = {"key": key, "index": str(index_dir), "documents": manifest["documents"],
+              "encode_seconds": round(encode_seconds, 3), "build_seconds": round(time.perf_counter() - start, 3),
+              **extra}
+    if system.kind == "dense":
+        record["dimension"] = manifest["dimension"]
+    tmp = record_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, record_path)
+    return record
+
+
+def _build_index(system: System, dataset: Path, folder: Path, work: Path, key: dict, *, batch_size: int,
+                 threads: int, docs_as_queries: bool) -> tuple[float, dict]:
+    """Encode and index one system into ``folder/index``; returns the encoding seconds and extra record fields."""
+    index_dir = folder / "index"
+    start = time.perf_counter()
     extra: dict = {}
     if system.kind == "bm25":
         from .index.lucene import build_bm25_index
@@ -140,7 +164,8 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
         from .encode import encode_corpus
         from .index.impact import build_impact_index
 
-        encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size, progress=False)
+        encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size, progress=False,
+                                docs_as_queries=docs_as_queries)
         encode_seconds = time.perf_counter() - start
         build_impact_index(folder / "encoded", index_dir, threads=threads)
         counts = encoded.counts
@@ -153,18 +178,10 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
         if flat is not None:  # HNSW over vectors already encoded for the flat system: no second encoding
             rebuild_faiss_index(flat, index_dir, system.index_type)
         else:
-            encode_dense_corpus(dataset, system.spec, index_dir, index_type=system.index_type, batch_size=batch_size)
+            encode_dense_corpus(dataset, system.spec, index_dir, index_type=system.index_type, batch_size=batch_size,
+                                as_query=docs_as_queries)
         encode_seconds = read_index_manifest(index_dir)["encode_seconds"]
-    manifest = read_index_manifest(index_dir)
-    record = {"key": key, "index": str(index_dir), "documents": manifest["documents"],
-              "encode_seconds": round(encode_seconds, 3), "build_seconds": round(time.perf_counter() - start, 3),
-              **extra}
-    if system.kind == "dense":
-        record["dimension"] = manifest["dimension"]
-    tmp = record_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, record_path)
-    return record
+    return encode_seconds, extra
 
 
 def _adopt(system: System, corpus: dict) -> dict:
@@ -214,6 +231,9 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     names = [s.name for s in parsed]
     if len(set(names)) != len(names):
         raise SpecError(f"--system given twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    from .encode.source import resolve_docs_as_queries
+
+    questions = resolve_docs_as_queries(dataset)
     dataset_dir = resolve_dataset(dataset)
     output = Path(output)
     work_dir = Path(work) if work else output / "systems"
@@ -223,9 +243,9 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     for system in parsed:
         logger.info("== %s", system.name)
         record = build_system(system, dataset_dir, work_dir, batch_size=batch_size, threads=build_threads,
-                              reuse=reuse)
+                              reuse=reuse, docs_as_queries=questions)
         run_path = work_dir / system.slug / f"run.{split}.trec"
-        stats = measure_in_child(system.kind, record["index"], topics, run_path, hits=hits,
+        stats = measure_in_child(record["index"], topics, run_path, hits=hits,
                                  remove_query=remove_query, threads=threads, batch_size=batch_size)
         from .run import read_trec_run
 

@@ -13,7 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .data import DataError, load_qrels
+from .data import DataError
+from .topics import load_qrels
 from .run import Run, read_trec_run
 
 DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000")

@@ -17,11 +17,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .run import Hits, remove_self_hits, write_trec_run
+from .run import Hits, fetch_depth, kept_hits, write_trec_run
 
 logger = logging.getLogger(__name__)
-
-KINDS = ("bm25", "sparse", "dense")
 
 
 @dataclass
@@ -60,61 +58,37 @@ def _rss() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-class _Adapter:
-    """encode(text) -> query representation; search(representation, k) -> hits; one per kind of index."""
-
-    def __init__(self, kind: str, index_dir: str, batch_size: int) -> None:
-        from .searchers import open_searcher
-
-        self.kind = kind
-        self.searcher = open_searcher(index_dir, **({"batch_size": batch_size} if kind != "bm25" else {}))
-
-    def encode(self, text: str):
-        if self.kind == "bm25":
-            return text  # Lucene analyses the text inside search: BM25 has no separate encoding step
-        if self.kind == "sparse":
-            return self.searcher.queries.encode([text])[0]
-        return self.searcher.encode_queries([text])
-
-    def search(self, encoded, k: int) -> Hits:
-        if self.kind == "bm25":
-            return self.searcher.search(encoded, k)
-        if self.kind == "sparse":
-            return self.searcher.search_vector(encoded, k)
-        return self.searcher.search_vectors(encoded, k)[0]
-
-
-def measure_serving(kind: str, index_dir: str, topics: dict[str, str], run_path: str, *, hits: int = 1000,
+def measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, hits: int = 1000,
                     remove_query: bool = False, threads: int = 1, batch_size: int = 32) -> ServingStats:
-    """Open ``index_dir``, answer every topic one at a time (timed), write the run to ``run_path``."""
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, not {kind!r}")
+    """Open ``index_dir`` (its searcher from the registry), answer every topic one at a time (timed), write the run
+    to ``run_path``."""
+    from .searchers import find_backend, kind_of
+
     _limit_threads(threads)
     rss_start = _rss()
     start = time.perf_counter()
-    adapter = _Adapter(kind, index_dir, batch_size)
+    backend = find_backend(kind_of(index_dir), where=index_dir)
+    searcher = backend.open(index_dir, **({"batch_size": batch_size} if backend.takes("batch_size") else {}))
     qids = list(topics)
-    k = hits + 1 if remove_query else hits
+    k = fetch_depth(hits, remove_query)
     if qids:  # warm-up: lazily loaded models and first-touch index pages count as loading, not as a query
-        adapter.search(adapter.encode(topics[qids[0]]), k)
-    load_seconds = time.perf_counter() - start
-    rss_loaded = _rss()
-    stats = ServingStats(rss_start_bytes=rss_start, rss_loaded_bytes=rss_loaded, rss_served_bytes=0,
-                         load_seconds=round(load_seconds, 3), queries=len(qids), threads=threads)
+        searcher.search_encoded(searcher.encode_query(topics[qids[0]]), k)
+    stats = ServingStats(rss_start_bytes=rss_start, rss_loaded_bytes=_rss(), rss_served_bytes=0,
+                         load_seconds=round(time.perf_counter() - start, 3), queries=len(qids), threads=threads)
     run: dict[str, Hits] = {}
     terms = []
     for qid in qids:
         t0 = time.perf_counter()
-        encoded = adapter.encode(topics[qid])
+        encoded = searcher.encode_query(topics[qid])
         # BM25 has no encoding step of its own (Lucene analyses inside search): its share is 0, not call overhead.
-        t1 = t0 if kind == "bm25" else time.perf_counter()
-        found = adapter.search(encoded, k)
+        t1 = time.perf_counter() if searcher.encodes_queries else t0
+        found = searcher.search_encoded(encoded, k)
         t2 = time.perf_counter()
         stats.encode_ms.append((t1 - t0) * 1000)
         stats.search_ms.append((t2 - t1) * 1000)
-        if kind == "sparse":
+        if isinstance(encoded, dict):  # a sparse query: its terms are what Lucene looks up
             terms.append(len(encoded))
-        run[qid] = remove_self_hits(qid, found)[:hits] if remove_query else found
+        run[qid] = kept_hits(qid, found, hits, remove_query)
     stats.rss_served_bytes = _rss()
     if terms:
         stats.avg_query_terms = round(sum(terms) / len(terms), 2)
@@ -137,14 +111,14 @@ def _limit_threads(threads: int) -> None:
         pass
 
 
-def _child(kind: str, index_dir: str, topics: dict[str, str], run_path: str, stats_path: str, options: dict) -> None:
-    stats = measure_serving(kind, index_dir, topics, run_path, **options)
+def _child(index_dir: str, topics: dict[str, str], run_path: str, stats_path: str, options: dict) -> None:
+    stats = measure_serving(index_dir, topics, run_path, **options)
     tmp = stats_path + ".tmp"
     Path(tmp).write_text(json.dumps(asdict(stats)), encoding="utf-8")
     os.replace(tmp, stats_path)
 
 
-def measure_in_child(kind: str, index_dir: str | os.PathLike, topics: dict[str, str], run_path: str | os.PathLike,
+def measure_in_child(index_dir: str | os.PathLike, topics: dict[str, str], run_path: str | os.PathLike,
                      **options) -> ServingStats:
     """:func:`measure_serving` in a fresh spawned interpreter; a failure there raises here."""
     import multiprocessing
@@ -153,7 +127,7 @@ def measure_in_child(kind: str, index_dir: str | os.PathLike, topics: dict[str, 
     if os.path.exists(stats_path):
         os.remove(stats_path)
     context = multiprocessing.get_context("spawn")
-    process = context.Process(target=_child, args=(kind, str(index_dir), topics, str(run_path), stats_path, options))
+    process = context.Process(target=_child, args=(str(index_dir), topics, str(run_path), stats_path, options))
     process.start()
     process.join()
     if process.exitcode != 0 or not os.path.exists(stats_path):

@@ -206,22 +206,26 @@ def encoders_dir() -> Path:
 
 def known_specs() -> dict[str, EncoderSpec]:
     """Every shipped spec by name."""
-    import yaml
+    from .yaml_file import read_yaml_mapping
 
     specs = {}
     for path in sorted(encoders_dir().glob("*.yaml")):
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = yaml.safe_load(f)
-            except yaml.YAMLError as exc:
-                raise SpecError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise SpecError(f"{path}: an encoder spec must be a mapping of fields")
+        data = read_yaml_mapping(path, SpecError, missing="the shipped specs are in encoders/",
+                                 shape="encoder spec fields (name, model, kind, ...)")
         data.setdefault("name", path.stem)
         if data["name"] != path.stem:
             raise SpecError(f"{path}: name {data['name']!r} differs from the file name; rename one of them")
         specs[path.stem] = EncoderSpec.from_dict(data, source=str(path))
     return specs
+
+
+def _spec_by_hub_id(encoder: str, specs: dict[str, EncoderSpec]) -> EncoderSpec | None:
+    """The one shipped spec whose model is the hub id ``encoder``; two are an error naming both."""
+    matches = sorted(name for name, spec in specs.items() if spec.model == encoder)
+    if len(matches) > 1:
+        raise SpecError(f"--encoder {encoder!r} is the model of several shipped specs ({', '.join(matches)}); "
+                        "pass the spec name instead")
+    return specs[matches[0]] if matches else None
 
 
 def load_spec(encoder: str, *, tokenizer: str | None = None, **overrides) -> EncoderSpec:
@@ -231,11 +235,7 @@ def load_spec(encoder: str, *, tokenizer: str | None = None, **overrides) -> Enc
     values; ``None`` values are ignored so CLI flags can be passed through unconditionally.
     """
     specs = known_specs()
-    spec = specs.get(encoder)
-    if spec is None:
-        by_model = [s for s in specs.values() if s.model == encoder]
-        if by_model:
-            spec = by_model[0]
+    spec = specs.get(encoder) or _spec_by_hub_id(encoder, specs)
     if spec is None:
         path = Path(encoder).expanduser()
         if path.is_dir():

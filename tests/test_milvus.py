@@ -43,7 +43,7 @@ def milvus(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def scifact(data_root):
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
 
     return {"topics": load_topics(data_root / "scifact", "test"), "qrels": load_qrels(data_root / "scifact", "test")}
 

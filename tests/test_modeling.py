@@ -12,24 +12,25 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from conftest import MODELS_ROOT, model_dir, require  # noqa: E402
 
 from laconic_pyserini.modeling.bidirectional import (  # noqa: E402
     SUPPORTED_MODEL_TYPES, UnsupportedArchitectureError, is_bidirectional, make_bidirectional)
-from laconic_pyserini.modeling.sparse_encoder import load_sparse_encoder, special_token_ids  # noqa: E402
+from laconic_pyserini.modeling.sparse_encoder import load_sparse_encoder  # noqa: E402
+from laconic_pyserini.modeling.tokenization import special_token_ids  # noqa: E402
 from laconic_pyserini.modeling.sparse_head import keep_top_k, max_pool_logits, sparse_pool  # noqa: E402
 from laconic_pyserini.quantize import quantize  # noqa: E402
 from laconic_pyserini.spec import SpecError, load_spec  # noqa: E402
 
-MODELS = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models")).expanduser()
-LLAMA3_TOKENIZER = MODELS / "llama3-tokenizer"
-SPLADE_TINY = MODELS / "splade-tiny"
+LLAMA3_TOKENIZER = MODELS_ROOT / "llama3-tokenizer"
+SPLADE_TINY = MODELS_ROOT / "splade-tiny"
 
-needs_llama3_tokenizer = pytest.mark.skipif(not (LLAMA3_TOKENIZER / "tokenizer.json").exists(),
-                                            reason="run ../shared/assets/fetch-models.sh")
-needs_splade_tiny = pytest.mark.skipif(not (SPLADE_TINY / "model.safetensors").exists(),
-                                       reason="run ../shared/assets/fetch-models.sh")
+# A missing model fails the test (conftest's fixtures say how to fetch it); it never skips.
+needs_llama3_tokenizer = pytest.mark.usefixtures("llama3_tokenizer")
+needs_splade_tiny = pytest.mark.usefixtures("splade_tiny_dir")
 
 TEXTS = [
     "Heart attack symptoms include chest pain and shortness of breath.",
@@ -308,7 +309,7 @@ def test_batch_composition_does_not_change_a_vector(tiny_llama_dir):
 
 @needs_llama3_tokenizer
 def test_lora_adapter_over_base_equals_merged(tiny_llama_dir, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = require("peft", "pip install 'peft>=0.12' (a dependency in setup.cfg)")
     base = transformers.LlamaForCausalLM.from_pretrained(tiny_llama_dir)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                      init_lora_weights=False))
@@ -429,12 +430,12 @@ SPLADE_VOCAB = 30522
 
 # -------------------------------------------------------------------------------------------- SmolLM2 (GGUF)
 
-SMOLLM2 = MODELS / "smollm2-135m-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@pytest.mark.skipif(not SMOLLM2.exists(), reason="run ../shared/assets/fetch-models.sh")
 def test_smollm2_gguf_through_the_laconic_path():
     """A real Llama-architecture checkpoint: GGUF weights and tokenizer, bidirectional, no BOS, top-512 terms."""
+    model_dir("smollm2-135m-gguf", needs=SMOLLM2_GGUF)
     encoder = load_sparse_encoder(load_spec("smollm2-135m"))
     assert is_bidirectional(encoder.model) and encoder.vocab_size == 49_152
     fed = []

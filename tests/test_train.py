@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
+from conftest import REPO, model_dir  # noqa: E402
 from laconic_pyserini.train import losses  # noqa: E402
 from laconic_pyserini.train.config import ConfigError, config_from_dict, load_config  # noqa: E402
 from laconic_pyserini.train.data import BatchOrder, Example, Passage, batch_texts, choose_group, load_examples  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 PAIRS = "title_abstract_pairs.jsonl"
 
 
@@ -405,7 +405,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
 def test_mining_excludes_judged_positives(tmp_path, data_root, bm25_index):
     """Real SciFact train queries against a real BM25 index: negatives are the BM25 ranking minus the judged
     positives, in rank order; positives are exactly the qrels."""
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.searchers import open_searcher
     from laconic_pyserini.train.mine import mine_hard_negatives
 
@@ -474,7 +474,7 @@ def test_two_process_ddp_run_equals_one_process_on_the_global_batch(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, pairs_file, models_root):
+def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, pairs_file):
     """SmolLM2-135M comes as a Q4_1 GGUF, dequantized on load: the merged output must still save as safetensors
     (transformers marks GGUF-loaded models unsaveable) and load back as an encoder whose vectors are not the
     backbone's."""
@@ -482,8 +482,7 @@ def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, 
     from laconic_pyserini.spec import load_spec
     from laconic_pyserini.train.loop import train
 
-    if not (models_root / "smollm2-135m-gguf").is_dir():
-        pytest.fail(f"{models_root / 'smollm2-135m-gguf'} is missing: run `make models`")
+    model_dir("smollm2-135m-gguf")
     config = config_from_dict({"model": {"backbone": "smollm2-135m", "name": "smol-one-step"},
                                "lora": {"r": 2, "alpha": 4}, "data": {"train": str(pairs_file)},
                                "optim": {"lr": 1e-3},
@@ -537,14 +536,13 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
 # ------------------------------------------------------------------------------------------------ probe
 
 
-def test_probe_ranks_training_queries_in_a_pool_with_their_judged_documents(data_root, models_root):
+def test_probe_ranks_training_queries_in_a_pool_with_their_judged_documents(data_root):
     """The one-minute pilot check: real splade-tiny, real SciFact train queries. Every judged document is in the
     pool, and a real retriever is far above a random ranking (MRR@10 ≈ 0.006 for 500 documents); splade-tiny has no
     top-k cut, so impacts and full vectors rank alike. Centring needs a bias-free decoder head, said clearly."""
     from laconic_pyserini.train.probe import probe
 
-    if not (models_root / "splade-tiny").is_dir():
-        pytest.fail(f"{models_root / 'splade-tiny'} is missing: run `make models`")
+    model_dir("splade-tiny")
     result = probe("splade-tiny", dataset=str(data_root / "scifact"), queries=60, pool=300)
     assert (result["queries"], result["pool"]) == (60, 300)
     assert result["impact"]["MRR@10"] > 0.4 and result["full"]["MRR@10"] > 0.4

@@ -13,11 +13,12 @@ import logging
 import os
 from pathlib import Path
 
+from ..data import read_corpus
 from ..quantize import quantize
 from ..spec import current_spec_dict
 from .manifest import MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, write_json_atomic
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
-from .source import describe_corpus, document_text, is_question_corpus, read_corpus
+from .source import describe_corpus, document_text, resolve_docs_as_queries
 from .writer import commit_part, remove_uncommitted, vector_line
 
 logger = logging.getLogger(__name__)
@@ -38,28 +39,18 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
     already loaded :class:`~laconic_pyserini.modeling.SparseEncoder` (its spec is used). ``docs_as_queries=None``
-    decides from the dataset (BEIR Quora and CQADupStack documents take the query prefix). Returns this run's
+    decides from the dataset's name (BEIR Quora and CQADupStack documents take the query prefix; see
+    :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). Returns this run's
     manifest (this shard's, when sharded; the merged one when this shard finished last and ``merge``).
     """
-    if encoder is not None:
-        spec = encoder.spec
-    elif spec is None:
-        raise EncodeError("encode_corpus needs an encoder spec or a loaded encoder")
-    elif not hasattr(spec, "to_dict"):
-        from ..spec import load_spec
-
-        spec = load_spec(str(spec))
-    if spec.kind == "dense":
-        raise EncodeError(f"encoder {spec.name!r} is dense; this writer makes sparse JsonVectorCollections")
+    spec = _sparse_spec(spec, encoder)
     if batch_size < 1 or part_size < 1 or window_batches < 1:
         raise EncodeError("--batch-size, part size and window must be positive")
-    bad_fields = [f for f in fields if f not in ("title", "text")]
-    if bad_fields or not fields:
+    if not fields or any(f not in ("title", "text") for f in fields):
         raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
     shard_id, shard_num = resolve_shard(shard_id, shard_num)
     described = describe_corpus(corpus)
-    if docs_as_queries is None:
-        docs_as_queries = is_question_corpus(corpus)
+    docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
     start, end = shard_range(shard_id, shard_num, described["lines"])
     settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
@@ -71,10 +62,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         return _maybe_merge(root, manifest, shard_num, merge)
 
     folder = parts_folder(shard_id, shard_num)
-    removed = remove_uncommitted(root / folder, {Path(p.path).name for p in manifest.parts})
-    if removed:
-        logger.info("removed %d uncommitted file(s) of an interrupted run: %s", len(removed),
-                    ", ".join(p.name for p in removed))
+    _drop_uncommitted(root / folder, manifest)
     mpath = manifest_path(root, shard_id, shard_num)
     write_json_atomic(mpath, manifest.to_dict())
 
@@ -88,41 +76,76 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                     len(manifest.parts))
     bar = _progress(progress, total=end - start, initial=resume - start, desc=f"encode {spec.name}")
     run = _PartBuilder(encoder, spec, fields, bool(docs_as_queries), batch_size, batch_size * window_batches, bar)
-    part_start = resume
-    invalid: list[dict] = []
     try:
-        for line in read_corpus(corpus, stop=end):
-            if line.ordinal < resume:
-                continue
-            if line.error is not None:
-                if not skip_invalid:
-                    raise line.error
-                invalid.append({"line": line.number, "problem": str(line.error)})
-                logger.warning("skipping invalid line: %s", line.error)
-                bar.update(1)
-                continue
-            run.add(line.doc)
-            if len(run.docs) == part_size:
-                manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, line.ordinal + 1,
-                                                 invalid))
-                write_json_atomic(mpath, manifest.to_dict())
-                part_start, invalid = line.ordinal + 1, []
-        if run.docs:
-            # The last part runs to the end of the shard, so invalid lines after its last document are its own.
-            manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, end, invalid))
-            invalid = []
+        invalid = _encode_parts(run, corpus, root, folder, manifest, mpath, resume, end, part_size=part_size,
+                                skip_invalid=skip_invalid)
     finally:
         bar.close()
-    # Invalid lines after a full last part belong to no part; they are counted here.
+    _complete(manifest, mpath, invalid)
+    return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _drop_uncommitted(parts_dir: Path, manifest: Manifest) -> None:
+    removed = remove_uncommitted(parts_dir, {Path(p.path).name for p in manifest.parts})
+    if removed:
+        logger.info("removed %d uncommitted file(s) of an interrupted run: %s", len(removed),
+                    ", ".join(p.name for p in removed))
+
+
+def _complete(manifest: Manifest, mpath: Path, invalid: list[dict]) -> None:
+    """Mark the encoding complete; invalid lines after a full last part belong to no part and are counted here."""
     manifest.tail_invalid = invalid[:100]
     manifest.tail_invalid_lines = len(invalid)
     manifest.complete = True
     write_json_atomic(mpath, manifest.to_dict())
     counts = manifest.counts
-    logger.info("%s: %d documents (%d empty, %d empty vectors, %d invalid lines skipped) in %d parts", root,
+    logger.info("%s: %d documents (%d empty, %d empty vectors, %d invalid lines skipped) in %d parts", manifest.root,
                 counts["documents"], counts["empty_documents"], counts["empty_vectors"], counts["invalid_lines"],
                 len(manifest.parts))
-    return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _sparse_spec(spec, encoder):
+    """The spec to encode with: the loaded encoder's, or ``spec`` (a spec or what ``load_spec`` takes); sparse only."""
+    if encoder is not None:
+        spec = encoder.spec
+    elif spec is None:
+        raise EncodeError("encode_corpus needs an encoder spec or a loaded encoder")
+    elif not hasattr(spec, "to_dict"):
+        from ..spec import load_spec
+
+        spec = load_spec(str(spec))
+    if spec.kind == "dense":
+        raise EncodeError(f"encoder {spec.name!r} is dense; this writer makes sparse JsonVectorCollections")
+    return spec
+
+
+def _encode_parts(run: "_PartBuilder", corpus, root: Path, folder: str, manifest: Manifest, mpath: Path, resume: int,
+                  end: int, *, part_size: int, skip_invalid: bool) -> list[dict]:
+    """Encode corpus lines [resume, end) into parts, each committed (and the manifest rewritten) when full;
+    returns the invalid lines after the last part, which belong to no part."""
+    part_start = resume
+    invalid: list[dict] = []
+    for line in read_corpus(corpus, stop=end):
+        if line.ordinal < resume:
+            continue
+        if line.error is not None:
+            if not skip_invalid:
+                raise line.error
+            invalid.append({"line": line.number, "problem": str(line.error)})
+            logger.warning("skipping invalid line: %s", line.error)
+            run.bar.update(1)
+            continue
+        run.add(line.doc)
+        if len(run.docs) == part_size:
+            manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, line.ordinal + 1,
+                                             invalid))
+            write_json_atomic(mpath, manifest.to_dict())
+            part_start, invalid = line.ordinal + 1, []
+    if run.docs:
+        # The last part runs to the end of the shard, so invalid lines after its last document are its own.
+        manifest.parts.append(run.commit(root, folder, len(manifest.parts), part_start, end, invalid))
+        invalid = []
+    return invalid
 
 
 def _maybe_merge(root: Path, manifest: Manifest, shard_num: int, merge: bool) -> Manifest:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import DataError, count_corpus, iter_corpus
+from ..data import DataError, iter_corpus
 from ..index.faiss import (FORMAT, INDEX_TYPES, build_faiss_index, hnsw_params, is_faiss_folder,
                            rebuild_faiss_index, write_faiss_folder)
 from ..index.manifest import IndexFolderError, finish_build, read_index_manifest
@@ -55,10 +55,9 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
                         chunk_size: int = 1024, as_query: bool | None = None) -> Path:
     """Encode every document of ``corpus`` and write a faiss index folder at ``output``; returns ``output``.
 
-    ``as_query`` (default: BEIR Quora / CQADupStack, by name) gives documents the query prefix.
+    ``as_query`` (default: BEIR Quora / CQADupStack, by the dataset's name) gives documents the query prefix.
     """
-    from .source import describe_corpus, is_question_corpus
-    from ..modeling.dense import DenseEncoder
+    from .source import describe_corpus, resolve_docs_as_queries
 
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
@@ -66,60 +65,20 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     if spec.kind != "dense":
         raise SpecError(f"encoder {spec.name!r} is a sparse ({spec.kind}) encoder; encode it with "
                         "`python -m laconic_pyserini.encode`, or pass a dense spec (e.g. minilm)")
-    if as_query is None:
-        as_query = is_question_corpus(corpus)
+    as_query = resolve_docs_as_queries(corpus, as_query)
     output = Path(output)
     partial = output.with_name(output.name + ".partial")
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
              "dtype": dtype, "as_query_documents": as_query}
-    state_path = partial / STATE
-    if partial.exists() and is_faiss_folder(partial) and not state_path.exists():
+    if _resume_partial(partial, state):
         logger.info("%s: a finished index was not yet renamed; finishing", partial)
         return _finish(partial, output)
-    if partial.exists():
-        try:
-            previous = json.loads(state_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            previous = None
-        if isinstance(previous, dict) and isinstance(previous.get("spec"), dict):
-            previous["spec"] = current_spec_dict(previous["spec"])
-        if previous != state:
-            logger.warning("%s: left by a different or damaged run; starting over", partial)
-            shutil.rmtree(partial)
     chunks_dir = partial / CHUNKS
-    chunks_dir.mkdir(parents=True, exist_ok=True)
-    if not state_path.exists():
-        from .manifest import write_json_atomic
-
-        write_json_atomic(state_path, state)
-
-    total = count_corpus(corpus)
-    if total == 0:
-        raise DataError(state["corpus"]["path"], None, "the corpus holds no documents", "pass a non-empty corpus")
-    n_chunks = (total + chunk_size - 1) // chunk_size
-    done = {i for i in range(n_chunks) if (chunks_dir / _chunk_name(i)).exists()}
-    if done:
-        logger.info("resuming: %d of %d chunks already encoded", len(done), n_chunks)
-    model = None
-    pending: list[tuple[str, str, str]] = []
-    for ordinal, doc in enumerate(iter_corpus(corpus)):
-        chunk = ordinal // chunk_size
-        if chunk in done:
-            continue
-        pending.append((doc.id, doc.title, doc.text))
-        if len(pending) == chunk_size or ordinal == total - 1:
-            if model is None:
-                model = DenseEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
-            _encode_chunk(model, chunk, pending, chunks_dir, as_query)
-            logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
-            pending = []
-    if pending:  # count_corpus and iter_corpus disagree: never index a corpus we did not read whole
-        raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
-
+    n_chunks = _encode_missing_chunks(corpus, chunks_dir, state, lambda: _load_model(spec, device, dtype, batch_size))
     ids, vectors, seconds = _read_chunks(chunks_dir, n_chunks)
-    if len(ids) != total:
-        raise IndexFolderError(f"{chunks_dir}: {len(ids)} embeddings for {total} documents; delete {partial} "
-                               "and encode again")
+    if len(ids) != state["corpus"]["lines"]:
+        raise IndexFolderError(f"{chunks_dir}: {len(ids)} embeddings for {state['corpus']['lines']} documents; "
+                               f"delete {partial} and encode again")
     start = time.perf_counter()
     index = build_faiss_index(vectors, index_type, hnsw_m=hnsw_m, ef_construction=ef_construction,
                               ef_search=ef_search)
@@ -134,6 +93,63 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
         manifest["hnsw"] = hnsw_params(hnsw_m, ef_construction, ef_search)
     write_faiss_folder(partial, index, ids, manifest)
     return _finish(partial, output)
+
+
+def _load_model(spec: EncoderSpec, device: str, dtype: str, batch_size: int):
+    from ..modeling.dense import DenseEncoder  # torch loads only when a chunk is left to encode
+
+    return DenseEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
+
+
+def _resume_partial(partial: Path, state: dict) -> bool:
+    """Prepare ``partial`` for this run: True when it already holds the finished index (only the rename is left);
+    otherwise its chunks are kept when they were made with the same ``state``, and it starts over when not."""
+    state_path = partial / STATE
+    if partial.exists() and is_faiss_folder(partial) and not state_path.exists():
+        return True
+    if partial.exists():
+        try:
+            previous = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            previous = None
+        if isinstance(previous, dict) and isinstance(previous.get("spec"), dict):
+            previous["spec"] = current_spec_dict(previous["spec"])
+        if previous != state:
+            logger.warning("%s: left by a different or damaged run; starting over", partial)
+            shutil.rmtree(partial)
+    (partial / CHUNKS).mkdir(parents=True, exist_ok=True)
+    if not state_path.exists():
+        from .manifest import write_json_atomic
+
+        write_json_atomic(state_path, state)
+    return False
+
+
+def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, load_model) -> int:
+    """Encode the chunks not yet under ``chunks_dir`` (the model is loaded only if one is missing); returns the
+    number of chunks the corpus makes."""
+    total, chunk_size = state["corpus"]["lines"], state["chunk_size"]
+    if total == 0:
+        raise DataError(state["corpus"]["path"], None, "the corpus holds no documents", "pass a non-empty corpus")
+    n_chunks = (total + chunk_size - 1) // chunk_size
+    done = {i for i in range(n_chunks) if (chunks_dir / _chunk_name(i)).exists()}
+    if done:
+        logger.info("resuming: %d of %d chunks already encoded", len(done), n_chunks)
+    model = None
+    pending: list[tuple[str, str, str]] = []
+    for ordinal, doc in enumerate(iter_corpus(corpus)):
+        chunk = ordinal // chunk_size
+        if chunk in done:
+            continue
+        pending.append((doc.id, doc.title, doc.text))
+        if len(pending) == chunk_size or ordinal == total - 1:
+            model = model or load_model()
+            _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"])
+            logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
+            pending = []
+    if pending:  # the count and the reader disagree: never index a corpus we did not read whole
+        raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
+    return n_chunks
 
 
 def _chunk_name(chunk: int) -> str:

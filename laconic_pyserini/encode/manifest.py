@@ -103,12 +103,6 @@ class Manifest:
         """The folder to give Anserini as ``-input`` (``-collection JsonVectorCollection -impact -pretokenized``)."""
         return self.root / VECTORS_DIR
 
-    def encoder_spec(self):
-        """The :class:`~laconic_pyserini.spec.EncoderSpec` the vectors were made with."""
-        from ..spec import EncoderSpec
-
-        return EncoderSpec.from_dict(self.spec, source=str(self.root / MANIFEST_NAME))
-
     # ------------------------------------------------------------------------------------------ (de)serialising
 
     def to_dict(self) -> dict:

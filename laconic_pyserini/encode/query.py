@@ -25,8 +25,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import DataError, load_topics
-from ..quantize import quantize
+from ..data import DataError
+from ..topics import load_topics
+from ..quantize import query_impacts
 from .manifest import EncodeError, sha256_file, write_json_atomic
 from .writer import check_terms
 
@@ -48,15 +49,6 @@ def tsv_line(qid: str, impacts: dict[str, int]) -> str:
 def jsonl_line(qid: str, text: str, impacts: dict[str, int]) -> str:
     check_terms(impacts, f"query {qid!r}")
     return json.dumps({"id": qid, "contents": text, "vector": impacts}, ensure_ascii=False) + "\n"
-
-
-def encode_queries(encoder, texts: list[str], *, batch_size: int = 32) -> list[dict[str, int]]:
-    """Quantised query vectors (the encoder applies the query prefix)."""
-    impacts = []
-    for b0 in range(0, len(texts), batch_size):
-        for vector in encoder.encode_queries(texts[b0:b0 + batch_size]):
-            impacts.append(quantize(vector, encoder.spec.quant_scale))
-    return impacts
 
 
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
@@ -83,7 +75,7 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
     spec = encoder.spec
     queries = dict(topics) if isinstance(topics, dict) else load_topics(topics, split=split)
     qids, texts = list(queries), list(queries.values())
-    impacts = encode_queries(encoder, texts, batch_size=batch_size)
+    impacts = query_impacts(encoder, texts, batch_size=batch_size)
     lines = []
     for qid, text, vector in zip(qids, texts, impacts):
         if fmt == "tsv":

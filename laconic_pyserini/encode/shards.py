@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from ..data import count_corpus, read_corpus
 from .manifest import (MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest, load_manifest_file,
                        read_manifest, verify_parts, write_json_atomic)
-from .source import count_lines, read_corpus
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +148,8 @@ def check_coverage(manifest: Manifest, corpus: str | os.PathLike) -> None:
                 raise EncodeError(f"document {doc_id!r} is written twice: in {where[doc_id]} and {part.path} "
                                   "(overlapping shards); re-encode into an empty folder")
             where[doc_id] = part.path
-    if count_lines(corpus) != manifest.corpus.get("lines"):
-        raise EncodeError(f"{corpus}: has {count_lines(corpus)} lines, the encoding recorded "
+    if count_corpus(corpus) != manifest.corpus.get("lines"):
+        raise EncodeError(f"{corpus}: has {count_corpus(corpus)} lines, the encoding recorded "
                           f"{manifest.corpus.get('lines')}; the corpus changed since it was encoded")
     expected = [line.doc.id for line in read_corpus(corpus) if line.doc is not None]
     missing = [doc_id for doc_id in expected if doc_id not in where]

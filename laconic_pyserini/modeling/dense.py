@@ -126,10 +126,7 @@ def _load(spec: EncoderSpec, dtype: str):
 def _load_decoder(spec: EncoderSpec, dtype: str):
     """A decoder backbone loaded exactly as the sparse (LACONIC) encoder loads it -- GGUF, LoRA, separate tokenizer,
     bidirectional switch -- but read below the LM head: dense pooling reads the last hidden states."""
-    import dataclasses
+    from .loading import load_checkpoint
 
-    from .loading import load_model
-
-    as_sparse = dataclasses.replace(spec, kind="decoder", pooling="max", activation="log1p_relu")
-    loaded = load_model(as_sparse, dtype=dtype)
+    loaded = load_checkpoint(spec, "decoder", dtype=dtype)
     return loaded.model.get_decoder(), loaded.tokenizer

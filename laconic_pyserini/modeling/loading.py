@@ -67,10 +67,17 @@ def load_tokenizer(spec: EncoderSpec, location: str):
 def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -> LoadedModel:
     """The spec's model in eval mode on ``device``: a bidirectional ``*ForCausalLM`` for decoders (whose LM head
     the sparse head applies in chunks), a ``*ForMaskedLM`` for mlm. Dense kinds are loaded elsewhere."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-
     if spec.kind not in ("decoder", "mlm"):
         raise SpecError(f"encoder {spec.name!r} is {spec.kind}; the sparse loader handles decoder and mlm kinds")
+    return load_checkpoint(spec, spec.kind, device=device, dtype=dtype)
+
+
+def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtype: str = "fp32") -> LoadedModel:
+    """The checkpoint the spec names, read as ``family`` (``decoder``: a ``*ForCausalLM``, made bidirectional when
+    the spec says so; ``mlm``: a ``*ForMaskedLM``), whatever the spec's own kind: a dense spec on a decoder
+    backbone loads its checkpoint as a decoder (GGUF, LoRA, tokenizer, bidirectional switch alike)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
     torch_type = torch_dtype(dtype)
     location = resolve_model_location(spec.model)
     adapter = _is_adapter(location)
@@ -80,10 +87,10 @@ def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -
     kwargs = _pretrained_kwargs(spec.gguf_file, torch_type)
     config_kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     config = AutoConfig.from_pretrained(weights_location, trust_remote_code=False, **config_kwargs)
-    _check_kind(spec, config, weights_location)
-    if spec.kind == "decoder" and spec.bidirectional:
+    _check_kind(spec, family, config, weights_location)
+    if family == "decoder" and spec.bidirectional:
         check_supported(config)  # before reading gigabytes of weights
-    auto = AutoModelForCausalLM if spec.kind == "decoder" else AutoModelForMaskedLM
+    auto = AutoModelForCausalLM if family == "decoder" else AutoModelForMaskedLM
     model = auto.from_pretrained(weights_location, config=config, **kwargs)
     if adapter:
         from peft import PeftModel
@@ -91,19 +98,19 @@ def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -
         # Merging gives the plain architecture back: the bidirectional switch and the chunked head see one model,
         # and inference pays nothing for the adapter.
         model = PeftModel.from_pretrained(model, location).merge_and_unload()
-    if spec.kind == "decoder" and spec.bidirectional:
+    if family == "decoder" and spec.bidirectional:
         make_bidirectional(model)
     model.eval().to(device)
     tokenizer, tokenizer_location = load_tokenizer(spec, location)
     return LoadedModel(model=model, tokenizer=tokenizer, location=location, tokenizer_location=tokenizer_location)
 
 
-def _check_kind(spec: EncoderSpec, config, where: str) -> None:
-    """The spec's kind must agree with the checkpoint's own architecture (a name proves nothing)."""
+def _check_kind(spec: EncoderSpec, family: str, config, where: str) -> None:
+    """The family asked for must agree with the checkpoint's own architecture (a name proves nothing)."""
     architectures = list(getattr(config, "architectures", None) or [])
     if not architectures:
         return  # GGUF configs carry a model_type only; check_supported vets decoders
-    wanted = "ForCausalLM" if spec.kind == "decoder" else "ForMaskedLM"
+    wanted = "ForCausalLM" if family == "decoder" else "ForMaskedLM"
     if not any(arch.endswith(wanted) for arch in architectures):
-        raise SpecError(f"encoder {spec.name!r} is a {spec.kind} spec but {where} holds {architectures}; "
-                        f"a {spec.kind} needs a *{wanted} checkpoint")
+        raise SpecError(f"encoder {spec.name!r} is a {family} spec but {where} holds {architectures}; "
+                        f"a {family} needs a *{wanted} checkpoint")

@@ -10,18 +10,10 @@ import torch
 from ..spec import EncoderSpec
 from .loading import LoadedModel, load_model
 from .screened_head import ScreenedHead, split_head
+from .tokenization import SpecTokenizer
 from .sparse_head import DEFAULT_CHUNK_BYTES, activate, keep_top_k, lm_head_function, sparse_pool
 
 logger = logging.getLogger(__name__)
-
-
-def special_token_ids(tokenizer) -> set[int]:
-    """Every id the tokenizer marks special (Llama-3: BOS, EOS and the 250 reserved tokens; BERT: [CLS] …)."""
-    ids = set(tokenizer.all_special_ids)
-    for token_id, token in getattr(tokenizer, "added_tokens_decoder", {}).items():
-        if getattr(token, "special", False):
-            ids.add(token_id)
-    return ids
 
 
 def mlm_head_function(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -64,52 +56,31 @@ class SparseEncoder:
             self._body = getattr(self.model, self.model.base_model_prefix)
             self._head = mlm_head_function(self.model)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        self.special_ids = special_token_ids(self.tokenizer)
+        self.tokenization = SpecTokenizer(spec, self.tokenizer, self.vocab_size)
         # Logit rows past the tokenizer's vocabulary (padded embedding matrices) have no term string.
         terms = self.tokenizer.convert_ids_to_tokens(list(range(min(self.vocab_size, len(self.tokenizer)))))
         self.terms: list[str | None] = terms + [None] * (self.vocab_size - len(terms))
-        self.pad_id = self._padding_id()
         split = split_head(self.model, spec.kind) if screen else None
         self._screened = ScreenedHead(split, budget_bytes=budget_bytes) \
             if split is not None and split.weight.dtype == torch.float32 else None
 
-    def _padding_id(self) -> int:
-        if self.spec.add_special_tokens and self.tokenizer.pad_token_id is not None:
-            return self.tokenizer.pad_token_id  # as the model was trained
-        # Without special tokens, padding is any ordinary id: it is masked out, and no special id reaches the model.
-        return next(i for i in range(self.vocab_size) if i not in self.special_ids)
-
     # ---------------------------------------------------------------------------------------- tokenising
-
-    def _token_ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
-        kwargs = {"add_special_tokens": self.spec.add_special_tokens}
-        if max_length is not None:
-            kwargs.update(truncation=True, max_length=max_length)
-        if not self.spec.add_special_tokens:
-            # A text that happens to contain "<|begin_of_text|>" must not become the BOS id.
-            kwargs["split_special_tokens"] = True
-        return self.tokenizer(list(texts), **kwargs)["input_ids"]
 
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``input_ids`` and ``attention_mask`` of already-prefixed texts, cut at ``max_length``."""
-        ids = self._token_ids(texts, self.spec.max_length)
-        length = max((len(row) for row in ids), default=0)
-        input_ids = torch.full((len(ids), max(length, 1)), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), max(length, 1)), dtype=torch.long)
-        for row, token_ids in enumerate(ids):
-            input_ids[row, :len(token_ids)] = torch.tensor(token_ids, dtype=torch.long)
-            attention_mask[row, :len(token_ids)] = 1
-        return input_ids, attention_mask
+        return self.tokenization.tokenize(texts)
 
     def tokenize_lengths(self, texts: list[str]) -> list[int]:
         """Token counts (capped at ``max_length``) of texts as ``encode_documents`` would see them."""
-        return [min(len(row), self.spec.max_length) for row in self._token_ids(texts, None)]
+        return self.tokenization.tokenize_lengths(texts)
 
     # ---------------------------------------------------------------------------------------- encoding
 
     @torch.inference_mode()
-    def encode_weights(self, texts: list[str]) -> torch.Tensor:
-        """B×V float32 term weights (top-k applied) of already-prefixed texts."""
+    def encode_weights(self, texts: list[str], *, full: bool = False) -> torch.Tensor:
+        """B×V float32 term weights of already-prefixed texts: the spec's top-k applied, or every term's weight
+        with ``full`` (for analyses that compare the cut vectors with the whole ones)."""
+        top_k = None if full else self.spec.top_k
         input_ids, attention_mask = self.tokenize(texts)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
         hidden = self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state \
@@ -117,12 +88,12 @@ class SparseEncoder:
             self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         if self._screened is not None:
             offset = self.spec.logit_offset
-            weights = activate(self._screened(hidden, attention_mask, self.spec.top_k, offset), self.spec.activation,
+            weights = activate(self._screened(hidden, attention_mask, top_k, offset), self.spec.activation,
                                offset)
         else:
             weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=self.spec.activation,
                                   offset=self.spec.logit_offset, budget_bytes=self.budget_bytes)
-        return keep_top_k(weights, self.spec.top_k)
+        return keep_top_k(weights, top_k)
 
     def _to_dicts(self, weights: torch.Tensor) -> list[dict[str, float]]:
         weights = weights.cpu()

@@ -1,4 +1,4 @@
-"""Dense search over a faiss index folder written by ``laconic_pyserini.encode.dense`` (:mod:`laconic_pyserini.index.faiss`).
+"""Dense search over a faiss index folder (:mod:`laconic_pyserini.index.faiss`, written by ``encode.dense``).
 
 Queries are encoded on the fly with the encoder spec recorded in the index manifest (or a compatible one given
 explicitly). The folder is the one pyserini's ``FaissSearcher`` reads (``index`` + ``docid``); this searcher uses
@@ -18,6 +18,8 @@ from ..run import Hits, Run
 class FaissSearcher:
     """``batch_search(queries, k, threads) -> Run``; ``encode_queries`` and ``search_vectors`` separately, for
     timing the two halves of a query."""
+
+    encodes_queries = True
 
     def __init__(self, index_dir: str | os.PathLike, *, encoder: str | None = None, device: str = "cpu",
                  dtype: str = "fp32", ef_search: int | None = None, batch_size: int = 32) -> None:
@@ -72,6 +74,12 @@ class FaissSearcher:
         scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
         return [[(self.docids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
                 for row_scores, row_ids in zip(scores, rows)]
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode_queries([text])
+
+    def search_encoded(self, encoded: np.ndarray, k: int) -> Hits:
+        return self.search_vectors(encoded, k)[0]
 
     def search(self, query: str, k: int = 1000) -> Hits:
         return self.search_vectors(self.encode_queries([query]), k)[0]

@@ -34,6 +34,8 @@ class LaconicSearcher:
     refused (:class:`~laconic_pyserini.spec.SpecError`). ``batch_size`` is the query-encoding batch.
     """
 
+    encodes_queries = True
+
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
                  dtype: str = "fp32") -> None:
         from .. import jvm
@@ -81,6 +83,12 @@ class LaconicSearcher:
         """Top ``k`` ``(docid, score)`` of one query text or ``{term: impact}`` vector."""
         vector = self.queries.vectors({"q": query})["q"]
         return self.search_vector(vector, k)
+
+    def encode_query(self, text: str) -> QueryVector:
+        return self.queries.encode([text])[0]
+
+    def search_encoded(self, encoded: QueryVector, k: int) -> Hits:
+        return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
         query = self._java_query(vector)

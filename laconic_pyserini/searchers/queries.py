@@ -1,6 +1,6 @@
 """Query vectors for sparse searchers: encoded on the fly with the index's spec, or read pre-encoded.
 
-Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.quantize` with the
+Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.query_impacts`, with the
 spec's scale), so Lucene's score is the dot product of two quantised vectors, whichever way a query came in.
 An encoder whose tokenisation contract differs from the index's is refused before any query is encoded.
 """
@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..data import DataError, iter_jsonl, iter_lines
-from ..quantize import quantize
+from ..quantize import query_impacts
 from ..spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
@@ -60,11 +60,7 @@ class QueryEncoding:
 
     def encode(self, texts: list[str]) -> list[QueryVector]:
         """Quantised vectors of query texts (the spec's query prefix is added by the encoder)."""
-        vectors: list[QueryVector] = []
-        for start in range(0, len(texts), self.batch_size):
-            for weights in self.encoder.encode_queries(texts[start:start + self.batch_size]):
-                vectors.append(quantize(weights, self.spec.quant_scale))
-        return vectors
+        return query_impacts(self.encoder, texts, batch_size=self.batch_size)
 
     def vectors(self, queries: dict[str, str | QueryVector]) -> dict[str, QueryVector]:
         """``{qid: impacts}``: texts are encoded in batches, vectors (pre-encoded queries) pass through."""

@@ -34,6 +34,8 @@ DEFAULT_HEAP_FACTOR = 0.7
 class SeismicSearcher:
     """Seismic search over the vectors of an impact index; same query handling as :class:`LaconicSearcher`."""
 
+    encodes_queries = True
+
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, query_cut: int = DEFAULT_QUERY_CUT,
                  heap_factor: float = DEFAULT_HEAP_FACTOR, batch_size: int = 32, device: str = "cpu",
                  dtype: str = "fp32", large_vocabulary: bool | None = None, build: dict | None = None) -> None:
@@ -62,6 +64,12 @@ class SeismicSearcher:
 
     def search(self, query: str | QueryVector, k: int = 10) -> Hits:
         return self.batch_search({"q": query}, k)["q"]
+
+    def encode_query(self, text: str) -> QueryVector:
+        return self.queries.encode([text])[0]
+
+    def search_encoded(self, encoded: QueryVector, k: int) -> Hits:
+        return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
         components, values = self._arrays(vector)

@@ -33,10 +33,11 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
           seed: int = 0) -> dict:
     import torch
 
-    from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
+    from ..data import iter_corpus, resolve_dataset
+    from ..topics import load_qrels, load_topics
     from ..modeling import load_sparse_encoder
     from ..spec import load_spec
-    from .vector_eval import _impacts
+    from .vector_eval import index_impacts
 
     folder = resolve_dataset(dataset)
     topics, qrels = load_topics(folder, split), load_qrels(folder, split)
@@ -62,14 +63,13 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
         from ..modeling.head_centering import center_lm_head
 
         center_lm_head(model.model)
-    model.spec = dataclasses.replace(spec, top_k=None)
-    matrix = torch.cat([model.encode_weights([spec.document_text("", docs[d].contents) for d in doc_ids[i:i + 32]])
+    matrix = torch.cat([model.encode_weights([spec.document_text("", docs[d].contents) for d in doc_ids[i:i + 32]],
+                                            full=True)
                         for i in range(0, len(doc_ids), 32)])
-    query_weights = model.encode_weights([spec.query_text(topics[q]) for q in qids])
+    query_weights = model.encode_weights([spec.query_text(topics[q]) for q in qids], full=True)
     result = {"encoder": encoder, "dataset": dataset, "split": split, "queries": len(qids), "pool": len(doc_ids),
               "center_head": center_head, "causal": causal, "logit_offset": spec.logit_offset}
-    k = spec.top_k
-    for name, (q, d) in {"impact": (_impacts(query_weights, k, spec.quant_scale), _impacts(matrix, k, spec.quant_scale)),
+    for name, (q, d) in {"impact": (index_impacts(query_weights, spec), index_impacts(matrix, spec)),
                          "full": (query_weights.double(), matrix.double())}.items():
         top = (q @ d.T).topk(10, dim=1).indices.tolist()
         rr, recall = [], []

@@ -18,7 +18,6 @@ Results go to ``DIR/results.json`` (with both runs as TREC files); a rerun with 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -26,12 +25,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
+from ..data import iter_corpus, resolve_dataset
+from ..topics import load_qrels, load_topics
 from ..eval import evaluate
+from ..quantize import quantize_tensor
 from ..run import Run, write_trec_run
 
 logger = logging.getLogger(__name__)
-MEASURES = ("nDCG@10", "R@100", "R@1000")
 
 
 def _rank(scores, qids: list[str], doc_ids: list[str], hits: int) -> Run:
@@ -42,13 +42,11 @@ def _rank(scores, qids: list[str], doc_ids: list[str], hits: int) -> Run:
             for row, qid in enumerate(qids)}
 
 
-def _impacts(weights, top_k: int | None, scale: float):
-    """Top-k, ``rint(w · scale)``, ≤ 0 dropped: the integer vectors an impact index holds (float64, exact)."""
-    import torch
-
+def index_impacts(weights, spec):
+    """The integer vectors an impact index holds for these full weights: the spec's top-k, then its quantisation."""
     from ..modeling.sparse_head import keep_top_k
 
-    return torch.round(keep_top_k(weights, top_k).double() * scale).clamp_min(0)
+    return quantize_tensor(keep_top_k(weights, spec.top_k), spec.quant_scale)
 
 
 def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str = "test", max_length: int = 64,
@@ -68,7 +66,6 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
     spec = load_spec(encoder, max_length=max_length)
     started = time.perf_counter()
     model = load_sparse_encoder(spec, dtype=dtype)
-    model.spec = dataclasses.replace(spec, top_k=None)  # full vectors; the cut is applied below
     folder = resolve_dataset(dataset)
     docs = list(iter_corpus(folder))
     order = sorted(range(len(docs)), key=lambda i: len(docs[i].contents))  # less padding per batch
@@ -77,23 +74,23 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         texts = [spec.document_text("", docs[i].contents) for i in rows]
-        matrix[rows] = model.encode_weights(texts)
+        matrix[rows] = model.encode_weights(texts, full=True)  # the cut is applied below
         if (start // batch_size) % 20 == 0:
             logger.info("%s: %d/%d documents", spec.name, start + len(rows), len(docs))
     encoded = time.perf_counter()
     topics = load_topics(folder, split)
     qids = list(topics)
-    queries = model.encode_weights([spec.query_text(topics[q]) for q in qids])
+    queries = model.encode_weights([spec.query_text(topics[q]) for q in qids], full=True)
     doc_ids = [d.id for d in docs]
     full = _rank(queries @ matrix.T, qids, doc_ids, hits)
-    doc_impacts = _impacts(matrix, spec.top_k, spec.quant_scale).to_sparse_csr()
-    query_impacts = _impacts(queries, spec.top_k, spec.quant_scale)
+    doc_impacts = index_impacts(matrix, spec).to_sparse_csr()
+    query_impacts = index_impacts(queries, spec)
     impact = _rank((doc_impacts @ query_impacts.T).T, qids, doc_ids, hits)
     qrels = load_qrels(folder, split)
     write_trec_run(impact, out_dir / "run.impact.trec")
     write_trec_run(full, out_dir / "run.full.trec")
     result = {"arguments": args, "name": spec.name, "documents": len(docs), "queries": len(qids),
-              "impact": evaluate(qrels, impact, MEASURES), "full": evaluate(qrels, full, MEASURES),
+              "impact": evaluate(qrels, impact), "full": evaluate(qrels, full),
               "nonzero_doc_terms": float((matrix > 0).sum(dim=1).float().mean()),
               "nonzero_query_terms": float((queries > 0).sum(dim=1).float().mean()),
               "impact_doc_terms": float((doc_impacts.values() > 0).sum()) / len(docs),
