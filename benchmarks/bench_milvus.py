@@ -181,7 +181,7 @@ def main() -> None:
             if args.dense:
                 report["dense"] = dense_part(args, args.uri.rsplit("/", 1)[0] + "/bench_dense", None)
         else:
-            from laconic_pyserini.milvus_server import LocalMilvus
+            from laconic_pyserini.index.milvus_server import LocalMilvus
 
             with LocalMilvus(Path(tmp) / "server") as server:
                 report["server"] = {"address": server.address, "rss_mb_idle": rss_mb(server.pid)}

@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def _free_port() -> int:
-    from laconic_pyserini.milvus_server import free_loopback_port
+    from laconic_pyserini.index.milvus_server import free_loopback_port
 
     return free_loopback_port()
 
@@ -30,8 +30,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def milvus(tmp_path_factory):
     """``127.0.0.1:PORT`` of a Milvus server (milvus-lite's real binary) that lives as long as this module."""
-    from laconic_pyserini.milvus_server import LocalMilvus
-    from laconic_pyserini.milvus_uri import MilvusError
+    from laconic_pyserini.index.milvus_server import LocalMilvus
+    from laconic_pyserini.index.milvus_uri import MilvusError
 
     try:
         server = LocalMilvus(tmp_path_factory.mktemp("milvus-server")).__enter__()
@@ -92,7 +92,7 @@ def _lucene_run(sparse_export, vectors, k):
 # -------------------------------------------------------------------------------------------- the URI grammar
 
 def test_location_grammar():
-    from laconic_pyserini.milvus_uri import MilvusError, parse_milvus_uri
+    from laconic_pyserini.index.milvus_uri import MilvusError, parse_milvus_uri
 
     plain = parse_milvus_uri("milvus://10.0.0.5:19530/scifact")
     assert (plain.endpoint, plain.collection, plain.database, plain.secure) == ("http://10.0.0.5:19530", "scifact",
@@ -115,7 +115,7 @@ def test_location_grammar():
 def test_sparse_export_records_its_manifest(sparse_export):
     from laconic_pyserini.encode.manifest import read_manifest
     from laconic_pyserini.index.milvus import entity_count
-    from laconic_pyserini.milvus_manifest import open_collection
+    from laconic_pyserini.index.milvus_manifest import open_collection
 
     location, client, manifest = open_collection(sparse_export["uri"])
     assert entity_count(client, location) == 5183 == manifest["documents"]
@@ -194,7 +194,7 @@ def test_other_encoder_is_refused(sparse_export, tmp_path, data_root):
 
 def test_export_of_another_source_into_it_is_refused(sparse_export, encoded):
     from laconic_pyserini.index.milvus import export_to_milvus
-    from laconic_pyserini.milvus_uri import MilvusError
+    from laconic_pyserini.index.milvus_uri import MilvusError
 
     dense = encoded("minilm", "scifact")["index"]
     with pytest.raises(MilvusError, match="differs in vectors"):
@@ -202,7 +202,7 @@ def test_export_of_another_source_into_it_is_refused(sparse_export, encoded):
     # The same export again: complete, nothing doubled.
     again = export_to_milvus(sparse_export["encoded"], sparse_export["uri"], progress=False)
     from laconic_pyserini.index.milvus import entity_count
-    from laconic_pyserini.milvus_manifest import open_collection
+    from laconic_pyserini.index.milvus_manifest import open_collection
 
     location, client, _ = open_collection(sparse_export["uri"])
     assert again["complete"] and entity_count(client, location) == 5183
@@ -219,8 +219,8 @@ def _index_cli(encoded_dir, uri, **env):
 
 def test_kill_during_export_then_rerun_gives_each_document_once(sparse_export, query_impacts):
     from laconic_pyserini.index.milvus import EXIT_AFTER_ENV, entity_count
-    from laconic_pyserini.milvus_manifest import read_manifest
-    from laconic_pyserini.milvus_uri import MilvusError, connect, parse_milvus_uri
+    from laconic_pyserini.index.milvus_manifest import read_manifest
+    from laconic_pyserini.index.milvus_uri import MilvusError, connect, parse_milvus_uri
     from laconic_pyserini.searchers.milvus import MilvusSearcher
 
     uri = sparse_export["uri"].rsplit("/", 1)[0] + "/scifact_killed"
@@ -268,7 +268,7 @@ def test_dense_top10_equals_faiss_flat(milvus, encoded, scifact):
 # -------------------------------------------------------------------------------------------- faults
 
 def _timed_error(function, match, limit=15.0):
-    from laconic_pyserini.milvus_uri import MilvusError
+    from laconic_pyserini.index.milvus_uri import MilvusError
 
     start = time.monotonic()
     with pytest.raises(MilvusError, match=match):

@@ -11,7 +11,7 @@ Sparse: each document's integer impacts (exactly what the Lucene impact index ho
 inner products equal Lucene's scores. Dense: the faiss vectors become a ``FLOAT_VECTOR`` field searched by inner
 product (``FLAT`` by default: exact, as faiss-flat). The document id is the VARCHAR primary key.
 
-Resume: the manifest row (:mod:`laconic_pyserini.milvus_manifest`) counts the documents committed after every
+Resume: the manifest row (:mod:`laconic_pyserini.index.milvus_manifest`) counts the documents committed after every
 batch, and every batch is an *upsert* by primary key, so a batch that reached the server before a kill -9 but not
 the count is replaced, never doubled: rerunning the same command continues and ends with each document once. An
 existing collection of another source, encoder or kind is refused, never overwritten.
@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
-from ..milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, bounded_call, check_field, read_manifest,
+from .milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, bounded_call, check_field, read_manifest,
                               side_name, term_ids_record, vector_field, vocabulary, write_manifest)
-from ..milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
+from .milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
 
 logger = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
-from ..milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
-from ..milvus_uri import MilvusError
+from ..index.milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
+from ..index.milvus_uri import MilvusError
 from ..run import Hits, Run
 from ..spec import EncoderSpec, load_spec
 from .queries import QueryEncoding, check_spec

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
-from .index.manifest import IndexFolderError
+from .manifest import IndexFolderError
 
 logger = logging.getLogger(__name__)
 

@@ -153,7 +153,7 @@ def vocabulary(spec) -> dict[str, int]:
     """``{term: id}`` of the spec's tokenizer: the raw token strings the encoder writes, and their ids."""
     from pathlib import Path
 
-    from .spec import resolve_model_location
+    from ..spec import resolve_model_location
 
     folder = Path(resolve_model_location(spec.tokenizer or spec.model))
     if not spec.gguf_file and (folder / "tokenizer.json").is_file():
@@ -161,7 +161,7 @@ def vocabulary(spec) -> dict[str, int]:
         from tokenizers import Tokenizer
 
         return dict(Tokenizer.from_file(str(folder / "tokenizer.json")).get_vocab(with_added_tokens=True))
-    from .modeling.loading import load_tokenizer
+    from ..modeling.loading import load_tokenizer
 
     tokenizer, _ = load_tokenizer(spec, resolve_model_location(spec.model))
     return dict(tokenizer.get_vocab())
