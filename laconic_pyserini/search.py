@@ -90,7 +90,12 @@ def _queries(args: argparse.Namespace) -> dict:
     from .fingerprint import FINGERPRINT_KEY
     from .spec import EncoderSpec
 
-    manifest = read_index_manifest(args.index)
+    if kind_of(args.index) == "milvus":  # a collection's manifest lives in the collection, not in a folder
+        from .searchers.milvus import read_collection_manifest
+
+        manifest = read_collection_manifest(args.index)
+    else:
+        manifest = read_index_manifest(args.index)
     vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index),
                                index_fingerprint=manifest.get(FINGERPRINT_KEY))
     if args.topics is None:

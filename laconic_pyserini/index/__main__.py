@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bm25", action="store_true", help="build a BM25 index of a BEIR corpus")
     parser.add_argument("--input", help="BEIR folder or dataset name (--bm25), or an encoded collection folder")
-    parser.add_argument("--index", help="output index folder")
+    parser.add_argument("--index", help="output index folder, or milvus://HOST:PORT/COLLECTION")
     parser.add_argument("--fields", choices=FIELDS, default="flat")
     parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
     parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
@@ -78,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", help="--recipe: the dataset to index (e.g. scifact)")
     parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
     parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
+    from .milvus import add_arguments as add_milvus_arguments
+
+    add_milvus_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.recipe is None and (args.input is None or args.index is None):
@@ -90,6 +93,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         recipe = index_recipe(args.recipe, args.condition, args.dataset)
         path = run_recipe(recipe, args.work, threads=args.threads, device=args.device)
+    elif args.index.startswith("milvus"):
+        from .milvus import main_export
+
+        return main_export(args)
     elif args.bm25:
         path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
     else:

@@ -88,8 +88,10 @@ def all_backends() -> list[Backend]:
 def kind_of(location: str | os.PathLike) -> str:
     """The index kind at ``location``: its scheme's kind, or its folder's ``manifest.json`` ``kind``."""
     text = str(location)
+    # A transport suffix keeps its scheme's backend: milvus+tls:// is searched as milvus://.
+    scheme = text.split("://", 1)[0].split("+", 1)[0] if "://" in text else None
     for backend in all_backends():
-        if backend.scheme and text.startswith(backend.scheme + "://"):
+        if backend.scheme and scheme == backend.scheme:
             return backend.kind
     return str(read_index_manifest(location).get("kind"))
 
@@ -145,6 +147,12 @@ def _faiss(location, **options) -> Searcher:
     return FaissSearcher(location, **options)
 
 
+def _milvus(location, **options) -> Searcher:
+    from .milvus import MilvusSearcher
+
+    return MilvusSearcher(str(location), **options)
+
+
 _ENCODER = Option("--encoder", help="query encoder (spec name, model folder or hub id); default: the index's own")
 _BATCH = Option("--batch-size", int, "query-encoding batch size (default 32)")
 _DEVICE = Option("--device", help="query-encoding device (default cpu)")
@@ -160,3 +168,7 @@ register(Backend("impact", "seismic", _seismic,
 register(Backend("faiss", "faiss", _faiss,
                  (_ENCODER, _BATCH, _DEVICE, _DTYPE, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
                                                                         "index's)"))))
+register(Backend("milvus", "milvus", _milvus,
+                 (_ENCODER, _BATCH, _DEVICE, Option("--query-weights", help="milvus sparse: impact (integer, "
+                                                    "Lucene's scores; default) or float (the encoder's weights)")),
+                 takes_vectors=True, scheme="milvus"))
