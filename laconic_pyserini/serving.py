@@ -14,9 +14,11 @@ import logging
 import os
 import statistics
 import time
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .console import captured, progress_bar
 from .outputs import remove_temp, temp_path, write_json_atomic
 from .run import Hits, fetch_depth, kept_hits, write_trec_run
 
@@ -99,7 +101,9 @@ def _measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, h
     serve_k = fetch_depth(serve_hits, remove_query)
     run: dict[str, Hits] = {}
     terms = []
+    bar = progress_bar(total=len(qids), desc="serve", unit="query")
     for qid in qids:
+        bar.update(1)
         t0 = time.perf_counter()
         encoded = searcher.encode_query(topics[qid])
         # BM25 has no encoding step of its own (Lucene analyses inside search): its share is 0, not call overhead.
@@ -114,6 +118,7 @@ def _measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, h
         if isinstance(encoded, dict):  # a sparse query: its terms are what Lucene looks up
             terms.append(len(encoded))
         run[qid] = kept_hits(qid, found, hits, remove_query)
+    bar.close()
     stats.rss_served_bytes = _rss()
     if terms:
         stats.avg_query_terms = round(sum(terms) / len(terms), 2)
@@ -121,8 +126,15 @@ def _measure_serving(index_dir: str, topics: dict[str, str], run_path: str, *, h
     return stats
 
 
-def _child(index_dir: str, topics: dict[str, str], run_path: str, stats_path: str, options: dict) -> None:
-    stats = measure_serving(index_dir, topics, run_path, **options)
+def _child(index_dir: str, topics: dict[str, str], run_path: str, stats_path: str, options: dict,
+           log: str | None) -> None:
+    # The JVM's and the libraries' chatter goes to the log; the bar still reaches the terminal.
+    with captured(log):
+        try:
+            stats = measure_serving(index_dir, topics, run_path, **options)
+        except BaseException:
+            traceback.print_exc()  # into the log, which the parent names
+            raise SystemExit(1) from None
     write_json_atomic(stats_path, asdict(stats))
 
 
@@ -133,20 +145,24 @@ def _timed_ms(search, encoded, k: int) -> tuple[Hits, float]:
 
 
 def measure_in_child(index_dir: str | os.PathLike, topics: dict[str, str], run_path: str | os.PathLike,
-                     **options) -> ServingStats:
-    """:func:`measure_serving` in a fresh spawned interpreter; a failure there raises here."""
+                     log: str | os.PathLike | None = None, **options) -> ServingStats:
+    """:func:`measure_serving` in a fresh spawned interpreter; a failure there raises here.
+
+    ``log``: the child's stdout and stderr (JVM, Anserini, model loading, a traceback) append to this file.
+    """
     import multiprocessing
 
     # A temporary name of this process: a stats file left by an earlier run can never pass for this child's.
     stats_path = str(temp_path(Path(run_path).with_suffix(".serving.json")))
     remove_temp(stats_path)
     context = multiprocessing.get_context("spawn")
-    process = context.Process(target=_child, args=(str(index_dir), topics, str(run_path), stats_path, options))
+    process = context.Process(target=_child, args=(str(index_dir), topics, str(run_path), stats_path, options,
+                                                   str(log) if log else None))
     process.start()
     process.join()
     if process.exitcode != 0 or not os.path.exists(stats_path):
         raise RuntimeError(f"serving {index_dir} in a child process failed (exit code {process.exitcode}); "
-                           "see its traceback above")
+                           f"see its traceback {'in ' + str(log) if log else 'above'}")
     data = json.loads(Path(stats_path).read_text(encoding="utf-8"))
     remove_temp(stats_path)
     return ServingStats(**data)

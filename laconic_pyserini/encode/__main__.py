@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                              shard_num=args.shard_num, skip_invalid=args.skip_invalid,
                              docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
                              part_size=args.part_size, window_batches=args.window_batches,
-                             progress=not args.no_progress)
+                             progress=False if args.no_progress else None)
     counts = manifest.counts
     print(f"{args.embeddings}: {counts['documents']} documents ({counts['empty_documents']} empty, "
           f"{counts['invalid_lines']} invalid lines skipped) in {len(manifest.parts)} parts; "

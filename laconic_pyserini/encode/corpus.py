@@ -37,7 +37,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                   shard_id: int | None = None, shard_num: int | None = None, skip_invalid: bool = False,
                   docs_as_queries: bool | None = None, fields: tuple[str, ...] = ("title", "text"),
                   part_size: int = DEFAULT_PART_SIZE, window_batches: int = DEFAULT_WINDOW_BATCHES,
-                  progress: bool = True, merge: bool = True) -> Manifest:
+                  progress: bool | None = None, merge: bool = True) -> Manifest:
     """Encode ``corpus`` into an Anserini JsonVectorCollection under ``embeddings_dir``; resume if begun.
 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
@@ -46,7 +46,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). ``dtype="auto"`` resumes in the dtype the
     folder was begun with, and otherwise takes what this CPU runs fast
     (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
-    kernels and CPU decision. Returns this run's manifest (this shard's, when sharded; the merged one when this
+    kernels and CPU decision. ``progress=None`` draws a bar when the console is a terminal
+    (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded; the merged one when this
     shard finished last and ``merge``).
 
     The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
@@ -246,10 +247,10 @@ def _maybe_merge(root: Path, manifest: Manifest, shard_num: int, merge: bool) ->
     return merge_shards(root)
 
 
-def _progress(enabled: bool, *, total: int, initial: int, desc: str):
-    from tqdm import tqdm
+def _progress(enabled: bool | None, *, total: int, initial: int, desc: str):
+    from ..console import progress_bar
 
-    return tqdm(total=total, initial=initial, desc=desc, unit="doc", disable=not enabled, dynamic_ncols=True)
+    return progress_bar(total=total, initial=initial, desc=desc, enabled=enabled)
 
 
 class _PartBuilder:

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import progress_bar
 from ..data import DataError, count_corpus, iter_corpus, require_documents
 from ..errors import cli, require_at_least
 from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
@@ -172,18 +173,21 @@ def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, total: int, lo
     model = None
     committed = 0
     pending: list[tuple[str, str, str]] = []
-    for ordinal, doc in enumerate(iter_corpus(corpus)):
-        chunk = ordinal // chunk_size
-        if chunk in done:
-            continue
-        pending.append((doc.id, doc.title, doc.text))
-        if len(pending) == chunk_size or ordinal == total - 1:
-            model = model or load_model()
-            _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"])
-            logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
-            pending = []
-            committed += 1
-            after_commit(committed)
+    initial = sum(min(chunk_size, total - i * chunk_size) for i in done)
+    with progress_bar(total=total, initial=initial, desc=f"encode {state['spec']['name']}") as bar:
+        for ordinal, doc in enumerate(iter_corpus(corpus)):
+            chunk = ordinal // chunk_size
+            if chunk in done:
+                continue
+            pending.append((doc.id, doc.title, doc.text))
+            if len(pending) == chunk_size or ordinal == total - 1:
+                model = model or load_model()
+                _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"])
+                logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
+                bar.update(len(pending))
+                pending = []
+                committed += 1
+                after_commit(committed)
     if pending:  # count_corpus and iter_corpus disagree: never index a corpus we did not read whole
         raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
     return n_chunks

@@ -55,5 +55,9 @@ class SpecTokenizer:
         return input_ids, attention_mask
 
     def tokenize_lengths(self, texts: list[str]) -> list[int]:
-        """Token counts (capped at ``max_length``) of texts as the encoder would see them."""
-        return [min(len(row), self.spec.max_length) for row in self.token_ids(texts, None)]
+        """Token counts (capped at ``max_length``) of texts as the encoder would see them.
+
+        Truncated at ``max_length`` like :meth:`tokenize`: the same counts as capping untruncated ones, without the
+        tokenizer's "sequence length is longer than the specified maximum" warning, which is false here.
+        """
+        return [len(row) for row in self.token_ids(texts, self.spec.max_length)]

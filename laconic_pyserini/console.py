@@ -1,0 +1,163 @@
+"""What a person at the terminal sees: stage lines, progress bars, and the JVM's chatter kept out of the way.
+
+One rule decides whether bars are drawn: :func:`progress_enabled` -- when the console is a terminal, unless
+``LACONIC_PROGRESS=0`` (never) or ``=1`` (always) says otherwise -- so CI logs stay quiet and a terminal shows rate
+and ETA. :func:`captured` sends everything written to file descriptors 1 and 2 (Anserini's log4j2 lines, the
+JVM's own warnings, library chatter) to a log file while it is open; the console (the terminal's stderr, saved
+aside) still gets the stage lines and bars, and afterwards the Anserini warnings that matter, once each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+PROGRESS_ENV = "LACONIC_PROGRESS"
+
+_console: TextIO | None = None  # the terminal's stderr while fds 1/2 are captured; None: sys.stderr itself
+_said: set[str] = set()  # warnings already shown on the console in this process
+
+#: Lines on a captured fd that are warnings with a known cause and nothing for the user to do.
+KNOWN_NOISE = (
+    "You are running with Java 22 or later",  # Lucene 9 on a newer JVM: MMapDirectory still works
+    "sun.misc.Unsafe",  # Lucene's MappedByteBuffer cleaner (JDK 23+ deprecation notice)
+    "Please consider reporting this to the maintainers",
+    "terminally deprecated method",
+    "restricted method",  # JDK 22+ native-access notice for Lucene's native helpers
+    "enable-native-access",
+    "Use --enable-native-access",
+)
+#: Anserini's log4j2 warnings (``WARN  [main] class (File.java:1) - message``) and the JVM's (``WARNING: message``);
+#: this package's own records are on the console already.
+_WARNING = re.compile(r"\b(?:WARN|ERROR|FATAL) +\[[^]]*\][^-]*- (.*)|^(?:WARNING|SEVERE): (.*)")
+
+
+def console() -> TextIO:
+    """Where stage lines and bars go: the terminal's stderr, also while fds 1 and 2 are captured."""
+    return _console if _console is not None else sys.stderr
+
+
+def progress_enabled() -> bool:
+    """Draw progress bars? ``LACONIC_PROGRESS=0/1`` decides; otherwise whether the console is a terminal."""
+    value = os.environ.get(PROGRESS_ENV, "").strip().lower()
+    if value in {"0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    try:
+        return console().isatty()
+    except (AttributeError, ValueError):  # a replaced or closed stream
+        return False
+
+
+def progress_bar(*, total: int | None, desc: str, unit: str = "doc", initial: int = 0, enabled: bool | None = None):
+    """A tqdm bar on the console (rate and ETA); ``enabled=None`` asks :func:`progress_enabled`."""
+    from tqdm import tqdm
+
+    on = progress_enabled() if enabled is None else enabled
+    # A terminal that reports no width (a fresh pseudo-terminal, some CI runners) would get an empty bar.
+    sized = _columns() > 0
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not on, dynamic_ncols=sized,
+                ncols=None if sized else 80, file=console(), leave=True)
+
+
+def _columns() -> int:
+    try:
+        return os.get_terminal_size(console().fileno()).columns
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def say(line: str) -> None:
+    """One line on the console (a stage, a result), whatever fds 1 and 2 point at."""
+    stream = console()
+    print(line, file=stream, flush=True)
+
+
+class ConsoleHandler(logging.StreamHandler):
+    """A logging handler that writes to :func:`console` as it is when a record comes, not when it was made."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return console()
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass  # logging.StreamHandler.__init__ assigns one; the console is looked up per record instead
+
+
+@contextlib.contextmanager
+def log_file(path: str | os.PathLike, level: int = logging.INFO) -> Iterator[Path]:
+    """Every log record of ``level`` and above also goes to ``path`` while the block runs."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setLevel(level)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(old_level, level) if old_level else level)
+    try:
+        yield path
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+
+
+@contextlib.contextmanager
+def captured(path: str | os.PathLike | None) -> Iterator[None]:
+    """File descriptors 1 and 2 append to ``path`` while the block runs (``None``: nothing changes).
+
+    The JVM writes straight to the descriptors, so redirecting ``sys.stdout`` would not be enough. Nested blocks
+    keep the outer capture. On leaving, the warnings among the captured lines that are not :data:`KNOWN_NOISE` are
+    said once on the console, with the log's path.
+    """
+    global _console
+    if path is None or _console is not None:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    start = os.fstat(log_fd).st_size
+    _console = os.fdopen(os.dup(saved[1]), "w", buffering=1, encoding="utf-8", errors="replace")
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        _console.close()
+        _console = None
+        _report_warnings(path, start)
+
+
+def _report_warnings(path: Path, start: int) -> None:
+    with open(path, "rb") as f:
+        f.seek(start)
+        text = f.read().decode("utf-8", errors="replace")
+    for line in text.splitlines():
+        found = _WARNING.search(line)
+        if not found or any(noise in line for noise in KNOWN_NOISE):
+            continue
+        message = (found.group(1) or found.group(2) or "").strip()
+        if message not in _said:
+            _said.add(message)
+            say(f"warning: {message} (details in {path})")
