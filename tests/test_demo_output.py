@@ -1,0 +1,151 @@
+"""What a newcomer sees in the terminal when the demo's ``compare`` runs (issue 21): one line per stage, progress
+bars with rate, no Anserini ``INFO`` line or JVM warning on the console (they are in the run's log file), no false
+tokenizer warning, and at the end the table, where the reports are and the total time.
+
+The demo's command runs for real (Anserini, splade-tiny) on 60 real SciFact documents, under a pseudo-terminal so
+that it behaves as it does for a person at a terminal.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+from conftest import REPO
+
+DOCS = 60
+QUERIES = 8
+TIMEOUT_S = 300
+
+
+def _subset(scifact: Path, target: Path) -> None:
+    """60 SciFact documents (the judged ones of 8 test queries, the longest document, then the first others) with
+    those queries and their qrels, in BEIR layout."""
+    lines = (scifact / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    qrels = [line.split("\t") for line in lines]
+    qids = list(dict.fromkeys(q for q, _, _ in qrels))[:QUERIES]
+    judged = {d for q, d, _ in qrels if q in qids}
+    corpus = (scifact / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
+    longest = max(corpus, key=len)  # longer than the tokenizer's 512: the false warning's trigger
+    chosen = [line for line in corpus if json.loads(line)["_id"] in judged or line == longest]
+    chosen += [line for line in corpus if line not in chosen][:DOCS - len(chosen)]
+    (target / "qrels").mkdir(parents=True)
+    (target / "corpus.jsonl").write_text("\n".join(chosen) + "\n", encoding="utf-8")
+    queries = [line for line in (scifact / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+               if json.loads(line)["_id"] in qids]
+    (target / "queries.jsonl").write_text("\n".join(queries) + "\n", encoding="utf-8")
+    (target / "qrels" / "test.tsv").write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels if q in qids),
+        encoding="utf-8")
+
+
+def _run_in_terminal(args: list[str], env: dict) -> tuple[int, str]:
+    """Run ``python -m ARGS`` with a 100x30 pseudo-terminal as stdout and stderr; returns (exit code, output)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    process = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                               env=env, cwd=REPO)
+    os.close(slave)
+    output = bytearray()
+    deadline = time.monotonic() + TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 1.0)
+            if not ready:
+                if process.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: every writer closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+    finally:
+        os.close(master)
+        if process.poll() is None:
+            process.kill()
+    return process.wait(timeout=60), output.decode("utf-8", errors="replace")
+
+
+def test_compare_in_a_terminal_says_its_stages_and_keeps_java_in_the_log(tmp_path, data_root, splade_tiny_dir):
+    dataset = tmp_path / "scifact-60"
+    _subset(data_root / "scifact", dataset)
+    output = tmp_path / "report"
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
+               LACONIC_MODELS=str(splade_tiny_dir.parent))
+    env.pop("LACONIC_PROGRESS", None)  # the terminal alone decides
+    rc, console = _run_in_terminal(["laconic_pyserini.compare", "--dataset", str(dataset), "--output", str(output),
+                                    "--system", "bm25", "--system", "sparse:rasyosef/splade-tiny"], env)
+    assert rc == 0, console
+    lines = [line.strip() for line in re.split(r"[\r\n]+", console) if line.strip()]
+
+    stages = [line for line in lines if line.startswith("[")]
+    expected = ["[1/2] bm25 — index 60 docs", "[1/2] bm25 — serve 8 queries", "[1/2] bm25 — evaluate: nDCG@10 ",
+                "[2/2] sparse:splade-tiny — encode 60 docs", "[2/2] sparse:splade-tiny — index 60 docs",
+                "[2/2] sparse:splade-tiny — serve 8 queries", "[2/2] sparse:splade-tiny — evaluate: nDCG@10 "]
+    assert len(stages) == len(expected) and all(s.startswith(e) for s, e in zip(stages, expected)), stages
+    report = json.loads((output / "report.json").read_text(encoding="utf-8"))
+    for stage, row in zip((stages[2], stages[6]), report["systems"]):
+        assert f"nDCG@10 {row['metrics']['nDCG@10']:.4f}" in stage  # the line says the number the report holds
+
+    # Progress bars with a rate: the sparse encoding (documents) and both servings (queries).
+    assert re.search(r"encode splade-tiny: 100%\|.*\| 60/60 \[.*doc/s\]", console), console
+    assert len(re.findall(r"serve: 100%\|.*\| 8/8 \[.*query/s\]", console)) == 2, console
+
+    # Java and library chatter stays off the console; the log holds it.
+    for noise in ("INFO  [", "WARNING:", "sun.misc.Unsafe", "Java 22 or later", "SLF4J", "Token indices sequence"):
+        assert noise not in console, noise
+    log = (output / "logs" / "compare.log").read_text(encoding="utf-8", errors="replace")
+    assert "INFO  [main] index.AbstractIndexer" in log
+    assert log.count("Indexing Complete! 60 documents indexed") == 2
+    assert "Token indices sequence" not in log  # not hidden: never raised
+
+    # The end: the table with the report's columns, where the reports are, the total time.
+    header = next(line for line in lines if line.startswith("| System |"))
+    assert header.startswith("| System | nDCG@10 | R@100 | R@1000 | Index MB | Serving RSS MB")
+    assert f"report: {output / 'report.md'} and {output / 'report.png'}" in console
+    assert f"log:    {output / 'logs' / 'compare.log'}" in console
+    assert re.search(r"^total: +(\d+ min )?\d+ s$", lines[-1]), lines[-1]
+
+
+def test_progress_follows_the_terminal_unless_the_environment_says(monkeypatch):
+    from laconic_pyserini.console import PROGRESS_ENV, progress_enabled
+
+    monkeypatch.delenv(PROGRESS_ENV, raising=False)
+    assert progress_enabled() is sys.stderr.isatty()  # under pytest: a capture, not a terminal
+    monkeypatch.setenv(PROGRESS_ENV, "1")
+    assert progress_enabled() is True
+    monkeypatch.setenv(PROGRESS_ENV, "0")
+    assert progress_enabled() is False
+
+
+def test_captured_output_goes_to_the_log_and_a_warning_that_matters_once_to_the_console(tmp_path, capfd):
+    from laconic_pyserini.console import captured, say
+
+    log = tmp_path / "logs" / "run.log"
+    info = "2026-01-01 10:00:00,000 INFO  [main] index.AbstractIndexer (AbstractIndexer.java:252) - Starting\n"
+    warn = ("2026-01-01 10:00:01,000 WARN  [pool-2-thread-1] index.IndexCollection (IndexCollection.java:1) - "
+            "Unexpected file type: part-1.txt\n")
+    noise = "WARNING: sun.misc.Unsafe::invokeCleaner will be removed in a future release\n"
+    for _ in range(2):
+        with captured(log):
+            os.write(1, info.encode())
+            os.write(2, (warn + noise).encode())
+            say("[1/1] stage line")
+    out, err = capfd.readouterr()
+    assert "INFO" not in out + err and "sun.misc" not in out + err
+    assert err.count("[1/1] stage line") == 2
+    assert err.count(f"warning: Unexpected file type: part-1.txt (details in {log})") == 1
+    assert log.read_text(encoding="utf-8") == (info + warn + noise) * 2
