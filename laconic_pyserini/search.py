@@ -27,6 +27,7 @@ import time
 from collections.abc import Sequence
 
 from .data import DataError
+from .console import progress_bar, progress_enabled
 from .errors import cli, require_at_least, require_output_file
 from .index.manifest import IndexFolderError, read_index_manifest
 from .run import Run, fetch_depth, kept_hits, write_trec_run
@@ -36,10 +37,27 @@ from .topics import load_topics
 logger = logging.getLogger(__name__)
 
 
+#: Queries per batch_search call while a progress bar is drawn (large enough to keep bulk searching bulk).
+PROGRESS_BLOCK = 256
+
+
 def search_topics(searcher: Searcher, topics: dict, *, hits: int = 1000, remove_query: bool = False,
-                  threads: int = 1) -> Run:
-    """Run every topic; with ``remove_query``, self-hits are dropped and the list cut back to ``hits``."""
-    run = searcher.batch_search(topics, fetch_depth(hits, remove_query), threads)
+                  threads: int = 1, progress: bool | None = False) -> Run:
+    """Run every topic; with ``remove_query``, self-hits are dropped and the list cut back to ``hits``.
+
+    ``progress`` (``None``: when the console is a terminal) draws a bar, searching in blocks of
+    :data:`PROGRESS_BLOCK` queries.
+    """
+    k = fetch_depth(hits, remove_query)
+    if not (progress_enabled() if progress is None else progress):
+        run = searcher.batch_search(topics, k, threads)
+    else:
+        run, items = {}, list(topics.items())
+        with progress_bar(total=len(items), desc="search", unit="query", enabled=True) as bar:
+            for start in range(0, len(items), PROGRESS_BLOCK):
+                block = dict(items[start:start + PROGRESS_BLOCK])
+                run.update(searcher.batch_search(block, k, threads))
+                bar.update(len(block))
     return {q: kept_hits(q, found, hits, remove_query) for q, found in run.items()}
 
 
@@ -128,7 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     topics = _queries(args)
     searcher = backend.open(args.index, **options)
     start = time.perf_counter()
-    run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads)
+    run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads,
+                        progress=None)
     elapsed = time.perf_counter() - start
     write_trec_run(run, args.output)
     logger.info("%d queries in %.1f s (%.1f q/s) -> %s", len(run), elapsed, len(run) / max(elapsed, 1e-9), args.output)
