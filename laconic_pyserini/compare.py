@@ -15,6 +15,11 @@ time with query encoding and search timed apart (search at ``--hits``, the depth
 ``--serve-hits``, the depth a user is shown), resident memory before and after -- and evaluate the run that
 those very calls returned (self-hits dropped, as BEIR does, unless ``--keep-self-hits``). Writes ``DIR/report.md``, ``DIR/report.json`` and ``DIR/report.png``
 (see :mod:`laconic_pyserini.report`); indexes and runs live under ``DIR/systems/`` (or ``--work``).
+
+The console gets one line per stage (``[2/3] sparse:splade-tiny — encode 5,183 docs``), progress bars when it is
+a terminal (:func:`laconic_pyserini.console.progress_enabled`), warnings, and at the end the table, where the
+reports are and the total time; this package's log records and everything Anserini, the JVM and the serving
+children print go to ``DIR/logs/compare.log``.
 """
 
 from __future__ import annotations

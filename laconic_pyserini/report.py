@@ -99,47 +99,65 @@ def render_markdown(result: dict) -> str:
 
 
 def plot(result: dict, path: str | os.PathLike) -> None:
-    """nDCG@10 against index size, serving memory and query latency: one point per system, per panel."""
+    """Write :func:`draw`'s picture to ``path`` (PNG)."""
+    import matplotlib.pyplot as plt
+
+    fig = draw(result)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def draw(result: dict):
+    """nDCG@10 against index size, serving memory and query latency: one point per system, per panel.
+
+    Systems are told apart by a legend under the panels (colour: the family; shape: the system), not by labels
+    beside the points: two systems often sit on one spot (flat and HNSW over the same vectors), and no text can
+    then be placed beside both without covering a point or another label.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"bm25": "tab:gray", "sparse": "tab:blue", "dense": "tab:orange"}
-    panels = [("index_bytes", "index size on disk (MB)", lambda r: r["index_bytes"] / MB),
-              ("serving_rss_bytes", "resident memory to serve (MB)", lambda r: r["serving_rss_bytes"] / MB),
-              ("latency", "query latency p50, encode + search (ms)",
+    panels = [("index size on disk (MB)", lambda r: r["index_bytes"] / MB),
+              ("resident memory to serve (MB)", lambda r: r["serving_rss_bytes"] / MB),
+              ("query latency p50, encode + search (ms)",
                lambda r: r["query_latency_ms"]["encode_p50"] + r["query_latency_ms"]["search_p50"])]
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(15, 4.6))
-    for ax, (_, label, value) in zip(axes, panels):
-        for i, row in enumerate(result["systems"]):
-            x, y = value(row), row["metrics"]["nDCG@10"]
-            ax.scatter([x], [y], s=90, color=colors.get(row["kind"], "black"), edgecolor="black", zorder=3,
-                       label=row["kind"])
-            # Alternate label sides: systems of one family often sit on top of each other.
-            ax.annotate(row["name"], (x, y), textcoords="offset points", xytext=(7, 7 if i % 2 == 0 else -14),
-                        fontsize=8)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(label + " — log scale")
-        ax.set_ylabel("nDCG@10")
-        ax.grid(True, which="both", alpha=0.3)
-        ys = [r["metrics"]["nDCG@10"] for r in result["systems"]]
-        ax.set_ylim(max(0.0, min(ys) - 0.08), min(1.0, max(ys) + 0.08))
-        xs = [value(r) for r in result["systems"]]
-        ax.set_xlim(min(xs) / 2.5, max(xs) * 4)
+    systems = result["systems"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(13, 4.2))
+    for ax, (label, value) in zip(axes, panels):
+        points = [(value(row), row["metrics"]["nDCG@10"]) for row in systems]
+        for number, (row, (x, y)) in enumerate(zip(systems, points)):
+            ax.scatter([x], [y], s=110, color=_COLORS.get(row["kind"], "black"), edgecolor="black", zorder=3,
+                       marker=_MARKERS[number % len(_MARKERS)], alpha=0.85, label=row["name"])
+        _axes_style(ax, label, points)
     handles, labels = axes[0].get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes[0].legend(unique.values(), unique.keys(), loc="lower right", fontsize=8)
+    columns = min(len(systems), 5)
+    rows = -(-len(systems) // columns)
+    fig.legend(handles, labels, loc="lower center", ncol=columns, fontsize=10, frameon=False)
     fig.suptitle(f"{Path(result['dataset']).name} ({result['split']}): effectiveness vs cost "
                  "(up and to the left is better)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    fig.tight_layout(rect=(0, 0.07 * rows + 0.02, 1, 1))
+    return fig
+
+
+_COLORS = {"bm25": "tab:gray", "sparse": "tab:blue", "dense": "tab:orange"}
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+
+
+def _axes_style(ax, label: str, points: list[tuple[float, float]]) -> None:
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel(f"{label}, log scale")
+    ax.set_ylabel("nDCG@10")
+    ax.grid(True, which="both", alpha=0.3)
+    xs, ys = [max(p[0], 1e-3) for p in points], [p[1] for p in points]
+    ax.set_ylim(max(0.0, min(ys) - 0.05), min(1.0, max(ys) + 0.05))
+    ax.set_xlim(min(xs) / 2, max(xs) * 2)
 
 
 def write_reports(result: dict, output: str | os.PathLike) -> Path:

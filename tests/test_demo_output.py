@@ -149,3 +149,34 @@ def test_captured_output_goes_to_the_log_and_a_warning_that_matters_once_to_the_
     assert err.count("[1/1] stage line") == 2
     assert err.count(f"warning: Unexpected file type: part-1.txt (details in {log})") == 1
     assert log.read_text(encoding="utf-8") == (info + warn + noise) * 2
+
+
+def test_report_picture_names_every_system_in_a_legend_clear_of_the_points():
+    """Two systems on one spot (flat and HNSW over the same vectors) stay told apart: no label beside a point can
+    cover another point or label, because names live in a legend below the panels."""
+    import matplotlib.pyplot as plt
+
+    from laconic_pyserini.report import MB, draw
+
+    def row(name, kind, ndcg, index_mb, rss_mb, encode_ms, search_ms):
+        return {"name": name, "kind": kind, "metrics": {"nDCG@10": ndcg}, "index_bytes": index_mb * MB,
+                "serving_rss_bytes": rss_mb * MB,
+                "query_latency_ms": {"encode_p50": encode_ms, "search_p50": search_ms}}
+
+    systems = [row("bm25", "bm25", 0.679, 10.1, 830, 0.0, 48.0),
+               row("sparse:splade-tiny", "sparse", 0.644, 2.8, 969, 13.7, 26.1),
+               row("dense:minilm", "dense", 0.645, 7.6, 545, 21.8, 1.2),
+               row("dense-hnsw:minilm", "dense", 0.645, 7.6, 545, 21.8, 1.2)]  # the same spot as flat
+    fig = draw({"dataset": "scifact", "split": "test", "systems": systems})
+    try:
+        fig.canvas.draw()
+        renderer = fig.canvas.get_renderer()
+        assert all(not ax.texts for ax in fig.axes)  # no label beside a point
+        (legend,) = fig.legends
+        assert [t.get_text() for t in legend.get_texts()] == [s["name"] for s in systems]
+        markers = {h.get_paths()[0].vertices.tobytes() for h in legend.legend_handles}
+        assert len(markers) == len(systems)  # one shape per system: coinciding points stay distinguishable
+        box = legend.get_window_extent(renderer)
+        assert all(not box.overlaps(ax.get_tightbbox(renderer)) for ax in fig.axes)
+    finally:
+        plt.close(fig)

@@ -47,8 +47,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     folder was begun with, and otherwise takes what this CPU runs fast
     (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
     kernels and CPU decision. ``progress=None`` draws a bar when the console is a terminal
-    (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded; the merged one when this
-    shard finished last and ``merge``).
+    (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
+    the merged one when this shard finished last and ``merge``).
 
     The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
     one process writes it at a time (per shard). A rerun of a complete encoding re-checks every part's sha256 and
