@@ -180,3 +180,17 @@ def test_report_picture_names_every_system_in_a_legend_clear_of_the_points():
         assert all(not box.overlaps(ax.get_tightbbox(renderer)) for ax in fig.axes)
     finally:
         plt.close(fig)
+
+
+def test_the_readme_demo_table_has_the_columns_compare_prints():
+    from laconic_pyserini.report import render_markdown
+
+    printed = render_markdown({"dataset": "scifact", "split": "test", "queries": 300, "hits": 1000,
+                               "serve_hits": 10, "systems": []})
+    header = next(line for line in printed.splitlines() if line.startswith("| System |"))
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## What `make demo` shows", 1)[1].split("\n## ", 1)[0]
+    tables = [line for line in section.splitlines() if line.startswith("| System |")]
+    assert tables == [header]
+    widths = {line.count("|") for line in section.splitlines() if line.startswith("| ")}
+    assert widths == {header.count("|")}  # every row has a cell per column
