@@ -182,9 +182,8 @@ def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, total: int, lo
             pending.append((doc.id, doc.title, doc.text))
             if len(pending) == chunk_size or ordinal == total - 1:
                 model = model or load_model()
-                _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"])
+                _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"], bar.update)
                 logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
-                bar.update(len(pending))
                 pending = []
                 committed += 1
                 after_commit(committed)
@@ -197,9 +196,10 @@ def _chunk_name(chunk: int) -> str:
     return f"chunk-{chunk:05d}.npz"
 
 
-def _encode_chunk(model, chunk: int, docs: list[tuple[str, str, str]], chunks_dir: Path, as_query: bool) -> None:
+def _encode_chunk(model, chunk: int, docs: list[tuple[str, str, str]], chunks_dir: Path, as_query: bool,
+                  done) -> None:
     start = time.perf_counter()
-    vectors = model.encode_documents([(title, text) for _, title, text in docs], as_query=as_query)
+    vectors = model.encode_documents([(title, text) for _, title, text in docs], as_query=as_query, done=done)
     seconds = time.perf_counter() - start
     if not np.isfinite(vectors).all():
         raise ValueError(f"chunk {chunk}: the model produced NaN or infinite embeddings; check --dtype and the model")

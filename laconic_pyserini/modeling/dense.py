@@ -17,7 +17,7 @@ Outputs are float32 numpy arrays of shape ``(n, dimension)``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -83,13 +83,15 @@ class DenseEncoder:
     def encode_queries(self, texts: Sequence[str]) -> np.ndarray:
         return self.encode_texts([self.spec.query_text(t) for t in texts])
 
-    def encode_documents(self, docs: Sequence[tuple[str, str]], *, as_query: bool = False) -> np.ndarray:
+    def encode_documents(self, docs: Sequence[tuple[str, str]], *, as_query: bool = False,
+                         done: Callable[[int], None] | None = None) -> np.ndarray:
         """``docs`` are ``(title, text)`` pairs, made into texts by the spec (``passage: {title} {text}``...)."""
-        return self.encode_texts([self.spec.document_text(title, text, as_query=as_query) for title, text in docs])
+        return self.encode_texts([self.spec.document_text(title, text, as_query=as_query) for title, text in docs],
+                                 done=done)
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+    def encode_texts(self, texts: Sequence[str], *, done: Callable[[int], None] | None = None) -> np.ndarray:
         """Encode final texts (prefixes already applied), ``batch_size`` at a time, longest first so that each
-        batch pads little; rows come back in input order."""
+        batch pads little; rows come back in input order. ``done`` hears each batch's size (a progress bar)."""
         import torch
 
         out = np.zeros((len(texts), self.dimension), dtype=np.float32)
@@ -102,6 +104,8 @@ class DenseEncoder:
             for start in range(0, len(order), self.batch_size):
                 rows = order[start:start + self.batch_size]
                 out[rows] = self._encode_batch([texts[i] for i in rows])
+                if done is not None:
+                    done(len(rows))
         return out
 
     # ------------------------------------------------------------------------------------------- internals
