@@ -94,21 +94,22 @@ class ConsoleHandler(logging.StreamHandler):
 
 @contextlib.contextmanager
 def log_file(path: str | os.PathLike, level: int = logging.INFO) -> Iterator[Path]:
-    """Every log record of ``level`` and above also goes to ``path`` while the block runs."""
+    """Every log record of ``level`` and above that the loggers pass on also goes to ``path`` while the block runs.
+
+    Logger levels stay as the caller set them (a CLI sets the root to INFO); a library caller's own handlers do
+    not start hearing INFO records because a log file was opened.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setLevel(level)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
-    old_level = root.level
     root.addHandler(handler)
-    root.setLevel(min(old_level, level) if old_level else level)
     try:
         yield path
     finally:
         root.removeHandler(handler)
-        root.setLevel(old_level)
         handler.close()
 
 
