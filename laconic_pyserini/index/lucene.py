@@ -53,7 +53,6 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
 
 
 def _build_bm25(source, index_dir: Path, fields: str, threads: int) -> Path:
-    partial = fresh_aside(index_dir)
     count = 0
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "bm25-", dir=index_dir.parent) as tmp:
         collection = Path(tmp) / "docs.jsonl"
@@ -67,6 +66,8 @@ def _build_bm25(source, index_dir: Path, fields: str, threads: int) -> Path:
                 count += 1
         if count == 0:
             require_documents(source)
+        # Only once the whole corpus has been read: bad input leaves nothing behind, not even the aside folder.
+        partial = fresh_aside(index_dir)
         args = ["-collection", "JsonCollection", "-input", tmp, "-index", str(partial),
                 "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads),
                 "-storePositions", "-storeDocvectors", "-storeRaw"]
