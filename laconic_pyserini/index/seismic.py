@@ -18,7 +18,7 @@ import os
 import time
 from pathlib import Path
 
-from ..outputs import fresh_aside, swap_in, write_json_atomic
+from ..outputs import building, swap_in, write_json_atomic
 from .impact import read_impact_manifest
 from .manifest import IndexFolderError
 
@@ -106,18 +106,18 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
         vectors += flush()
     index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
     index = index_class.build_from_dataset(dataset, num_threads=threads, **params)
-    partial = fresh_aside(folder)
-    index.save(str(partial / INDEX_STEM))
-    (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-    from .. import __version__
+    with building(folder) as partial:
+        index.save(str(partial / INDEX_STEM))
+        (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        from .. import __version__
 
-    # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
-    write_json_atomic(partial / "manifest.json", {
-        "kind": KIND, "package_version": __version__, "seismic_version": _seismic_version(),
-        "large_vocabulary": large, "build": params, "terms": len(terms), "documents": manifest["documents"],
-        "indexed_vectors": vectors, "encoded": str(encoded), "build_seconds": round(time.perf_counter() - start, 1),
-    }, sort_keys=True)
-    swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
+        # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
+        write_json_atomic(partial / "manifest.json", {
+            "kind": KIND, "package_version": __version__, "seismic_version": _seismic_version(),
+            "large_vocabulary": large, "build": params, "terms": len(terms), "documents": manifest["documents"],
+            "indexed_vectors": vectors, "encoded": str(encoded), "build_seconds": round(time.perf_counter() - start, 1),
+        }, sort_keys=True)
+        swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
     logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
                 "large vocabulary" if large else "standard", len(terms), vectors, time.perf_counter() - start, folder)
     return folder
