@@ -85,7 +85,8 @@ def scifact_docs(n: int, spec) -> list[str]:
 
 
 def scifact_queries(n: int, spec) -> list[str]:
-    from laconic_pyserini.data import load_topics, resolve_dataset
+    from laconic_pyserini.data import resolve_dataset
+    from laconic_pyserini.topics import load_topics
 
     topics = load_topics(resolve_dataset(SCIFACT), "test")
     return [spec.query_text(text) for _, text in sorted(topics.items(), key=lambda kv: int(kv[0]))[:n]]
@@ -343,8 +344,14 @@ def main(argv: list[str] | None = None) -> None:
     args.tmp.mkdir(parents=True, exist_ok=True)
     print(f"$ python benchmarks/bench_decoder.py {' '.join(sys.argv[1:])}   "
           f"(load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
+    from laconic_pyserini.modeling.cpu import kernel_decision
+
+    decision = kernel_decision()
+    print(decision.summary())
     result = {"memory": bench_memory, "smollm2": bench_smollm2, "laconic1b": bench_laconic1b}[args.bench](args,
                                                                                                       args.tmp)
+    result = {"cpu": decision.to_dict(), **result} if isinstance(result, dict) else {"cpu": decision.to_dict(),
+                                                                                     "result": result}
     if args.output:
         args.output.write_text(json.dumps(result, indent=1, default=str))
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import statistics
 import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -45,43 +46,45 @@ def main() -> None:
     parser.add_argument("--output")
     args = parser.parse_args()
 
-    import torch
-
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.index.faiss import rebuild_faiss_index
     from laconic_pyserini.eval import evaluate
+    from laconic_pyserini.modeling.cpu import kernel_decision, threads
     from laconic_pyserini.searchers.faiss import FaissSearcher
 
-    torch.set_num_threads(1)
-    topics = load_topics(args.topics, args.split)
-    qrels = load_qrels(args.topics, args.split)
-    qids = list(topics)
-    flat = FaissSearcher(args.flat)
-    vectors = flat.encode_queries([topics[q] for q in qids])
-    exact = flat.search_vectors(vectors, 10)
-    results = {"flat_index": args.flat, "queries": len(qids), "documents": flat.index.ntotal,
-               "dimension": flat.index.d, "rounds": args.rounds, "M": args.m,
-               "ef_construction": args.ef_construction, "settings": []}
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        hnsw_dir = rebuild_faiss_index(args.flat, Path(tmp) / "hnsw", "hnsw", hnsw_m=args.m,
-                                       ef_construction=args.ef_construction)
-        results["hnsw_build_seconds"] = round(time.perf_counter() - start, 2)
-        results["flat_bytes"] = (Path(args.flat) / "index").stat().st_size
-        results["hnsw_bytes"] = (hnsw_dir / "index").stat().st_size
-        searchers = {"flat": flat}
-        for ef in args.ef_search:
-            searchers[f"hnsw ef_search={ef}"] = FaissSearcher(hnsw_dir, ef_search=ef)
-        for name, searcher in searchers.items():
-            top10 = searcher.search_vectors(vectors, 10)
-            run = dict(zip(qids, searcher.search_vectors(vectors, 1000)))
-            recall = np.mean([len({d for d, _ in a} & {d for d, _ in b}) / len(a) for a, b in zip(exact, top10) if a])
-            row = {"system": name, "recall@10_vs_flat": round(float(recall), 4),
-                   "nDCG@10": round(evaluate(qrels, run, ["nDCG@10"])["nDCG@10"], 4),
-                   "k10": _latency(searcher, vectors, 10, args.rounds),
-                   "k1000": _latency(searcher, vectors, 1000, args.rounds)}
-            results["settings"].append(row)
-            print(json.dumps(row))
+    decision = kernel_decision()
+    print(decision.summary(), file=sys.stderr)
+    with threads(1):  # one query thread, as served (restored afterwards)
+        topics = load_topics(args.topics, args.split)
+        qrels = load_qrels(args.topics, args.split)
+        qids = list(topics)
+        flat = FaissSearcher(args.flat)
+        vectors = flat.encode_queries([topics[q] for q in qids])
+        exact = flat.search_vectors(vectors, 10)
+        results = {"flat_index": args.flat, "queries": len(qids), "documents": flat.index.ntotal,
+                   "dimension": flat.index.d, "rounds": args.rounds, "M": args.m,
+                   "ef_construction": args.ef_construction, "cpu": decision.to_dict(), "settings": []}
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            hnsw_dir = rebuild_faiss_index(args.flat, Path(tmp) / "hnsw", "hnsw", hnsw_m=args.m,
+                                           ef_construction=args.ef_construction)
+            results["hnsw_build_seconds"] = round(time.perf_counter() - start, 2)
+            results["flat_bytes"] = (Path(args.flat) / "index").stat().st_size
+            results["hnsw_bytes"] = (hnsw_dir / "index").stat().st_size
+            searchers = {"flat": flat}
+            for ef in args.ef_search:
+                searchers[f"hnsw ef_search={ef}"] = FaissSearcher(hnsw_dir, ef_search=ef)
+            for name, searcher in searchers.items():
+                top10 = searcher.search_vectors(vectors, 10)
+                run = dict(zip(qids, searcher.search_vectors(vectors, 1000)))
+                recall = np.mean([len({d for d, _ in a} & {d for d, _ in b}) / len(a)
+                                  for a, b in zip(exact, top10) if a])
+                row = {"system": name, "recall@10_vs_flat": round(float(recall), 4),
+                       "nDCG@10": round(evaluate(qrels, run, ["nDCG@10"])["nDCG@10"], 4),
+                       "k10": _latency(searcher, vectors, 10, args.rounds),
+                       "k1000": _latency(searcher, vectors, 1000, args.rounds)}
+                results["settings"].append(row)
+                print(json.dumps(row))
     print(f"| index | recall@10 vs flat | nDCG@10 | k=10 p50 / p95 ms | k=1000 p50 / p95 ms |")
     print("|---|---:|---:|---:|---:|")
     for row in results["settings"]:

@@ -1,17 +1,23 @@
 """Impact search latency: Lucene (our wrapper and raw pyserini) vs Seismic vs brute force, on the same vectors.
 
     python benchmarks/bench_search.py --index INDEX_DIR --pre-encoded QUERIES.tsv [--topics scifact]
-        [--encoder splade-tiny] [--rounds 3] [--output results.json]
+        [--bm25-index BM25_DIR] [--encoder splade-tiny] [--rounds 3] [--output results.json]
 
 - query encoding (batch 1, the index's encoder) is timed on its own, from ``--topics`` texts;
 - single-thread per-query latency (p50 / p95, ms) of k=10 and k=1000 searches of pre-encoded vectors:
-  ``LaconicSearcher.search_vector``, raw ``LuceneImpactSearcher.search`` (pyserini's own path, the TSV line as its
-  text, hits read out as (docid, score) like ours), Anserini's Java searcher on prebuilt query maps (the floor),
-  Seismic at several (query_cut, heap_factor), and a scipy.sparse
-  brute-force dot product;
+  ``LaconicSearcher.search_vector`` (hits in bulk), its old per-hit path ``search_vector_per_hit``, raw
+  ``LuceneImpactSearcher.search`` (pyserini's own path, the TSV line as its text, hits read out as (docid, score)
+  like ours), Anserini's Java searcher on prebuilt query maps (hits read one by one), Seismic at several
+  (query_cut, heap_factor), and a scipy.sparse brute-force dot product; with ``--bm25-index`` and ``--topics``,
+  BM25 on the topics' texts too: ``Bm25Searcher.search`` (bulk), ``search_per_hit`` and raw pyserini
+  ``LuceneSearcher.search``;
 - 2-thread throughput (queries/s) of whole-topic batches: Lucene ``batch_search`` with 2 threads, Seismic
   ``batch_search`` with 2 threads, brute force as one sparse matrix product (scipy runs it on 1 thread);
-- Seismic recall@10 against the exact Lucene top 10 at each setting.
+- Seismic recall@10 against the exact Lucene top 10 at each setting;
+- whole-topic runs through the search CLI (``python -m laconic_pyserini.search``, 1,000 hits, threads 1 and 2),
+  each in a fresh process, new path against the per-hit path (``LACONIC_PER_HIT=1`` in this script's child):
+  wall time, the ratio, and whether the two run files are byte-identical;
+- the CPU (model, cores, torch's capability) the numbers come from.
 
 Systems are measured interleaved, query by query, in an order that rotates from query to query (whoever searches a
 query first warms the caches for the others), so that load from other processes hits all of them alike; each
@@ -22,13 +28,98 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import re
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 SEISMIC_SETTINGS = [(5, 0.9), (10, 0.7), (20, 0.7), (50, 0.5)]
+
+#: The search CLI with the searchers' old per-hit batch paths put back: today's CLI before hits came in bulk.
+PER_HIT_CLI = """
+import sys
+from laconic_pyserini.searchers.bm25 import Bm25Searcher
+from laconic_pyserini.searchers.impact import LaconicSearcher
+Bm25Searcher.batch_search = Bm25Searcher.batch_search_per_hit
+LaconicSearcher.batch_search_vectors = LaconicSearcher.batch_search_vectors_per_hit
+from laconic_pyserini.search import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def cpu() -> dict:
+    """The CPU the numbers come from: model, logical cores, torch's kernel capability, load when measured."""
+    model = platform.processor()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    try:
+        import torch
+
+        capability = torch.backends.cpu.get_cpu_capability()
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal
+        capability = f"unknown ({exc})"
+    return {"model": model, "logical_cpus": os.cpu_count(), "torch_capability": capability,
+            "loadavg_1min": os.getloadavg()[0]}
+
+
+def _cli(per_hit: bool, argv: list[str]) -> dict:
+    """One search CLI run in a fresh process: wall seconds, and the search seconds the CLI logs."""
+    command = [sys.executable, "-c", PER_HIT_CLI, *argv] if per_hit else \
+        [sys.executable, "-m", "laconic_pyserini.search", *argv]
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    logged = re.search(r"(\d+) queries in ([0-9.]+) s", done.stderr)
+    return {"wall_s": round(wall, 3), "search_s": float(logged.group(2)) if logged else None}
+
+
+def cli_runs(runs: dict[str, list[str]], rounds: int) -> dict:
+    """``{name: CLI args}`` run new and per-hit, alternating, ``rounds`` times: medians, ratio, identical bytes."""
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, argv in runs.items():
+            times = {"bulk": [], "per-hit": []}
+            files = {}
+            for round_ in range(rounds):
+                for path in (("bulk", "per-hit") if round_ % 2 == 0 else ("per-hit", "bulk")):
+                    files[path] = Path(tmp) / f"{path}.run"
+                    times[path].append(_cli(path == "per-hit", [*argv, "--output", str(files[path])]))
+            summary = {path: {key: statistics.median(t[key] for t in runs_ if t[key] is not None)
+                              for key in ("wall_s", "search_s")} for path, runs_ in times.items()}
+            summary["per-hit / bulk wall"] = round(summary["per-hit"]["wall_s"] / summary["bulk"]["wall_s"], 2)
+            summary["per-hit / bulk search"] = round(summary["per-hit"]["search_s"] / summary["bulk"]["search_s"], 2)
+            summary["byte_identical"] = files["bulk"].read_bytes() == files["per-hit"].read_bytes()
+            out[name] = summary
+    return out
+
+
+def interleaved(systems: dict, items: list, ks: tuple[int, ...], rounds: int) -> dict:
+    """``{"k=K": {system: p50/p95}}``: systems run query by query in a rotating order, each query's median kept."""
+    latency: dict = {}
+    names = list(systems)
+    for k in ks:
+        times = {name: {i: [] for i in range(len(items))} for name in systems}
+        for round_ in range(rounds):
+            for number, item in enumerate(items):
+                # The first system to search a query warms Lucene's and the OS's caches for the others: rotate.
+                shift = (number + round_) % len(names)
+                for name in names[shift:] + names[:shift]:
+                    start = time.perf_counter()
+                    systems[name](item, k)
+                    times[name][number].append(time.perf_counter() - start)
+        latency[f"k={k}"] = {name: percentiles([statistics.median(v) for v in per_query.values()])
+                             for name, per_query in times.items()}
+    return latency
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
@@ -80,12 +171,44 @@ class BruteForce:
         return {qid: self._top(scores[row], k) for row, qid in enumerate(vectors)}
 
 
+OURS = "lucene (LaconicSearcher)"
+PER_HIT = "lucene (LaconicSearcher, old per-hit path)"
+RAW = "lucene (raw LuceneImpactSearcher)"
+FLOOR = "lucene (Java searcher, prebuilt query maps)"
+
+
+def bm25_latency(args: argparse.Namespace, latency: dict) -> None:
+    """BM25 on the topics' texts, toolkit (bulk) vs its per-hit path vs raw pyserini, into ``latency``."""
+    from pyserini.search.lucene import LuceneSearcher
+
+    from laconic_pyserini.topics import load_topics
+    from laconic_pyserini.searchers.bm25 import Bm25Searcher
+
+    texts = list(load_topics(args.topics, "test").values())
+    ours = Bm25Searcher(args.bm25_index)
+    raw = LuceneSearcher(args.bm25_index)
+    raw.set_bm25(0.9, 0.4)
+    systems = {"bm25 (Bm25Searcher)": ours.search, "bm25 (Bm25Searcher, old per-hit path)": ours.search_per_hit,
+               "bm25 (raw LuceneSearcher)": lambda text, k: [(h.docid, float(h.score)) for h in raw.search(text, k)]}
+    for text in texts[:50]:  # warm-up
+        for system in systems.values():
+            system(text, 1000)
+    for key, rows in interleaved(systems, texts, (10, 1000), args.rounds).items():
+        latency[key].update(rows)
+        latency[key]["bm25 per-hit / bulk p50"] = round(
+            rows["bm25 (Bm25Searcher, old per-hit path)"]["p50_ms"] / rows["bm25 (Bm25Searcher)"]["p50_ms"], 2)
+        latency[key]["bm25 raw / bulk p50"] = round(
+            rows["bm25 (raw LuceneSearcher)"]["p50_ms"] / rows["bm25 (Bm25Searcher)"]["p50_ms"], 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--index", required=True)
     parser.add_argument("--pre-encoded", required=True)
     parser.add_argument("--topics", default=None, help="topics whose texts time query encoding (BEIR name/folder)")
+    parser.add_argument("--bm25-index", default=None, help="a BM25 index of the same corpus (needs --topics)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cli-rounds", type=int, default=3, help="rounds of whole-topic CLI runs (0: none)")
     parser.add_argument("--output", default=None)
     args = parser.parse_args()
 
@@ -97,7 +220,11 @@ def main() -> None:
     jvm.start()
     from pyserini.search.lucene import LuceneImpactSearcher
 
-    results: dict = {"index": args.index, "rounds": args.rounds}
+    from laconic_pyserini.modeling.cpu import kernel_decision
+
+    decision = kernel_decision()
+    print(decision.summary(), file=sys.stderr)
+    results: dict = {"index": args.index, "rounds": args.rounds, "cpu": decision.to_dict()}
     ours = LaconicSearcher(args.index)
     vectors = read_pre_encoded(args.pre_encoded, ours.spec)
     lines = {line.split("\t", 1)[0]: line.rstrip("\n").split("\t", 1)[1]
@@ -114,13 +241,16 @@ def main() -> None:
     # The floor: Anserini's Java searcher with the Java query maps built beforehand (no Python work per query
     # but reading the hits out).
     java_queries = {qid: ours._java_query(vectors[qid]) for qid in qids}
+    results["cpu"] = cpu()
+    print(json.dumps(results["cpu"]), file=sys.stderr)
 
     def java_search(qid: str, k: int):
         return [(hit.docid, float(hit.score)) for hit in raw.object.search(java_queries[qid], k)]
 
-    systems = {"lucene (LaconicSearcher)": lambda qid, k: ours.search_vector(vectors[qid], k),
-               "lucene (raw LuceneImpactSearcher)": raw_search,
-               "lucene (Java searcher, prebuilt query maps)": java_search,
+    systems = {OURS: lambda qid, k: ours.search_vector(vectors[qid], k),
+               PER_HIT: lambda qid, k: ours.search_vector_per_hit(vectors[qid], k),
+               RAW: raw_search,
+               FLOOR: java_search,
                "brute force (scipy.sparse)": lambda qid, k: brute.search(vectors[qid], k)}
     for (cut, factor), searcher in seismic.items():
         systems[f"seismic query_cut={cut} heap_factor={factor}"] = \
@@ -131,26 +261,17 @@ def main() -> None:
         for qid in qids[:50]:
             system(qid, 1000)
 
-    latency: dict = {}
+    latency = interleaved(systems, qids, (10, 1000), args.rounds)
     for k in (10, 1000):
-        times = {name: {qid: [] for qid in qids} for name in systems}
-        names = list(systems)
-        for round_ in range(args.rounds):
-            for number, qid in enumerate(qids):
-                # The first system to search a query warms Lucene's and the OS's caches for the others: rotate.
-                shift = (number + round_) % len(names)
-                for name in names[shift:] + names[:shift]:
-                    start = time.perf_counter()
-                    systems[name](qid, k)
-                    times[name][qid].append(time.perf_counter() - start)
-        latency[f"k={k}"] = {name: percentiles([statistics.median(v) for v in per_query.values()])
-                             for name, per_query in times.items()}
-        ratio_p50 = latency[f"k={k}"]["lucene (LaconicSearcher)"]["p50_ms"] / \
-            latency[f"k={k}"]["lucene (raw LuceneImpactSearcher)"]["p50_ms"]
-        latency[f"k={k}"]["wrapper / raw p50"] = round(ratio_p50, 3)
-        latency[f"k={k}"]["wrapper / Java floor p50"] = round(
-            latency[f"k={k}"]["lucene (LaconicSearcher)"]["p50_ms"] /
-            latency[f"k={k}"]["lucene (Java searcher, prebuilt query maps)"]["p50_ms"], 3)
+        row = latency[f"k={k}"]
+        row["wrapper / raw p50"] = round(row[OURS]["p50_ms"] / row[RAW]["p50_ms"], 3)
+        row["wrapper / Java floor p50"] = round(row[OURS]["p50_ms"] / row[FLOOR]["p50_ms"], 3)
+        row["raw / wrapper p50"] = round(row[RAW]["p50_ms"] / row[OURS]["p50_ms"], 2)
+        row["per-hit / wrapper p50"] = round(row[PER_HIT]["p50_ms"] / row[OURS]["p50_ms"], 2)
+    latency["k=1000"]["wrapper k=1000 / its k=10 p50"] = round(
+        latency["k=1000"][OURS]["p50_ms"] / latency["k=10"][OURS]["p50_ms"], 2)
+    if args.bm25_index and args.topics:
+        bm25_latency(args, latency)
     results["single_thread_latency"] = latency
 
     exact = ours.batch_search_vectors(vectors, 10, threads=2)
@@ -178,7 +299,7 @@ def main() -> None:
     results["throughput_qps"] = throughput
 
     if args.topics:
-        from laconic_pyserini.data import load_topics
+        from laconic_pyserini.topics import load_topics
 
         topics = load_topics(args.topics, "test")
         texts = [topics[q] for q in qids if q in topics]
@@ -189,6 +310,14 @@ def main() -> None:
             ours.queries.encode([text])
             samples.append(time.perf_counter() - start)
         results["query_encoding_batch1"] = {"encoder": ours.spec.name, **percentiles(samples)}
+
+    if args.cli_rounds:
+        runs = {f"impact --pre-encoded, threads {t}": ["--index", args.index, "--pre-encoded", args.pre_encoded,
+                                                     "--hits", "1000", "--threads", str(t)] for t in (1, 2)}
+        if args.bm25_index and args.topics:
+            runs.update({f"bm25 --topics, threads {t}": ["--index", args.bm25_index, "--topics", args.topics,
+                                                        "--hits", "1000", "--threads", str(t)] for t in (1, 2)})
+        results["cli_run_1000_hits"] = cli_runs(runs, args.cli_rounds)
 
     print(json.dumps(results, indent=2))
     if args.output:

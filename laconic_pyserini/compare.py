@@ -2,7 +2,7 @@
 
     python -m laconic_pyserini.compare --dataset BEIR_DIR_OR_NAME [--split test] --output DIR
         [--system bm25] [--system sparse:SPEC] [--system dense:SPEC] [--system dense-hnsw:SPEC] ...
-        [--hits 1000] [--keep-self-hits] [--batch-size 32] [--threads 1] [--work DIR]
+        [--hits 1000] [--serve-hits 10] [--keep-self-hits] [--batch-size 32] [--threads 1] [--work DIR]
 
 Without ``--system`` it compares the offline defaults: BM25, ``sparse:rasyosef/splade-tiny`` and
 ``dense:sentence-transformers/all-MiniLM-L6-v2`` (found under ``$LACONIC_MODELS``). ``sparse:laconic-1b`` is the
@@ -11,7 +11,8 @@ uses an index already built by this package for the same corpus, as is.
 
 For every system: build its index (encode → index; reused when the index manifest records the same encoder spec,
 corpus and index settings), then serve it in a fresh child process -- load, one warm-up query, every topic one at a
-time with query encoding and search timed apart, resident memory before and after -- and evaluate the run that
+time with query encoding and search timed apart (search at ``--hits``, the depth evaluated, and at
+``--serve-hits``, the depth a user is shown), resident memory before and after -- and evaluate the run that
 those very calls returned (self-hits dropped, as BEIR does, unless ``--keep-self-hits``). Writes ``DIR/report.md``, ``DIR/report.json`` and ``DIR/report.png``
 (see :mod:`laconic_pyserini.report`); indexes and runs live under ``DIR/systems/`` (or ``--work``).
 """
@@ -29,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import load_qrels, load_topics, resolve_dataset
+from .data import resolve_dataset
 from .errors import cli, require_at_least
+from .topics import load_qrels, load_topics
 from .eval import DEFAULT_MEASURES, evaluate
 from .index.manifest import IndexFolderError, read_index_manifest
 from .outputs import open_folder, write_json_atomic
@@ -112,8 +114,12 @@ def _build_key(system: System, corpus: dict) -> dict:
 
 
 def build_system(system: System, dataset: Path, work: Path, *, batch_size: int = 32, threads: int = 2,
-                 reuse: bool = True) -> dict:
-    """Build (or reuse) the system's index under ``work``; returns the build record (index path, timings)."""
+                 reuse: bool = True, docs_as_queries: bool = False) -> dict:
+    """Build (or reuse) the system's index under ``work``; returns the build record (index path, timings).
+
+    ``docs_as_queries``: the documents take the query prefix (BEIR Quora, CQADupStack), decided by the caller from
+    the dataset's name, since ``dataset`` here is already a folder.
+    """
     from .encode.source import describe_corpus
 
     corpus = describe_corpus(dataset)
@@ -134,6 +140,23 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
             return record
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    encode_seconds, extra = _build_index(system, dataset, folder, work, key, batch_size=batch_size, threads=threads,
+                                         docs_as_queries=docs_as_queries)
+    manifest = read_index_manifest(index_dir)
+    record = {"key": key, "index": str(index_dir), "documents": manifest["documents"],
+              "encode_seconds": round(encode_seconds, 3), "build_seconds": round(time.perf_counter() - start, 3),
+              **extra}
+    if system.kind == "dense":
+        record["dimension"] = manifest["dimension"]
+    write_json_atomic(record_path, record)
+    return record
+
+
+def _build_index(system: System, dataset: Path, folder: Path, work: Path, key: dict, *, batch_size: int,
+                 threads: int, docs_as_queries: bool) -> tuple[float, dict]:
+    """Encode and index one system into ``folder/index``; returns the encoding seconds and extra record fields."""
+    index_dir = folder / "index"
+    start = time.perf_counter()
     extra: dict = {}
     if system.kind == "bm25":
         from .index.lucene import build_bm25_index
@@ -144,7 +167,8 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
         from .encode import encode_corpus
         from .index.impact import build_impact_index
 
-        encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size, progress=False)
+        encoded = encode_corpus(dataset, folder / "encoded", system.spec, batch_size=batch_size, progress=False,
+                                docs_as_queries=docs_as_queries)
         encode_seconds = time.perf_counter() - start
         build_impact_index(folder / "encoded", index_dir, threads=threads)
         counts = encoded.counts
@@ -157,16 +181,10 @@ def build_system(system: System, dataset: Path, work: Path, *, batch_size: int =
         if flat is not None:  # HNSW over vectors already encoded for the flat system: no second encoding
             rebuild_faiss_index(flat, index_dir, system.index_type)
         else:
-            encode_dense_corpus(dataset, system.spec, index_dir, index_type=system.index_type, batch_size=batch_size)
+            encode_dense_corpus(dataset, system.spec, index_dir, index_type=system.index_type, batch_size=batch_size,
+                                as_query=docs_as_queries)
         encode_seconds = read_index_manifest(index_dir)["encode_seconds"]
-    manifest = read_index_manifest(index_dir)
-    record = {"key": key, "index": str(index_dir), "documents": manifest["documents"],
-              "encode_seconds": round(encode_seconds, 3), "build_seconds": round(time.perf_counter() - start, 3),
-              **extra}
-    if system.kind == "dense":
-        record["dimension"] = manifest["dimension"]
-    write_json_atomic(record_path, record)
-    return record
+    return encode_seconds, extra
 
 
 def _adopt(system: System, corpus: dict) -> dict:
@@ -207,7 +225,7 @@ def _flat_sibling(system: System, work: Path, key: dict) -> Path | None:
 def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAULT_SYSTEMS, output: str | os.PathLike = "compare",
             *, split: str = "test", hits: int = 1000, remove_query: bool = True, batch_size: int = 32,
             threads: int = 1, build_threads: int = 2, work: str | os.PathLike | None = None,
-            reuse: bool = True) -> dict:
+            reuse: bool = True, serve_hits: int = 10) -> dict:
     """Build, serve, evaluate every system; write ``report.{md,json,png}`` under ``output``; return the report."""
     from . import report as report_module
     from .serving import measure_in_child
@@ -216,6 +234,9 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     names = [s.name for s in parsed]
     if len(set(names)) != len(names):
         raise SpecError(f"--system given twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
+    from .encode.source import resolve_docs_as_queries
+
+    questions = resolve_docs_as_queries(dataset)
     dataset_dir = resolve_dataset(dataset)
     output = open_folder(output, REPORT_KIND, flag="--output", inputs=[dataset_dir], ours=_earlier_report,
                          dataset=str(dataset))
@@ -226,16 +247,16 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     for system in parsed:
         logger.info("== %s", system.name)
         record = build_system(system, dataset_dir, work_dir, batch_size=batch_size, threads=build_threads,
-                              reuse=reuse)
+                              reuse=reuse, docs_as_queries=questions)
         run_path = work_dir / system.slug / f"run.{split}.trec"
-        stats = measure_in_child(system.kind, record["index"], topics, run_path, hits=hits,
-                                 remove_query=remove_query, threads=threads, batch_size=batch_size)
+        stats = measure_in_child(record["index"], topics, run_path, hits=hits, remove_query=remove_query,
+                                 threads=threads, batch_size=batch_size, serve_hits=serve_hits)
         from .run import read_trec_run
 
         metrics = evaluate(qrels, read_trec_run(run_path), DEFAULT_MEASURES)
         rows.append(_row(system, record, stats, metrics, run_path))
     result = {"dataset": str(dataset), "dataset_dir": str(dataset_dir), "split": split, "queries": len(topics),
-              "hits": hits, "remove_query": remove_query, "machine": report_module.machine(),
+              "hits": hits, "serve_hits": serve_hits, "remove_query": remove_query, "machine": report_module.machine(),
               "systems": rows, "comparisons": report_module.sparse_dense_ratios(rows)}
     report_module.write_reports(result, output)
     return result
@@ -282,7 +303,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              + ", ".join(DEFAULT_SYSTEMS) + ")")
     parser.add_argument("--output", required=True, help="report folder (report.md, report.json, report.png)")
     parser.add_argument("--work", help="where indexes and runs are built and reused (default OUTPUT/systems)")
-    parser.add_argument("--hits", type=int, default=1000)
+    parser.add_argument("--hits", type=int, default=1000, help="hits per query in the run evaluated")
+    parser.add_argument("--serve-hits", type=int, default=10,
+                        help="hits per query a user is served: search latency is also timed at this depth")
     parser.add_argument("--keep-self-hits", action="store_true",
                         help="keep hits whose doc id equals the query id (by default they are dropped, as BEIR's "
                              "evaluator and Anserini's 2CR do on every BEIR dataset)")
@@ -291,13 +314,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--build-threads", type=int, default=2, help="Anserini indexing threads")
     parser.add_argument("--no-reuse", action="store_true", help="rebuild every index even when one fits")
     args = parser.parse_args(argv)
-    require_at_least(1, {"--hits": args.hits, "--batch-size": args.batch_size, "--threads": args.threads,
-                         "--build-threads": args.build_threads})
+    require_at_least(1, {"--hits": args.hits, "--serve-hits": args.serve_hits, "--batch-size": args.batch_size,
+                         "--threads": args.threads, "--build-threads": args.build_threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     compare(args.dataset, args.systems or DEFAULT_SYSTEMS, args.output, split=args.split,
             hits=args.hits, remove_query=not args.keep_self_hits, batch_size=args.batch_size,
             threads=args.threads, build_threads=args.build_threads, work=args.work,
-            reuse=not args.no_reuse)
+            reuse=not args.no_reuse, serve_hits=args.serve_hits)
     print((Path(args.output) / "report.md").read_text(encoding="utf-8"))
     return 0
 

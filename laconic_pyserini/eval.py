@@ -13,9 +13,9 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .data import load_qrels
 from .errors import UsageError, cli
 from .run import Run, read_trec_run
+from .topics import load_qrels
 
 DEFAULT_MEASURES = ("nDCG@10", "R@100", "R@1000")
 

@@ -70,14 +70,6 @@ def start() -> None:
         _started = True
 
 
-def is_running() -> bool:
-    """Whether a JVM runs in this process (without starting one)."""
-    import sys
-
-    config = sys.modules.get("jnius_config")
-    return bool(config is not None and config.vm_running)
-
-
 def autoclass(name: str):
     """``jnius.autoclass`` after :func:`start`."""
     start()

@@ -1,7 +1,8 @@
-"""Float term weights → Anserini integer impacts: one rule, for documents and queries alike.
+"""Float term weights → Anserini integer impacts: one rule, for documents and queries, dicts and tensors alike.
 
 An impact is ``rint(weight * scale)`` (round half to even, as numpy's ``rint``); terms whose impact is ≤ 0 are
-dropped, because Anserini's impact postings cannot hold them and a zero would only waste a posting.
+dropped, because Anserini's impact postings cannot hold them and a zero would only waste a posting. Query texts
+become impacts through :func:`query_impacts`, whichever caller (the query-file writer, the searchers) asks.
 """
 
 from __future__ import annotations
@@ -23,4 +24,27 @@ def quantize(vector: dict[str, float], scale: float = 100.0) -> dict[str, int]:
         impact = round(scaled)
         if impact > 0:
             impacts[term] = impact
+    return impacts
+
+
+def quantize_tensor(weights, scale: float = 100.0):
+    """:func:`quantize` of a B×V torch tensor: ``rint(w · scale)`` in float64 (exact for any impact), ≤ 0 as 0.
+
+    Torch's ``round`` is round-half-to-even too. A NaN or infinite weight raises ValueError, as for dicts.
+    """
+    scaled = weights.double() * scale
+    if not bool(scaled.isfinite().all()):
+        raise ValueError("a NaN or infinite weight cannot be an impact")
+    return scaled.round().clamp_min(0)
+
+
+def query_impacts(encoder, texts: list[str], *, batch_size: int = 32) -> list[dict[str, int]]:
+    """The impacts of query texts: ``encoder.encode_queries`` (which adds the spec's query prefix) in batches of
+    ``batch_size``, each vector quantised with the encoder's ``spec.quant_scale``."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, not {batch_size}")
+    impacts = []
+    for start in range(0, len(texts), batch_size):
+        for weights in encoder.encode_queries(texts[start:start + batch_size]):
+            impacts.append(quantize(weights, encoder.spec.quant_scale))
     return impacts

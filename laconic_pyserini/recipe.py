@@ -21,11 +21,11 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .data import DATA_ENV, DataError, resolve_dataset, with_gz
 from .errors import LaconicError
-from .data import DATA_ENV, DataError, _with_gz, resolve_dataset
+from .eval import DEFAULT_MEASURES
 from .yaml_file import read_yaml_mapping
 
-DEFAULT_METRICS = ("nDCG@10", "R@100", "R@1000")
 
 
 class RecipeError(LaconicError, ValueError):
@@ -56,6 +56,7 @@ class Dataset:
     split: str = "test"
     vars: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    documents: int | None = None  # the corpus size, which an index of it must hold exactly
 
 
 @dataclass(frozen=True)
@@ -155,7 +156,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
                             missing="the shipped recipes are eval/beir.yaml and eval/mteb-retrieval.yaml",
                             shape="'datasets' and 'conditions'")
     where = str(path)
-    metrics = tuple(raw.get("metrics") or DEFAULT_METRICS)
+    metrics = tuple(raw.get("metrics") or DEFAULT_MEASURES)
     datasets = {}
     for i, entry in enumerate(_list(raw, "datasets", where)):
         ds = _dataset(entry, f"{where}: datasets[{i}]")
@@ -211,8 +212,12 @@ def _dataset(entry, where: str) -> Dataset:
     if not isinstance(entry, dict) or "name" not in entry:
         raise RecipeError(f"{where}: a dataset needs at least a 'name'")
     name = str(entry["name"])
+    documents = entry.get("documents")
+    if documents is not None and (isinstance(documents, bool) or not isinstance(documents, int) or documents < 1):
+        raise RecipeError(f"{where} ({name}).documents: the corpus size, a positive integer, not {documents!r}")
     return Dataset(name=name, data=str(entry.get("data") or f"beir/{name}"), split=str(entry.get("split", "test")),
-                   vars=_strings(entry.get("vars"), f"{where} ({name}).vars"), note=str(entry.get("note") or ""))
+                   vars=_strings(entry.get("vars"), f"{where} ({name}).vars"), note=str(entry.get("note") or ""),
+                   documents=documents)
 
 
 def _tolerance(value, default: Tolerance, where: str) -> Tolerance:
@@ -294,7 +299,7 @@ def missing_data(dataset: Dataset, data_root: Path | None) -> str | None:
     folder = local_dataset(dataset.data, data_root)
     if folder is None:
         return f"data {dataset.data} not under {data_root or '$' + DATA_ENV}"
-    if _with_gz(folder / "qrels" / f"{dataset.split}.tsv") is None:
+    if with_gz(folder / "qrels" / f"{dataset.split}.tsv") is None:
         return f"no qrels/{dataset.split}.tsv in {folder}"
     return None
 
@@ -364,3 +369,25 @@ def summarize(recipe: Recipe, values: dict[str, dict[str, float]],
         if means:
             out[name] = means
     return out
+
+
+# ------------------------------------------------------------------------------------------------ cells
+
+#: Where ``reproduce`` writes its cells (``REPORT/RECIPE/CONDITION/DATASET``), and each cell's scores file.
+DEFAULT_REPORT = Path("runs/reproduce")
+SCORES_FILE = "scores.json"
+
+
+def work_dir(report: Path, recipe: Recipe, condition: str, dataset: str) -> Path:
+    """The folder one (condition, dataset) cell runs in."""
+    return report / recipe.name / condition / dataset
+
+
+def cell_commands(recipe: Recipe, condition: Condition, dataset: Dataset, work: Path,
+                  overrides: dict[str, str] | None = None) -> tuple[list[tuple[str, str | None]], str]:
+    """The rendered ``(command, skip_if_exists)`` steps and the evaluation command of one cell."""
+    steps = [(recipe.render(s.command, condition, dataset, str(work), overrides),
+              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides, quote=False)
+              if s.skip_if_exists else None)
+             for s in condition.steps]
+    return steps, recipe.render(recipe.evaluate, condition, dataset, str(work), overrides)

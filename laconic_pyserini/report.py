@@ -2,11 +2,12 @@
 
 ``report.json``::
 
-    {"dataset", "split", "queries", "machine": {...},
+    {"dataset", "split", "queries", "hits", "serve_hits", "machine": {...},
      "systems": [{"name", "kind": "bm25"|"sparse"|"dense", "metrics": {"nDCG@10", "R@100", "R@1000"},
                   "index_bytes", "serving_rss_bytes", "encode_docs_per_s",
                   "query_latency_ms": {"encode_p50", "search_p50", "total_p50", "encode_p95", "search_p95",
-                                       "total_p95"}, ...}],
+                                       "total_p95", "search_hits", "serve_hits", "serve_search_p50",
+                                       "serve_search_p95"}, ...}],   # search_*: at hits; serve_*: at serve_hits
      "comparisons": [{"sparse", "dense", "same_backbone", "index_bytes_ratio", "index_bytes_saved_pct",
                       "serving_rss_ratio"}]}
 
@@ -65,15 +66,18 @@ def _num(x, digits: int = 1) -> str:
 
 
 def render_markdown(result: dict) -> str:
+    hits, serve = result.get("hits", 1000), result.get("serve_hits", 10)
     lines = [f"### {Path(result['dataset']).name} ({result['split']}, {result['queries']} queries)", "",
              "| System | nDCG@10 | R@100 | R@1000 | Index MB | Serving RSS MB | Docs/s (encode) "
-             "| Query enc. p50 ms | Search p50 ms | Total p95 ms |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             f"| Query enc. p50 ms | Search p50 ms (k={serve}, served) | Search p50 ms (k={hits}, evaluated) "
+             "| Total p95 ms |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in result["systems"]:
         m, lat = row["metrics"], row["query_latency_ms"]
         lines.append(f"| {row['name']} | {m['nDCG@10']:.4f} | {m['R@100']:.4f} | {m['R@1000']:.4f} "
                      f"| {_mb(row['index_bytes'])} | {_mb(row['serving_rss_bytes'])} "
                      f"| {_num(row['encode_docs_per_s'])} | {_num(lat['encode_p50'], 2)} "
+                     f"| {_num(lat.get('serve_search_p50'), 2)} "
                      f"| {_num(lat['search_p50'], 2)} | {_num(lat['total_p95'], 2)} |")
     lines.append("")
     sparse_rows = [r for r in result["systems"] if r["kind"] == "sparse"]

@@ -30,13 +30,11 @@ from . import __version__
 from .data import DATA_ENV, default_data_root
 from .errors import cli
 from .outputs import discard, open_folder, write_json_atomic
-from .recipe import (Condition, Dataset, Recipe, RecipeError, load_recipe, missing_data, missing_requirements,
-                     summarize)
+from .recipe import (DEFAULT_REPORT, SCORES_FILE, Condition, Dataset, Recipe, RecipeError, cell_commands,
+                     load_recipe, missing_data, missing_requirements, summarize, work_dir)
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_REPORT = Path("runs/reproduce")
-SCORES_FILE = "scores.json"
 #: What a cell folder's manifest.json says it is (:mod:`laconic_pyserini.outputs`).
 CELL_KIND = "reproduce-cell"
 LOG_FILE = "log.txt"
@@ -55,20 +53,6 @@ class Cell:
     verdicts: dict[str, str] = field(default_factory=dict)
     reason: str = ""
     commands: list[str] = field(default_factory=list)
-
-
-def work_dir(report: Path, recipe: Recipe, condition: str, dataset: str) -> Path:
-    return report / recipe.name / condition / dataset
-
-
-def cell_commands(recipe: Recipe, condition: Condition, dataset: Dataset, work: Path,
-                  overrides: dict[str, str] | None = None) -> tuple[list[tuple[str, str | None]], str]:
-    """The rendered ``(command, skip_if_exists)`` steps and the evaluation command of one cell."""
-    steps = [(recipe.render(s.command, condition, dataset, str(work), overrides),
-              recipe.render(s.skip_if_exists, condition, dataset, str(work), overrides, quote=False)
-              if s.skip_if_exists else None)
-             for s in condition.steps]
-    return steps, recipe.render(recipe.evaluate, condition, dataset, str(work), overrides)
 
 
 def parse_scores(output: str, metrics: Sequence[str]) -> dict[str, float]:

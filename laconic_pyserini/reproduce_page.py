@@ -13,8 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .recipe import Recipe, summarize
-from .reproduce import DEFAULT_REPORT, SCORES_FILE, cell_commands, work_dir
+from .recipe import DEFAULT_REPORT, SCORES_FILE, Recipe, cell_commands, summarize, work_dir
 
 _MARK = {"OK": "✓", "OKish": "≈", "FAIL": "✗"}
 

@@ -21,6 +21,16 @@ def remove_self_hits(query_id: str, hits: Iterable[tuple[str, float]]) -> Hits:
     return [(doc_id, score) for doc_id, score in hits if doc_id != query_id]
 
 
+def fetch_depth(hits: int, remove_query: bool) -> int:
+    """How many hits to ask a searcher for: one more when a self-hit may be dropped, so ``hits`` remain."""
+    return hits + 1 if remove_query else hits
+
+
+def kept_hits(query_id: str, found: Hits, hits: int, remove_query: bool) -> Hits:
+    """What a run keeps of ``found`` (fetched ``fetch_depth`` deep): without the self-hit, cut back to ``hits``."""
+    return remove_self_hits(query_id, found)[:hits] if remove_query else found
+
+
 def looks_like_run(path: Path) -> bool:
     """A file whose first line is a TREC run line: an earlier run, ours to overwrite."""
     try:

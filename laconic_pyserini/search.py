@@ -1,15 +1,17 @@
 """Search topics against an index and write a TREC run.
 
     python -m laconic_pyserini.search [--bm25] --index DIR --topics BEIR_DIR_OR_NAME_OR_FILE [--split test]
-        --output RUN [--hits 1000] [--remove-query] [--threads N]
-        [--encoder SPEC_OR_PATH | --pre-encoded FILE] [--batch-size B] [--backend lucene|seismic|faiss]
-        [--query-cut N] [--heap-factor F]
+        --output RUN [--hits 1000] [--remove-query] [--threads N] [--backend NAME]
+        [--encoder SPEC_OR_PATH | --pre-encoded FILE] [--batch-size B] [--device D]
+        [--query-cut N] [--heap-factor F] [--ef-search N]
 
-The searcher is chosen by the index's ``manifest.json`` (and ``--backend`` among those that fit its kind).
-For an impact index, query texts are encoded with the index's own encoder (or ``--encoder``, which must have the
-same contract), or ``--pre-encoded FILE`` (``qid<TAB>term term…`` or JSONL vectors from
-``python -m laconic_pyserini.encode.query``) supplies the vectors; with ``--topics`` as well, only the topics'
-ids are searched. ``--backend seismic`` searches an approximate Seismic index built once beside the Lucene one.
+The searcher is chosen by the index's ``manifest.json`` ``kind`` (and ``--backend`` among those registered for
+it, :mod:`laconic_pyserini.searchers`); the backend options are the registry's, and one that does not apply to the
+chosen backend is an error. For an impact index, query texts are encoded with the index's own encoder (or
+``--encoder``, which must have the same contract), or ``--pre-encoded FILE`` (``qid<TAB>term term…`` or JSONL
+vectors from ``python -m laconic_pyserini.encode.query``) supplies the vectors; with ``--topics`` as well, only the
+topics' ids are searched. ``--backend seismic`` searches an approximate Seismic index built once beside the Lucene
+one.
 
 ``--remove-query`` drops hits whose doc id equals the query id (BEIR's convention for ArguAna, Quora and
 CQADupStack; Anserini's ``-removeQuery``); one extra hit is retrieved so that a run still has ``--hits`` hits per
@@ -24,41 +26,21 @@ import sys
 import time
 from collections.abc import Sequence
 
-from .data import DataError, load_topics
+from .data import DataError
 from .errors import cli, require_at_least, require_output_file
-from .run import Run, remove_self_hits, write_trec_run
-from .searchers import Searcher, open_searcher
+from .index.manifest import IndexFolderError, read_index_manifest
+from .run import Run, fetch_depth, kept_hits, write_trec_run
+from .searchers import Backend, Searcher, all_backends, find_backend, index_phrase, kind_of
+from .topics import load_topics
 
 logger = logging.getLogger(__name__)
 
 
-def search_topics(searcher: Searcher, topics: dict[str, str], *, hits: int = 1000, remove_query: bool = False,
+def search_topics(searcher: Searcher, topics: dict, *, hits: int = 1000, remove_query: bool = False,
                   threads: int = 1) -> Run:
     """Run every topic; with ``remove_query``, self-hits are dropped and the list cut back to ``hits``."""
-    run = searcher.batch_search(topics, hits + 1 if remove_query else hits, threads)
-    if remove_query:
-        run = {q: remove_self_hits(q, found)[:hits] for q, found in run.items()}
-    return run
-
-
-#: Search backends by index kind; the first is the default. A new backend adds itself here and to
-#: :func:`backend_options` (its options) and :func:`laconic_pyserini.searchers.open_searcher` (its class).
-BACKENDS = {"bm25": ("lucene",), "impact": ("lucene", "seismic"), "faiss": ("faiss",)}
-
-
-def backend_options(args: argparse.Namespace, kind: str | None, backend: str) -> dict:
-    """Keyword options for the searcher of ``kind``/``backend`` from the CLI flags that apply to it."""
-    options: dict = {}
-    if kind == "impact":
-        options.update(batch_size=args.batch_size, device=args.device)
-        if args.encoder:
-            options["encoder"] = args.encoder
-        if backend == "seismic":
-            options.update({name: value for name, value in (("query_cut", args.query_cut),
-                                                             ("heap_factor", args.heap_factor)) if value is not None})
-    if kind == "faiss":  # dense: queries encoded by the index's own dense spec (or a compatible --encoder)
-        options.update(batch_size=args.batch_size, device=args.device, encoder=args.encoder, ef_search=args.ef_search)
-    return options
+    run = searcher.batch_search(topics, fetch_depth(hits, remove_query), threads)
+    return {q: kept_hits(q, found, hits, remove_query) for q, found in run.items()}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,27 +54,50 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hits", type=int, default=1000)
     parser.add_argument("--remove-query", action="store_true", help="drop hits whose doc id equals the query id")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--backend", default=None,
-                        help="search backend for the index kind (impact: lucene (default) or seismic; faiss: faiss)")
-    queries = parser.add_mutually_exclusive_group()
-    queries.add_argument("--encoder", help="query encoder (spec name or model folder); default: the index's own")
-    queries.add_argument("--pre-encoded", help="pre-encoded queries: qid<TAB>term term… (.tsv) or JSONL vectors")
-    parser.add_argument("--batch-size", type=int, default=32, help="query-encoding batch size")
-    parser.add_argument("--device", default="cpu", help="query-encoding device")
-    parser.add_argument("--query-cut", type=int, default=None, help="seismic: query terms looked up (default 10)")
-    parser.add_argument("--heap-factor", type=float, default=None, help="seismic: block-skipping factor (default 0.7)")
-    parser.add_argument("--ef-search", type=int, default=None, help="faiss HNSW: search breadth (default: the index's)")
+    names = sorted({f"{b.kind}: {b.name}" for b in all_backends()})
+    parser.add_argument("--backend", default=None, help="search backend for the index kind (" + "; ".join(names) +
+                        "; the first of a kind is its default)")
+    parser.add_argument("--pre-encoded", help="pre-encoded queries: qid<TAB>term term… (.tsv) or JSONL vectors")
+    backends = parser.add_argument_group("backend options (each applies to the backends that take it)")
+    seen: set[str] = set()
+    for backend in all_backends():
+        for option in backend.options:
+            if option.flag not in seen:
+                seen.add(option.flag)
+                backends.add_argument(option.flag, type=option.type, default=None, help=option.help)
     return parser
 
 
-def _queries(args: argparse.Namespace, manifest: dict) -> dict:
+def searcher_options(args: argparse.Namespace, backend: Backend, where: str) -> dict:
+    """The keyword options for ``backend`` from the flags given; a flag it does not take is an error."""
+    given = {option.flag: option.keyword for b in all_backends() for option in b.options
+             if getattr(args, option.keyword) is not None}
+    foreign = sorted(flag for flag, keyword in given.items() if not backend.takes(keyword))
+    if args.pre_encoded and not backend.takes_vectors:
+        foreign.append("--pre-encoded")
+    if foreign:
+        verb = "does" if len(foreign) == 1 else "do"
+        raise IndexFolderError(f"{where}: {', '.join(foreign)} {verb} not apply to {index_phrase(backend.kind)} "
+                               f"searched with {backend.name}; leave it out or pick another --backend")
+    return {keyword: getattr(args, keyword) for keyword in given.values()}
+
+
+def _queries(args: argparse.Namespace) -> dict:
     """Topic texts, or pre-encoded vectors (restricted to the topics' ids when --topics is given too)."""
     if not args.pre_encoded:
         return load_topics(args.topics, args.split)
     from .searchers.queries import read_pre_encoded
+    from .fingerprint import FINGERPRINT_KEY
     from .spec import EncoderSpec
 
-    vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index))
+    if kind_of(args.index) == "milvus":  # a collection's manifest lives in the collection, not in a folder
+        from .searchers.milvus import read_collection_manifest
+
+        manifest = read_collection_manifest(args.index)
+    else:
+        manifest = read_index_manifest(args.index)
+    vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index),
+                               index_fingerprint=manifest.get(FINGERPRINT_KEY))
     if args.topics is None:
         return vectors
     wanted = load_topics(args.topics, args.split)
@@ -109,27 +114,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.topics is None and args.pre_encoded is None:
         parser.error("give --topics (or --pre-encoded FILE)")
+    if args.pre_encoded and args.encoder:
+        parser.error("--encoder and --pre-encoded exclude each other: pre-encoded queries are already encoded")
     require_at_least(1, {"--hits": args.hits, "--threads": args.threads, "--batch-size": args.batch_size,
                          "--query-cut": args.query_cut, "--ef-search": args.ef_search})
     require_output_file("--output", args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    from .index.manifest import IndexFolderError, read_index_manifest
-
-    manifest = read_index_manifest(args.index)
-    kind = manifest.get("kind")
+    kind = kind_of(args.index)
     if args.bm25 and kind != "bm25":
         raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
-    backends = BACKENDS.get(kind, ())
-    backend = args.backend or (backends[0] if backends else None)
-    if backend is not None and backend not in backends:
-        choices = " or ".join(backends) if backends else "no other backend"
-        raise IndexFolderError(f"{args.index}: a {kind!r} index is searched with {choices}, "
-                               f"not --backend {backend}")
-    if kind != "impact" and (args.pre_encoded or (args.encoder and kind != "faiss")):
-        raise IndexFolderError(f"{args.index}: --encoder and --pre-encoded apply to impact indexes, "
-                               f"not to a {kind!r} index")
-    topics = _queries(args, manifest)
-    searcher = open_searcher(args.index, backend=backend, **backend_options(args, kind, backend))
+    backend = find_backend(kind, args.backend, where=args.index)
+    options = searcher_options(args, backend, args.index)
+    topics = _queries(args)
+    searcher = backend.open(args.index, **options)
     start = time.perf_counter()
     run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads)
     elapsed = time.perf_counter() - start

@@ -4,6 +4,7 @@ An ``--encoder`` argument is one of
 - a spec name from ``encoders/*.yaml`` (``laconic-1b``, ``splade-tiny``, ``minilm``);
 - a hub id that one of those specs names as its ``model`` (``utahnlp/laconic-1b``, ``rasyosef/splade-tiny``);
 - a local model folder: a folder with an ``encoder_spec.json`` (what training writes) is taken at its word;
+  a sentence-transformers SparseEncoder folder brings its prompts, pooling and max_active_dims (``st_folder``);
   otherwise the kind comes from the folder's ``config.json`` architectures (or its LoRA adapter's base, or its GGUF
   header), never from its name, and the defaults of that kind apply (the LACONIC contract for decoders).
 
@@ -208,22 +209,26 @@ def encoders_dir() -> Path:
 
 def known_specs() -> dict[str, EncoderSpec]:
     """Every shipped spec by name."""
-    import yaml
+    from .yaml_file import read_yaml_mapping
 
     specs = {}
     for path in sorted(encoders_dir().glob("*.yaml")):
-        with open(path, encoding="utf-8") as f:
-            try:
-                data = yaml.safe_load(f)
-            except yaml.YAMLError as exc:
-                raise SpecError(f"{path}: not valid YAML ({exc})") from None
-        if not isinstance(data, dict):
-            raise SpecError(f"{path}: an encoder spec must be a mapping of fields")
+        data = read_yaml_mapping(path, SpecError, missing="the shipped specs are in encoders/",
+                                 shape="encoder spec fields (name, model, kind, ...)")
         data.setdefault("name", path.stem)
         if data["name"] != path.stem:
             raise SpecError(f"{path}: name {data['name']!r} differs from the file name; rename one of them")
         specs[path.stem] = EncoderSpec.from_dict(data, source=str(path))
     return specs
+
+
+def _spec_by_hub_id(encoder: str, specs: dict[str, EncoderSpec]) -> EncoderSpec | None:
+    """The one shipped spec whose model is the hub id ``encoder``; two are an error naming both."""
+    matches = sorted(name for name, spec in specs.items() if spec.model == encoder)
+    if len(matches) > 1:
+        raise SpecError(f"--encoder {encoder!r} is the model of several shipped specs ({', '.join(matches)}); "
+                        "pass the spec name instead")
+    return specs[matches[0]] if matches else None
 
 
 def load_spec(encoder: str, *, tokenizer: str | None = None, **overrides) -> EncoderSpec:
@@ -233,11 +238,7 @@ def load_spec(encoder: str, *, tokenizer: str | None = None, **overrides) -> Enc
     values; ``None`` values are ignored so CLI flags can be passed through unconditionally.
     """
     specs = known_specs()
-    spec = specs.get(encoder)
-    if spec is None:
-        by_model = [s for s in specs.values() if s.model == encoder]
-        if by_model:
-            spec = by_model[0]
+    spec = specs.get(encoder) or _spec_by_hub_id(encoder, specs)
     if spec is None:
         path = Path(encoder).expanduser()
         if path.is_dir():
@@ -271,6 +272,9 @@ def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str
             raise SpecError(f"{saved}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
         data["model"] = str(folder)
         return EncoderSpec.from_dict(data, source=str(saved))
+    sentence_transformers_spec = _sentence_transformers_folder_spec(folder)
+    if sentence_transformers_spec is not None:
+        return sentence_transformers_spec
     # A local copy of a shipped spec's model (e.g. $LACONIC_MODELS/splade-tiny) is that spec.
     for spec in specs.values():
         location = Path(resolve_model_location(spec.model))
@@ -288,6 +292,17 @@ def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str
         return EncoderSpec(name=name, model=str(folder), kind="mlm", base_model=base_model,
                            add_special_tokens=True, max_length=256, pooling="max", activation="log1p_relu")
     return _dense_folder_spec(folder, name)
+
+
+def _sentence_transformers_folder_spec(folder: Path) -> EncoderSpec | None:
+    """A sentence-transformers SparseEncoder folder's prompts, pooling and max_active_dims (None if not one)."""
+    from .st_folder import FolderError, sparse_encoder_folder_spec
+
+    try:
+        found = sparse_encoder_folder_spec(folder)
+    except FolderError as exc:
+        raise SpecError(str(exc)) from None
+    return None if found is None else EncoderSpec.from_dict(found[0], source=found[1])
 
 
 # The LACONIC input contract; a decoder folder without its own spec gets it.

@@ -13,7 +13,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA_ROOT = Path(os.environ.get("LACONIC_DATA", REPO.parent / "shared" / "datasets"))
-MODELS_ROOT = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models"))
+#: The one place the tests compute the models folder.
+MODELS_ROOT = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models")).expanduser()
 
 
 @pytest.fixture(scope="session")
@@ -24,17 +25,34 @@ def data_root() -> Path:
     return DATA_ROOT
 
 
-@pytest.fixture(scope="session")
-def models_root() -> Path:
-    return MODELS_ROOT
-
-
-def model_dir(name: str) -> Path:
-    """A model folder under $LACONIC_MODELS; the test fails (not skips) when `make test` should have fetched it."""
+def model_dir(name: str, *, needs: str | None = None) -> Path:
+    """A model folder under $LACONIC_MODELS (holding the file ``needs``, when given); the test fails (not skips)
+    when it is missing, saying how to fetch it."""
     path = MODELS_ROOT / name
-    if not path.is_dir():
-        pytest.fail(f"{path} is missing: run `make models` (../shared/assets/fetch-models.sh {MODELS_ROOT})")
+    if not path.is_dir() or (needs is not None and not (path / needs).exists()):
+        missing = path / needs if needs else path
+        pytest.fail(f"{missing} is missing: run `make models` (../shared/assets/fetch-models.sh {MODELS_ROOT})")
     return path
+
+
+def require(module: str, install: str):
+    """Import a dependency the test needs; a missing one fails with the command that installs it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        pytest.fail(f"python module {module!r} is missing: {install}")
+
+
+@pytest.fixture(scope="session")
+def llama3_tokenizer() -> Path:
+    return model_dir("llama3-tokenizer", needs="tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def splade_tiny_dir() -> Path:
+    return model_dir("splade-tiny", needs="model.safetensors")
 
 
 @pytest.fixture(scope="session")

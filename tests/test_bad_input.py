@@ -341,7 +341,8 @@ def test_reproduce_quotes_every_substituted_value(tmp_path, data_root):
 
 def test_ids_that_are_json_integers_read_as_decimal_strings(tmp_path):
     """BEIR's convention: ``{"_id": 7}`` is the id ``"7"``; the same id as a string is a duplicate of it."""
-    from laconic_pyserini.data import DataError, iter_corpus, load_topics
+    from laconic_pyserini.data import DataError, iter_corpus
+    from laconic_pyserini.topics import load_topics
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text('{"_id": 7, "text": "a"}\n{"_id": "x-1", "text": "b"}\n', encoding="utf-8")

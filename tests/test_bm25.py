@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from laconic_pyserini.data import load_qrels, load_topics
+from laconic_pyserini.topics import load_qrels, load_topics
 from laconic_pyserini.eval import evaluate, evaluate_run_file
-from laconic_pyserini.run import read_trec_run
+from laconic_pyserini.run import read_trec_run, write_trec_run
 from laconic_pyserini.search import search_topics
 from laconic_pyserini.searchers import open_searcher
 
@@ -74,4 +74,7 @@ def test_eval_counts_unanswered_queries_as_zero(bm25_index, data_root, tmp_path)
         {q: {d: s for d, s in hits} for q, hits in half.items()})
     expected = sum(v["ndcg_cut_10"] for v in reference.values()) / len(qrels)
     assert evaluate(qrels, half, ["nDCG@10"])["nDCG@10"] == pytest.approx(expected, abs=1e-12)
-    assert evaluate_run_file  # the file-level helper is what the CLI calls (exercised in the CLI test)
+    # The file-level helper the eval CLI calls reads the written run back to the same score.
+    write_trec_run(half, tmp_path / "half.trec")
+    assert evaluate_run_file(data_root / "scifact", tmp_path / "half.trec", measures=["nDCG@10"])["nDCG@10"] == \
+        pytest.approx(expected, abs=1e-9)

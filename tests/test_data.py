@@ -9,6 +9,7 @@ import shutil
 import pytest
 
 from laconic_pyserini import data
+from laconic_pyserini.topics import load_qrels, load_topics
 from laconic_pyserini.data import DataError
 
 
@@ -28,11 +29,11 @@ def test_scifact_by_name_and_folder(data_root):
     assert data.count_corpus("scifact") == 5183
     docs = list(data.iter_corpus(data_root / "scifact"))
     assert len(docs) == 5183 and len({d.id for d in docs}) == 5183
-    topics = data.load_topics("scifact", "test")
-    qrels = data.load_qrels("scifact", "test")
+    topics = load_topics("scifact", "test")
+    qrels = load_qrels("scifact", "test")
     assert len(topics) == 300 and set(topics) == set(qrels)
-    assert len(data.load_topics("scifact", "train")) == 809
-    assert len(data.load_topics("nfcorpus", "dev")) == 324
+    assert len(load_topics("scifact", "train")) == 809
+    assert len(load_topics("nfcorpus", "dev")) == 324
 
 
 def test_gzipped_folder_and_pyserini_jsonl(tmp_path, data_root):
@@ -43,8 +44,8 @@ def test_gzipped_folder_and_pyserini_jsonl(tmp_path, data_root):
             shutil.copyfileobj(src, dst)
     plain = list(data.iter_corpus(data_root / "medline"))
     assert list(data.iter_corpus(folder)) == plain
-    assert data.load_topics(folder) == data.load_topics(data_root / "medline")
-    assert data.load_qrels(folder) == data.load_qrels(data_root / "medline")
+    assert load_topics(folder) == load_topics(data_root / "medline")
+    assert load_qrels(folder) == load_qrels(data_root / "medline")
     pyserini_file = tmp_path / "docs.jsonl"
     pyserini_file.write_text("".join(json.dumps({"id": d.id, "contents": d.contents}) + "\n" for d in plain[:5]))
     assert [(d.id, d.text) for d in data.iter_corpus(pyserini_file)] == [(d.id, d.contents) for d in plain[:5]]
@@ -53,7 +54,7 @@ def test_gzipped_folder_and_pyserini_jsonl(tmp_path, data_root):
 def test_topics_tsv_file(tmp_path):
     topics = tmp_path / "topics.tsv"
     topics.write_text("1\tfirst query\n2\tsecond\tquery with tab\n")
-    assert data.load_topics(topics) == {"1": "first query", "2": "second\tquery with tab"}
+    assert load_topics(topics) == {"1": "first query", "2": "second\tquery with tab"}
 
 
 def test_corpus_line_that_is_not_json(tmp_path):
@@ -84,7 +85,7 @@ def test_non_utf8_bytes(tmp_path):
 
 def test_missing_qrels_file_names_the_splits(tmp_path, data_root):
     with pytest.raises(DataError, match=r"qrels/dev\.tsv: no qrels for split 'dev' \(choose one of \['test', 'train'\]\)"):
-        data.load_qrels(data_root / "scifact", "dev")
+        load_qrels(data_root / "scifact", "dev")
 
 
 def test_unknown_dataset_name():
@@ -96,8 +97,8 @@ def test_duplicate_and_empty_topics(tmp_path):
     dup = tmp_path / "dup.tsv"
     dup.write_text("1\ta\n2\tb\n1\tc\n")
     with pytest.raises(DataError, match=r"dup\.tsv:3: duplicate query id '1'"):
-        data.load_topics(dup)
+        load_topics(dup)
     empty = tmp_path / "empty.tsv"
     empty.write_text("")
     with pytest.raises(DataError, match=r"empty\.tsv: no topics"):
-        data.load_topics(empty)
+        load_topics(empty)

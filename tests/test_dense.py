@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import REPO, model_dir
+from conftest import MODELS_ROOT, REPO, model_dir
 
 # Anserini's published BM25 (flat) on BEIR SciFact: https://github.com/castorini/anserini (regressions, beir-v1.0.0)
 ANSERINI_BM25_SCIFACT_NDCG10 = 0.6789
@@ -66,7 +66,7 @@ def st_reference(data_root):
     """The independent computation: SentenceTransformer.encode + numpy brute force, BEIR's text convention."""
     from sentence_transformers import SentenceTransformer
 
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
 
     model = SentenceTransformer(str(model_dir("all-MiniLM-L6-v2")), device="cpu")
     docs = [json.loads(line) for line in open(data_root / "scifact" / "corpus.jsonl", encoding="utf-8")]
@@ -252,10 +252,12 @@ def test_compare_all_three_kinds_and_reuse(mini, tmp_path, data_root):
     # Reuse is keyed by what was built (system, spec, corpus): asking again builds nothing.
     records = sorted((tmp_path / "out" / "systems").glob("*/build.json"))
     assert len(records) == 4
-    before = {p: p.stat().st_mtime_ns for p in records}
-    # Nothing rebuilt: every build record keeps its mtime (a wall-clock bound would flake on a loaded machine).
+    # Nothing rewritten (neither a build record nor an index manifest) is what "built nothing" means; a clock
+    # would only measure the machine's load.
+    watched = records + sorted((tmp_path / "out" / "systems").glob("*/index/manifest.json"))
+    before = {p: p.stat().st_mtime_ns for p in watched}
     again = [build_system(parse_system(s), mini, tmp_path / "out" / "systems") for s in systems]
-    assert {p: p.stat().st_mtime_ns for p in records} == before
+    assert {p: p.stat().st_mtime_ns for p in watched} == before and len(watched) == 8
     assert [r["index"] for r in again] == [r["index"] for r in result["systems"]]
     # An index built elsewhere is named by its manifest and used as is; a wrong kind or corpus is refused.
     from laconic_pyserini.index.manifest import IndexFolderError
@@ -328,7 +330,7 @@ def test_wrong_encoders_are_refused(mini, tmp_path):
 # ------------------------------------------------------------------------------------------------ decoder backbone
 
 
-LLAMA3_TOKENIZER = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models")) / "llama3-tokenizer"
+LLAMA3_TOKENIZER = MODELS_ROOT / "llama3-tokenizer"
 TEXTS = ["Aspirin lowers the risk of a second heart attack.",
          "Microstructural development of human newborn cerebral white matter",
          "short"]
@@ -376,7 +378,7 @@ def test_decoder_dense_equals_naive_bidirectional_reference(tiny_llama_dense, po
     spec = EncoderSpec(name="tiny-dense", model=str(tiny_llama_dense), kind="dense", tokenizer=str(LLAMA3_TOKENIZER),
                        query_prefix="query: ", passage_prefix="passage: ", add_special_tokens=False,
                        pooling=pooling, activation="none", normalize=True, bidirectional=True)
-    encoder = DenseEncoder(spec, batch_size=3)
+    encoder = DenseEncoder(spec, batch_size=3, dtype="fp32")  # compared with an fp32 reference
     fed = []
     encoder.model.get_input_embeddings().register_forward_pre_hook(lambda m, args: fed.append(args[0]))
     docs = encoder.encode_documents([("", t) for t in TEXTS])  # padded batch, right padding

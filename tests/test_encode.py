@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, model_dir
-from laconic_pyserini.data import DataError
+from laconic_pyserini.data import DataError, iter_corpus
 from laconic_pyserini.encode import (EMPTY_TERM, EncodeError, encode_corpus, iter_vectors, merge_shards,
                                      read_manifest, verify_collection)
 from laconic_pyserini.encode.__main__ import build_parser, main, strip_groups
 from laconic_pyserini.encode.shards import resolve_shard
-from laconic_pyserini.encode.source import is_question_corpus
+from laconic_pyserini.encode.source import is_question_corpus, resolve_docs_as_queries
+from laconic_pyserini.quantize import quantize
 
 SHORT = 32
 
@@ -131,7 +132,11 @@ def test_kill9_and_rerun_gives_the_uninterrupted_output(tmp_path, data_root, spl
     # The same command again (in this process, to save a second interpreter start): the stale lock is taken over.
     assert main(_cli(corpus, out)[3:]) == 0
     assert _files(out / "vectors") == _files(tmp_path / "reference" / "vectors")
-    assert read_manifest(out).to_dict() == read_manifest(tmp_path / "reference").to_dict()
+    # Equal but for the per-run kernel records (laconic_pyserini.modeling.cpu): two runs wrote the resumed folder.
+    resumed, uninterrupted = read_manifest(out).to_dict(), read_manifest(tmp_path / "reference").to_dict()
+    assert [k["first_part"] for k in resumed.pop("kernels")] == [0, len(state["parts"])]
+    assert [k["first_part"] for k in uninterrupted.pop("kernels")] == [0]
+    assert resumed == uninterrupted
     assert read_manifest(out).counts["documents"] == 240
     assert not list(out.glob(".laconic-tmp-*")), "the lock is released"
 
@@ -241,15 +246,41 @@ def test_group_words_are_dropped_only_where_an_option_is_expected():
     assert (args.corpus, args.fields, args.embeddings, args.encoder) == ("c", ["text"], "output", "encoder")
 
 
-def test_question_corpora_take_the_query_prefix(tmp_path, data_root):
-    for name in ("quora", "cqadupstack/android", "cqadupstack-android"):
-        folder = tmp_path / name
-        folder.mkdir(parents=True)
-        (folder / "corpus.jsonl").write_text('{"_id": "1", "title": "", "text": "x"}\n')
-        assert is_question_corpus(folder), name
-        assert is_question_corpus(folder / "corpus.jsonl"), name
-    assert not is_question_corpus(data_root / "scifact")
-    assert not is_question_corpus("scifact")
+def test_question_corpora_are_known_by_name_never_by_path(tmp_path, data_root, splade):
+    """BEIR Quora / CQADupStack documents take the query prefix; only the dataset's name (or a flag) says so."""
+    for name in ("quora", "beir/quora", "cqadupstack/android", "beir/cqadupstack/android", "cqadupstack-android"):
+        assert is_question_corpus(name) and resolve_docs_as_queries(name), name
+    assert not is_question_corpus("scifact") and not resolve_docs_as_queries("beir/scifact")
+    # A SciFact copy kept under a folder named after Quora is SciFact: the folders above a corpus say nothing.
+    copy = tmp_path / "quora-experiments" / "scifact"
+    copy.mkdir(parents=True)
+    corpus = _corpus(copy, _scifact_lines(data_root, 3))
+    assert not is_question_corpus(copy) and not is_question_corpus(corpus)
+    # splade-tiny has no prefixes; the same model under LACONIC's two prefixes shows which one was used.
+    import dataclasses
+
+    from laconic_pyserini.modeling.loading import LoadedModel
+    from laconic_pyserini.modeling.sparse_encoder import SparseEncoder
+
+    prefixed = SparseEncoder(dataclasses.replace(splade.spec, query_prefix="query: ", passage_prefix="passage: "),
+                             LoadedModel(splade.model, splade.tokenizer, "", ""))
+    manifest = encode_corpus(copy, tmp_path / "enc", encoder=prefixed, progress=False)
+    assert manifest.settings["docs_as_queries"] is False
+    texts = [doc.contents for doc in iter_corpus(copy)]
+    written = dict(iter_vectors(read_manifest(tmp_path / "enc")))
+    passages, questions = ([quantize(v, splade.spec.quant_scale) for v in prefixed.encode_documents(texts, as_query=q)]
+                           for q in (False, True))
+    assert list(written.values()) == passages != questions
+    # A folder named like a question corpus is a path, not a name: the user must say which prefix.
+    quora = tmp_path / "data" / "quora"
+    quora.mkdir(parents=True)
+    _corpus(quora, _scifact_lines(data_root, 3))
+    with pytest.raises(DataError, match="--docs-as-queries"):
+        encode_corpus(quora, tmp_path / "enc-quora", encoder=splade, progress=False)
+    assert resolve_docs_as_queries(quora, True) is True
+    assert resolve_docs_as_queries(quora / "corpus.jsonl", False) is False
+    assert encode_corpus(quora, tmp_path / "enc-quora", encoder=splade, docs_as_queries=True,
+                         progress=False).settings["docs_as_queries"] is True
 
 
 # ------------------------------------------------------------------------------------------------- Anserini
@@ -323,7 +354,7 @@ def test_query_files_read_back_by_pyserini(tmp_path, splade_256):
 
     jsonl = tmp_path / "queries.jsonl"
     assert encode_topics("scifact", jsonl, encoder=splade_256, split="test") == impacts
-    from laconic_pyserini.data import load_topics
+    from laconic_pyserini.topics import load_topics
 
     cached = CachedDataQueryEncoder(str(jsonl))
     assert {qid: cached.encode(text) for qid, text in load_topics("scifact", "test").items()} == impacts

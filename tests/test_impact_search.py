@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import scipy.sparse
 
-from conftest import REPO, model_dir
+from conftest import REPO, model_dir, require
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +101,7 @@ def test_vector_eval_impact_run_equals_the_lucene_index(tmp_path, data_root, sci
     """``train.vector_eval`` scores without an index; its ``impact`` run must be what the Lucene impact index of
     the same encoder returns (same scores for every top-10 hit, same nDCG@10), and its ``full`` run close to it
     for splade-tiny (whose vectors have no top-k cut, only quantisation)."""
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.eval import evaluate
     from laconic_pyserini.run import read_trec_run
     from laconic_pyserini.train.vector_eval import vector_eval
@@ -136,7 +136,7 @@ def test_index_holds_every_document_and_the_spec(scifact_impact):
 
 
 def test_lucene_top10_equals_brute_force_dot_product(data_root, scifact_impact, scifact_searcher):
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.eval import evaluate
 
     topics = load_topics(data_root / "scifact", "test")
@@ -161,7 +161,7 @@ def test_lucene_top10_equals_brute_force_dot_product(data_root, scifact_impact, 
 
 
 def test_pre_encoded_file_gives_the_same_run_as_on_the_fly(data_root, scifact_impact, scifact_searcher):
-    from laconic_pyserini.data import load_topics
+    from laconic_pyserini.topics import load_topics
     from laconic_pyserini.searchers.queries import read_pre_encoded
 
     pre = read_pre_encoded(scifact_impact["queries_tsv"], scifact_searcher.spec)
@@ -232,7 +232,7 @@ PINNED = {"scifact": {"nDCG@10": 0.6436, "R@100": 0.8930}, "nfcorpus": {"nDCG@10
 
 @pytest.mark.parametrize("dataset", ["scifact", "nfcorpus"])
 def test_splade_tiny_effectiveness_is_pinned(request, data_root, dataset, splade_tiny):
-    from laconic_pyserini.data import load_qrels
+    from laconic_pyserini.topics import load_qrels
     from laconic_pyserini.eval import evaluate
     from laconic_pyserini.searchers.impact import LaconicSearcher
 
@@ -278,7 +278,7 @@ def test_not_an_impact_index(bm25_index, tmp_path, capsys):
         LaconicSearcher(tmp_path)
     assert search_main(["--index", str(bm25_index("scifact")), "--topics", "scifact", "--encoder", "splade-tiny",
                         "--output", str(tmp_path / "run")]) == 2
-    assert "--encoder and --pre-encoded apply to impact indexes" in capsys.readouterr().err
+    assert "--encoder does not apply to a 'bm25' index" in capsys.readouterr().err
 
 
 def test_bad_topics_files(scifact_impact, tmp_path, capsys):
@@ -322,7 +322,7 @@ def test_encoding_count_mismatch_fails_loudly(scifact_impact, tmp_path):
 
 
 def test_seismic_recall_against_exact_lucene(scifact_impact, scifact_searcher, tmp_path):
-    pytest.importorskip("seismic", reason="pyseismic-lsr is an optional extra ([seismic])")
+    require("seismic", "pip install 'laconic-pyserini[seismic]' (pyseismic-lsr)")
     from laconic_pyserini.searchers.seismic import SeismicSearcher
 
     vectors = scifact_impact["vectors"]
@@ -354,7 +354,7 @@ def test_seismic_recall_against_exact_lucene(scifact_impact, scifact_searcher, t
 
 
 def test_search_cli_backends(scifact_impact, tmp_path, capsys):
-    pytest.importorskip("seismic", reason="pyseismic-lsr is an optional extra ([seismic])")
+    require("seismic", "pip install 'laconic-pyserini[seismic]' (pyseismic-lsr)")
     from laconic_pyserini.run import read_trec_run
     from laconic_pyserini.search import main as search_main
     from laconic_pyserini.searchers.seismic import SeismicSearcher

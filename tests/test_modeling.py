@@ -12,24 +12,25 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch  # noqa: E402
+import transformers  # noqa: E402
+
+from conftest import MODELS_ROOT, model_dir, require  # noqa: E402
 
 from laconic_pyserini.modeling.bidirectional import (  # noqa: E402
     SUPPORTED_MODEL_TYPES, UnsupportedArchitectureError, is_bidirectional, make_bidirectional)
-from laconic_pyserini.modeling.sparse_encoder import load_sparse_encoder, special_token_ids  # noqa: E402
+from laconic_pyserini.modeling.sparse_encoder import load_sparse_encoder  # noqa: E402
+from laconic_pyserini.modeling.tokenization import special_token_ids  # noqa: E402
 from laconic_pyserini.modeling.sparse_head import keep_top_k, max_pool_logits, sparse_pool  # noqa: E402
 from laconic_pyserini.quantize import quantize  # noqa: E402
 from laconic_pyserini.spec import SpecError, load_spec  # noqa: E402
 
-MODELS = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models")).expanduser()
-LLAMA3_TOKENIZER = MODELS / "llama3-tokenizer"
-SPLADE_TINY = MODELS / "splade-tiny"
+LLAMA3_TOKENIZER = MODELS_ROOT / "llama3-tokenizer"
+SPLADE_TINY = MODELS_ROOT / "splade-tiny"
 
-needs_llama3_tokenizer = pytest.mark.skipif(not (LLAMA3_TOKENIZER / "tokenizer.json").exists(),
-                                            reason="run ../shared/assets/fetch-models.sh")
-needs_splade_tiny = pytest.mark.skipif(not (SPLADE_TINY / "model.safetensors").exists(),
-                                       reason="run ../shared/assets/fetch-models.sh")
+# A missing model fails the test (conftest's fixtures say how to fetch it); it never skips.
+needs_llama3_tokenizer = pytest.mark.usefixtures("llama3_tokenizer")
+needs_splade_tiny = pytest.mark.usefixtures("splade_tiny_dir")
 
 TEXTS = [
     "Heart attack symptoms include chest pain and shortness of breath.",
@@ -229,9 +230,9 @@ def test_laconic_vectors_equal_naive_reference(tiny_llama_dir, screen):
     spec = load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER))
     assert (spec.kind, spec.top_k, spec.add_special_tokens, spec.passage_prefix) == ("decoder", 512, False,
                                                                                      "passage: ")
-    encoder = load_sparse_encoder(spec, screen=screen)
+    encoder = load_sparse_encoder(spec, dtype="fp32", screen=screen)
     assert encoder.vocab_size == 128_256
-    assert (encoder._screened is not None) == screen  # an fp32 model is screened by default
+    assert (encoder._screened is not None) == screen  # screen=True forces the bf16 screen on any CPU
     # A small chunk budget forces many chunks, the case the naive reference does not have.
     encoder.budget_bytes = 4 * 128_256 * 4 * 3
     if screen:
@@ -257,10 +258,10 @@ def test_logit_offset_is_subtracted_before_the_activation(tiny_llama_dir, screen
     import dataclasses
 
     spec = load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER))
-    plain = load_sparse_encoder(spec, screen=screen).encode_documents(TEXTS[:1])[0]
+    plain = load_sparse_encoder(spec, dtype="fp32", screen=screen).encode_documents(TEXTS[:1])[0]
     logits = sorted(math.expm1(w) for w in plain.values())
     offset = (logits[-100] + logits[-101]) / 2             # between the 100th and 101st pooled logits of text 1
-    encoder = load_sparse_encoder(dataclasses.replace(spec, logit_offset=offset), screen=screen)
+    encoder = load_sparse_encoder(dataclasses.replace(spec, logit_offset=offset), dtype="fp32", screen=screen)
     tokenizer = transformers.AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER)
     docs = encoder.encode_documents(TEXTS)
     expected = naive_laconic(tiny_llama_dir, tokenizer, TEXTS, "passage: ", offset=offset)
@@ -279,7 +280,7 @@ def _differ_only_at_half(a, b):
 
 @needs_llama3_tokenizer
 def test_no_special_token_reaches_the_model(tiny_llama_dir):
-    encoder = load_sparse_encoder(load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER)))
+    encoder = load_sparse_encoder(load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER)), dtype="fp32")
     fed = []
     handle = encoder.model.get_input_embeddings().register_forward_pre_hook(lambda m, args: fed.append(args[0]))
     try:
@@ -298,7 +299,7 @@ def test_no_special_token_reaches_the_model(tiny_llama_dir):
 
 @needs_llama3_tokenizer
 def test_batch_composition_does_not_change_a_vector(tiny_llama_dir):
-    encoder = load_sparse_encoder(load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER)))
+    encoder = load_sparse_encoder(load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER)), dtype="fp32")
     alone = encoder.encode_documents([TEXTS[2]])[0]
     batched = encoder.encode_documents(TEXTS)[2]
     assert set(alone) == set(batched)
@@ -308,7 +309,7 @@ def test_batch_composition_does_not_change_a_vector(tiny_llama_dir):
 
 @needs_llama3_tokenizer
 def test_lora_adapter_over_base_equals_merged(tiny_llama_dir, tmp_path):
-    peft = pytest.importorskip("peft")
+    peft = require("peft", "pip install 'peft>=0.12' (a dependency in setup.cfg)")
     base = transformers.LlamaForCausalLM.from_pretrained(tiny_llama_dir)
     lora = peft.get_peft_model(base, peft.LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
                                                      init_lora_weights=False))
@@ -318,10 +319,10 @@ def test_lora_adapter_over_base_equals_merged(tiny_llama_dir, tmp_path):
     lora.merge_and_unload().save_pretrained(merged_dir, safe_serialization=True)
     adapter_spec = load_spec(str(adapter_dir), tokenizer=str(LLAMA3_TOKENIZER))
     assert (adapter_spec.kind, adapter_spec.base_model) == ("decoder", str(tiny_llama_dir))
-    via_adapter = load_sparse_encoder(adapter_spec).encode_queries(TEXTS[:1])[0]
-    via_merged = load_sparse_encoder(load_spec(str(merged_dir), tokenizer=str(LLAMA3_TOKENIZER))) \
+    via_adapter = load_sparse_encoder(adapter_spec, dtype="fp32").encode_queries(TEXTS[:1])[0]
+    via_merged = load_sparse_encoder(load_spec(str(merged_dir), tokenizer=str(LLAMA3_TOKENIZER)), dtype="fp32") \
         .encode_queries(TEXTS[:1])[0]
-    plain = load_sparse_encoder(load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER))) \
+    plain = load_sparse_encoder(load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER)), dtype="fp32") \
         .encode_queries(TEXTS[:1])[0]
     assert set(via_adapter) == set(via_merged)
     assert all(via_adapter[t] == pytest.approx(via_merged[t], abs=1e-4) for t in via_adapter)
@@ -390,7 +391,7 @@ def test_screened_head_bound_holds_and_output_equals_the_fp32_head():
     from laconic_pyserini.data import iter_corpus, resolve_dataset
     docs = [d.contents for d in islice(iter_corpus(resolve_dataset("scifact")), 64)]
     spec = load_spec("splade-tiny")
-    screened, plain = load_sparse_encoder(spec), load_sparse_encoder(spec, screen=False)
+    screened, plain = load_sparse_encoder(spec, screen=True), load_sparse_encoder(spec, screen=False)
     assert screened._screened is not None and plain._screened is None
     assert [quantize(v) for v in screened.encode_documents(docs)] == \
         [quantize(v) for v in plain.encode_documents(docs)]
@@ -429,13 +430,13 @@ SPLADE_VOCAB = 30522
 
 # -------------------------------------------------------------------------------------------- SmolLM2 (GGUF)
 
-SMOLLM2 = MODELS / "smollm2-135m-gguf" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-@pytest.mark.skipif(not SMOLLM2.exists(), reason="run ../shared/assets/fetch-models.sh")
 def test_smollm2_gguf_through_the_laconic_path():
     """A real Llama-architecture checkpoint: GGUF weights and tokenizer, bidirectional, no BOS, top-512 terms."""
-    encoder = load_sparse_encoder(load_spec("smollm2-135m"))
+    model_dir("smollm2-135m-gguf", needs=SMOLLM2_GGUF)
+    encoder = load_sparse_encoder(load_spec("smollm2-135m"), dtype="fp32")
     assert is_bidirectional(encoder.model) and encoder.vocab_size == 49_152
     fed = []
     handle = encoder.model.get_input_embeddings().register_forward_pre_hook(lambda m, args: fed.append(args[0]))

@@ -198,7 +198,11 @@ def test_a_second_encode_into_the_same_folder_is_refused(tmp_path, data_root, sp
     reference = encode_corpus(corpus, tmp_path / "reference", encoder=splade, part_size=10, batch_size=8,
                               progress=False)
     assert _snapshot(out / "vectors") == _snapshot(tmp_path / "reference" / "vectors")
-    assert read_manifest(out).to_dict() == reference.to_dict()
+    # The same manifest, apart from each run's own record of the kernels it ran (its CPU probe's rates differ).
+    written, expected = read_manifest(out).to_dict(), reference.to_dict()
+    runs = [[k["first_part"] for k in manifest.pop("kernels")] for manifest in (written, expected)]
+    assert runs == [[0], [0]]
+    assert written == expected
 
 
 def test_a_stale_lock_is_taken_over_and_a_live_one_is_not(tmp_path):

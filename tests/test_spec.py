@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -11,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import MODELS_ROOT, model_dir
 from laconic_pyserini.quantize import quantize
 from laconic_pyserini.spec import (SPEC_FILENAME, EncoderSpec, SpecError, known_specs, load_spec,
                                    resolve_model_location)
 
-MODELS = Path(os.environ.get("LACONIC_MODELS", Path.home() / ".cache" / "laconic-models")).expanduser()
 
 
 @pytest.fixture
-def models_root(tmp_path, monkeypatch) -> Path:
+def empty_models_root(tmp_path, monkeypatch) -> Path:
     """An empty $LACONIC_MODELS, so resolution does not depend on what this machine has unpacked."""
     root = tmp_path / "models"
     root.mkdir()
@@ -54,18 +53,17 @@ def test_shipped_specs_carry_the_laconic_contract():
     assert smol.gguf_file.endswith(".gguf")
 
 
-@pytest.mark.skipif(not (MODELS / "all-MiniLM-L6-v2" / "sentence_bert_config.json").exists(),
-                    reason="run ../shared/assets/fetch-models.sh")
 def test_minilm_spec_agrees_with_the_models_own_config(tmp_path, monkeypatch):
+    model_dir("all-MiniLM-L6-v2", needs="sentence_bert_config.json")
     shipped = known_specs()["minilm"]
     assert shipped.model == "sentence-transformers/all-MiniLM-L6-v2"
     # What the folder itself says, read from a copy under a neutral name (so it is not matched to the shipped spec).
     copy = tmp_path / "some-dense-model"
     copy.mkdir()
     for name in ("config.json", "sentence_bert_config.json", "modules.json"):
-        (copy / name).write_bytes((MODELS / "all-MiniLM-L6-v2" / name).read_bytes())
+        (copy / name).write_bytes((MODELS_ROOT / "all-MiniLM-L6-v2" / name).read_bytes())
     (copy / "1_Pooling").mkdir()
-    (copy / "1_Pooling" / "config.json").write_bytes((MODELS / "all-MiniLM-L6-v2" / "1_Pooling" / "config.json")
+    (copy / "1_Pooling" / "config.json").write_bytes((MODELS_ROOT / "all-MiniLM-L6-v2" / "1_Pooling" / "config.json")
                                                     .read_bytes())
     derived = load_spec(str(copy))
     assert (derived.kind, derived.pooling, derived.normalize, derived.max_length) == ("dense", "mean", True, 256)
@@ -76,34 +74,43 @@ def test_minilm_spec_agrees_with_the_models_own_config(tmp_path, monkeypatch):
 # -------------------------------------------------------------------------------------------- resolution
 
 
-def test_load_by_name_hub_id_and_local_copy(models_root):
+def test_load_by_name_hub_id_and_local_copy(empty_models_root):
     assert load_spec("utahnlp/laconic-1b") == load_spec("laconic-1b")
     assert load_spec("rasyosef/splade-tiny") == load_spec("splade-tiny")
-    local = write_config(models_root / "splade-tiny", ["BertForMaskedLM"], "bert")
+    local = write_config(empty_models_root / "splade-tiny", ["BertForMaskedLM"], "bert")
     assert load_spec(str(local)) == load_spec("splade-tiny")
     assert resolve_model_location("rasyosef/splade-tiny") == str(local)
 
 
-def test_resolve_model_location(models_root, tmp_path):
+def test_resolve_model_location(empty_models_root, tmp_path):
     assert resolve_model_location("utahnlp/laconic-1b") == "utahnlp/laconic-1b"  # not here: left to the hub
-    (models_root / "llama3-tokenizer").mkdir()
-    (models_root / "all-MiniLM-L6-v2").mkdir()
-    assert resolve_model_location("meta-llama/Llama-3.2-1B") == str(models_root / "llama3-tokenizer")
-    assert resolve_model_location("meta-llama/Llama-3.1-8B") == str(models_root / "llama3-tokenizer")
-    assert resolve_model_location("sentence-transformers/all-MiniLM-L6-v2") == str(models_root / "all-MiniLM-L6-v2")
+    (empty_models_root / "llama3-tokenizer").mkdir()
+    (empty_models_root / "all-MiniLM-L6-v2").mkdir()
+    assert resolve_model_location("meta-llama/Llama-3.2-1B") == str(empty_models_root / "llama3-tokenizer")
+    assert resolve_model_location("meta-llama/Llama-3.1-8B") == str(empty_models_root / "llama3-tokenizer")
+    assert resolve_model_location("sentence-transformers/all-MiniLM-L6-v2") == str(empty_models_root / "all-MiniLM-L6-v2")
     assert resolve_model_location(str(tmp_path)) == str(tmp_path.resolve())
 
 
-def test_overrides_and_tokenizer(models_root):
+def test_overrides_and_tokenizer(empty_models_root):
     spec = load_spec("laconic-1b", tokenizer="/somewhere/tok", max_length=128, top_k=None)
     assert (spec.tokenizer, spec.max_length, spec.top_k) == ("/somewhere/tok", 128, 512)  # None = not given
     with pytest.raises(SpecError, match="unknown encoder spec field"):
         load_spec("laconic-1b", max_len=3)
 
 
-def test_unknown_encoder_is_a_clear_error(models_root):
+def test_unknown_encoder_is_a_clear_error(empty_models_root):
     with pytest.raises(SpecError, match="not a shipped spec.*laconic-1b.*not a local folder"):
         load_spec("no-such-encoder")
+
+
+def test_a_hub_id_of_two_shipped_specs_is_an_error_naming_both(empty_models_root):
+    # smollm2-135m (sparse) and smollm2-135m_dense share the SmolLM2 checkpoint: the hub id alone cannot choose.
+    shared = known_specs()["smollm2-135m"].model
+    assert known_specs()["smollm2-135m_dense"].model == shared
+    with pytest.raises(SpecError, match=r"several shipped specs \(smollm2-135m, smollm2-135m_dense\)"):
+        load_spec(shared)
+    assert load_spec("smollm2-135m_dense").kind == "dense"
 
 
 # -------------------------------------------------------------------------------------------- kind from config
@@ -116,7 +123,7 @@ def test_unknown_encoder_is_a_clear_error(models_root):
     ("splade-dense", ["Qwen2ForCausalLM"], "qwen2", "decoder"),
     ("llama-contriever", ["BertModel"], "bert", "dense"),
 ])
-def test_kind_comes_from_config_not_name(models_root, tmp_path, folder_name, architectures, model_type, kind):
+def test_kind_comes_from_config_not_name(empty_models_root, tmp_path, folder_name, architectures, model_type, kind):
     spec = load_spec(str(write_config(tmp_path / folder_name, architectures, model_type)))
     assert spec.kind == kind
     assert spec.name == folder_name
@@ -132,7 +139,7 @@ def test_unknown_architecture_names_the_file(tmp_path):
         load_spec(str(folder))
 
 
-def test_lora_adapter_folder_takes_kind_from_its_base(models_root, tmp_path):
+def test_lora_adapter_folder_takes_kind_from_its_base(empty_models_root, tmp_path):
     base = write_config(tmp_path / "base", ["LlamaForCausalLM"], "llama")
     adapter = tmp_path / "adapter"
     adapter.mkdir()
@@ -217,8 +224,8 @@ def test_quantize_matches_numpy_rint():
     assert quantize(vector) == expected
 
 
-def test_mismatch_sees_a_hub_id_and_its_local_copy_as_one(models_root):
-    (models_root / "llama3-tokenizer").mkdir()
+def test_mismatch_sees_a_hub_id_and_its_local_copy_as_one(empty_models_root):
+    (empty_models_root / "llama3-tokenizer").mkdir()
     laconic = known_specs()["laconic-1b"]
-    assert laconic.mismatch(replace(laconic, tokenizer=str(models_root / "llama3-tokenizer"))) is None
-    assert "tokenizer" in laconic.mismatch(replace(laconic, tokenizer=str(models_root)))
+    assert laconic.mismatch(replace(laconic, tokenizer=str(empty_models_root / "llama3-tokenizer"))) is None
+    assert "tokenizer" in laconic.mismatch(replace(laconic, tokenizer=str(empty_models_root)))

@@ -13,13 +13,13 @@ import pytest
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-torch = pytest.importorskip("torch")
+import torch  # noqa: E402
 
+from conftest import REPO, model_dir  # noqa: E402
 from laconic_pyserini.train import losses  # noqa: E402
 from laconic_pyserini.train.config import ConfigError, config_from_dict, load_config  # noqa: E402
 from laconic_pyserini.train.data import BatchOrder, Example, Passage, batch_texts, choose_group, load_examples  # noqa: E402
 
-REPO = Path(__file__).resolve().parent.parent
 PAIRS = "title_abstract_pairs.jsonl"
 
 
@@ -266,8 +266,10 @@ def test_resume_after_a_crash_gives_the_same_next_steps(tmp_path, tiny_llama, pa
     for step in (3, 4):
         for term in ("loss", "info_nce", "flops_q", "flops_p", "lr", "flops_weight_q"):
             assert a[step][term] == b[step][term], (step, term)
-    final_a = torch.load(latest_checkpoint(straight) / "adapter.pt")
-    final_b = torch.load(latest_checkpoint(crashed) / "adapter.pt")
+    from laconic_pyserini.train.state_files import load_state
+
+    final_a = load_state(latest_checkpoint(straight) / "adapter.safetensors")
+    final_b = load_state(latest_checkpoint(crashed) / "adapter.safetensors")
     assert final_a.keys() == final_b.keys()
     assert all(torch.equal(final_a[k], final_b[k]) for k in final_a)
     assert a[4]["flops_weight_q"] == pytest.approx(1e-2) and a[1]["flops_weight_q"] == 0.0
@@ -308,13 +310,13 @@ def test_trained_output_loads_as_an_encoder_and_encodes_as_trained(tmp_path, tin
     assert (spec.kind, spec.query_prefix, spec.passage_prefix, spec.add_special_tokens) == \
         ("decoder", "query: ", "passage: ", False)
     assert spec.name == "tiny-trained" and spec.bidirectional and spec.top_k == 512
-    encoder = load_sparse_encoder(spec)
+    encoder = load_sparse_encoder(spec, dtype="fp32")
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
     from_output = encoder.encode_weights(texts)
 
     expected = _backbone_plus_checkpoint(config, latest_checkpoint(out), texts)
     torch.testing.assert_close(from_output, expected, rtol=1e-4, atol=1e-5)
-    backbone = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    backbone = load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts)
     assert not torch.allclose(backbone, from_output)  # training changed the encoder
 
 
@@ -353,7 +355,7 @@ def test_centred_head_keeps_the_language_model_and_is_what_the_trained_encoder_l
     with safe_open(str(final / "model.safetensors"), "pt") as f:
         assert "lm_head.weight" in f.keys()
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
-    got = load_sparse_encoder(load_spec(str(final))).encode_weights(texts)
+    got = load_sparse_encoder(load_spec(str(final)), dtype="fp32").encode_weights(texts)
     torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(out), texts),
                                rtol=1e-4, atol=1e-5)
     config.model.center_head = False
@@ -377,7 +379,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
     from laconic_pyserini.train.model import backbone_spec
 
     texts = ["query: diffusion tensor imaging of white matter", "query: the effect of heat on wings"]
-    plain = load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts)
+    plain = load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts)
     offset = float(torch.expm1(plain[plain > 0].median()))  # about half the backbone's terms drop out
     plain_run, offset_run = tmp_path / "plain", tmp_path / "offset"
     train(_tiny_config(tiny_llama, pairs_file, plain_run, max_steps=1))
@@ -389,7 +391,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
 
     spec = load_spec(str(final))
     assert spec.logit_offset == pytest.approx(offset)
-    got = load_sparse_encoder(spec).encode_weights(texts)
+    got = load_sparse_encoder(spec, dtype="fp32").encode_weights(texts)
     torch.testing.assert_close(got, _backbone_plus_checkpoint(config, latest_checkpoint(offset_run), texts),
                                rtol=1e-4, atol=1e-5)
     assert 0 < int((got > 0).sum()) < int((plain > 0).sum())
@@ -405,7 +407,7 @@ def test_logit_offset_is_trained_and_carried_by_the_written_encoder(tmp_path, ti
 def test_mining_excludes_judged_positives(tmp_path, data_root, bm25_index):
     """Real SciFact train queries against a real BM25 index: negatives are the BM25 ranking minus the judged
     positives, in rank order; positives are exactly the qrels."""
-    from laconic_pyserini.data import load_qrels, load_topics
+    from laconic_pyserini.topics import load_qrels, load_topics
     from laconic_pyserini.searchers import open_searcher
     from laconic_pyserini.train.mine import mine_hard_negatives
 
@@ -463,8 +465,10 @@ def test_two_process_ddp_run_equals_one_process_on_the_global_batch(tmp_path, ti
     for step in (1, 2, 3):
         for term in ("loss", "info_nce", "flops_q", "flops_p"):
             assert b[step][term] == pytest.approx(a[step][term], rel=1e-4), (step, term)
-    wa = torch.load(latest_checkpoint(single) / "adapter.pt")
-    wb = torch.load(latest_checkpoint(ddp) / "adapter.pt")
+    from laconic_pyserini.train.state_files import load_state
+
+    wa = load_state(latest_checkpoint(single) / "adapter.safetensors")
+    wb = load_state(latest_checkpoint(ddp) / "adapter.safetensors")
     for name in wa:
         torch.testing.assert_close(wb[name], wa[name], rtol=1e-3, atol=1e-5)
     assert (ddp / "final" / "model.safetensors").exists()
@@ -474,7 +478,7 @@ def test_two_process_ddp_run_equals_one_process_on_the_global_batch(tmp_path, ti
 
 
 @pytest.mark.slow
-def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, pairs_file, models_root):
+def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, pairs_file):
     """SmolLM2-135M comes as a Q4_1 GGUF, dequantized on load: the merged output must still save as safetensors
     (transformers marks GGUF-loaded models unsaveable) and load back as an encoder whose vectors are not the
     backbone's."""
@@ -482,8 +486,7 @@ def test_one_step_from_the_real_smollm2_gguf_saves_a_loadable_encoder(tmp_path, 
     from laconic_pyserini.spec import load_spec
     from laconic_pyserini.train.loop import train
 
-    if not (models_root / "smollm2-135m-gguf").is_dir():
-        pytest.fail(f"{models_root / 'smollm2-135m-gguf'} is missing: run `make models`")
+    model_dir("smollm2-135m-gguf")
     config = config_from_dict({"model": {"backbone": "smollm2-135m", "name": "smol-one-step"},
                                "lora": {"r": 2, "alpha": 4}, "data": {"train": str(pairs_file)},
                                "optim": {"lr": 1e-3},
@@ -516,11 +519,11 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     assert exported == out / "step-2-final"
     assert json.loads((exported / "training.json").read_text())["steps"] == 2
     texts = ["query: diffusion tensor imaging of white matter"]
-    got = load_sparse_encoder(load_spec(str(exported))).encode_weights(texts)
+    got = load_sparse_encoder(load_spec(str(exported)), dtype="fp32").encode_weights(texts)
 
     expected = _backbone_plus_checkpoint(config, step_checkpoint(out, 2), texts)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
-    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final))).encode_weights(texts))
+    assert not torch.allclose(got, load_sparse_encoder(load_spec(str(final)), dtype="fp32").encode_weights(texts))
 
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config.to_dict()), encoding="utf-8")
@@ -529,22 +532,22 @@ def test_an_earlier_checkpoint_exports_as_an_encoder(tmp_path, tiny_llama, pairs
     # step 0: the model training starts from, i.e. the backbone (the untrained baseline of the run)
     assert main(["--config", str(config_file), "--export-step", "0", "--export-to", str(tmp_path / "step0")]) == 0
     assert json.loads((tmp_path / "step0" / "training.json").read_text())["steps"] == 0
-    torch.testing.assert_close(load_sparse_encoder(load_spec(str(tmp_path / "step0"))).encode_weights(texts),
-                               load_sparse_encoder(load_spec(str(tiny_llama))).encode_weights(texts),
+    step0 = load_sparse_encoder(load_spec(str(tmp_path / "step0")), dtype="fp32")
+    torch.testing.assert_close(step0.encode_weights(texts),
+                               load_sparse_encoder(load_spec(str(tiny_llama)), dtype="fp32").encode_weights(texts),
                                rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ probe
 
 
-def test_probe_ranks_training_queries_in_a_pool_with_their_judged_documents(data_root, models_root):
+def test_probe_ranks_training_queries_in_a_pool_with_their_judged_documents(data_root):
     """The one-minute pilot check: real splade-tiny, real SciFact train queries. Every judged document is in the
     pool, and a real retriever is far above a random ranking (MRR@10 ≈ 0.006 for 500 documents); splade-tiny has no
     top-k cut, so impacts and full vectors rank alike. Centring needs a bias-free decoder head, said clearly."""
     from laconic_pyserini.train.probe import probe
 
-    if not (models_root / "splade-tiny").is_dir():
-        pytest.fail(f"{models_root / 'splade-tiny'} is missing: run `make models`")
+    model_dir("splade-tiny")
     result = probe("splade-tiny", dataset=str(data_root / "scifact"), queries=60, pool=300)
     assert (result["queries"], result["pool"]) == (60, 300)
     assert result["impact"]["MRR@10"] > 0.4 and result["full"]["MRR@10"] > 0.4

@@ -13,12 +13,15 @@ import logging
 import os
 from pathlib import Path
 
+from ..data import read_corpus
+from ..fingerprint import encoder_fingerprint
 from ..quantize import quantize
 from ..spec import current_spec_dict
 from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
-from .manifest import KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, load_manifest_file, part_intact
+from .manifest import (KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
+                       load_manifest_file, part_intact)
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
-from .source import describe_corpus, document_text, is_question_corpus, read_corpus
+from .source import describe_corpus, document_text, resolve_docs_as_queries
 from .writer import commit_part, vector_line
 
 logger = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ _CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "fields", "docs_as
 
 
 def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, spec=None, *,
-                  encoder=None, batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
+                  encoder=None, batch_size: int = 32, device: str = "cpu", dtype: str = "auto",
                   shard_id: int | None = None, shard_num: int | None = None, skip_invalid: bool = False,
                   docs_as_queries: bool | None = None, fields: tuple[str, ...] = ("title", "text"),
                   part_size: int = DEFAULT_PART_SIZE, window_batches: int = DEFAULT_WINDOW_BATCHES,
@@ -39,8 +42,12 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
     already loaded :class:`~laconic_pyserini.modeling.SparseEncoder` (its spec is used). ``docs_as_queries=None``
-    decides from the dataset (BEIR Quora and CQADupStack documents take the query prefix). Returns this run's
-    manifest (this shard's, when sharded; the merged one when this shard finished last and ``merge``).
+    decides from the dataset's name (BEIR Quora and CQADupStack documents take the query prefix; see
+    :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). ``dtype="auto"`` resumes in the dtype the
+    folder was begun with, and otherwise takes what this CPU runs fast
+    (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
+    kernels and CPU decision. Returns this run's manifest (this shard's, when sharded; the merged one when this
+    shard finished last and ``merge``).
 
     The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
     one process writes it at a time (per shard). A rerun of a complete encoding re-checks every part's sha256 and
@@ -49,23 +56,23 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     spec = _resolve_spec(spec, encoder)
     if batch_size < 1 or part_size < 1 or window_batches < 1:
         raise EncodeError("--batch-size, part size and window must be positive")
-    bad_fields = [f for f in fields if f not in ("title", "text")]
-    if bad_fields or not fields:
+    if not fields or any(f not in ("title", "text") for f in fields):
         raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
     shard_id, shard_num = resolve_shard(shard_id, shard_num)
     described = describe_corpus(corpus)
-    if docs_as_queries is None:
-        docs_as_queries = is_question_corpus(corpus)
+    docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
     start, end = shard_range(shard_id, shard_num, described["lines"])
+    root = Path(embeddings_dir)
+    dtype = _run_dtype(dtype, spec, device, encoder, manifest_path(root, shard_id, shard_num))
     settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid)}
-    root = Path(embeddings_dir)
     claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
+    fingerprint = encoder_fingerprint(spec)
     with locked(mpath):
-        manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end)
+        manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end, fingerprint)
         job = _Job(corpus, root, mpath, parts_folder(shard_id, shard_num), manifest, spec, encoder,
                    dict(settings, start=start, end=end, progress=progress))
         removed = clean_temps(root / job.folder)
@@ -77,6 +84,19 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         else:
             job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:
+    """The dtype this run encodes in (a contract setting: a resumed folder must keep it)."""
+    if encoder is not None:
+        return encoder.kernels["dtype"]
+    if requested == "auto" and mpath.is_file():
+        recorded = load_manifest_file(mpath, mpath.parent).settings.get("dtype")
+        if recorded in ("fp32", "bf16"):
+            return recorded  # a rerun on another CPU still resumes what the first run began
+    from ..modeling.cpu import resolve_dtype
+
+    return resolve_dtype(requested, decoder=spec.kind == "decoder", device=device)
 
 
 def _resolve_spec(spec, encoder):
@@ -116,12 +136,15 @@ class _Job:
         self.manifest, self.spec, self.encoder, self.settings = manifest, spec, encoder, settings
         self.committed = 0  # parts this process committed (the test hook counts these)
 
-    def _builder(self, *, total: int, initial: int) -> "_PartBuilder":
+    def _builder(self, *, total: int, initial: int, first_part: int) -> "_PartBuilder":
         if self.encoder is None:
             from ..modeling import load_sparse_encoder
 
             self.encoder = load_sparse_encoder(self.spec, device=self.settings["device"],
                                                dtype=self.settings["dtype"])
+        # Per run: what this process runs (dtype, head kernel, CPU decision), from the first part it writes.
+        self.manifest.kernels.append({"first_part": first_part, **self.encoder.kernels})
+        self._save()
         s = self.settings
         bar = _progress(s["progress"], total=total, initial=initial, desc=f"encode {self.spec.name}")
         return _PartBuilder(self.encoder, self.spec, s["fields"], s["docs_as_queries"], s["batch_size"],
@@ -139,7 +162,7 @@ class _Job:
         if resume > start:
             logger.info("resuming %s at corpus line %d of [%d, %d) after %d committed part(s)", self.root, resume,
                         start, end, len(manifest.parts))
-        run = self._builder(total=end - start, initial=resume - start)
+        run = self._builder(total=end - start, initial=resume - start, first_part=len(manifest.parts))
         part_start, invalid = resume, []
         try:
             for line in read_corpus(self.corpus, stop=end):
@@ -184,7 +207,7 @@ class _Job:
         logger.warning("%s: %d damaged or missing part(s): %s; re-encoding only those", self.root, len(damaged),
                        ", ".join(self.manifest.parts[i].path for i in damaged))
         run = self._builder(total=sum(self.manifest.parts[i].end - self.manifest.parts[i].start for i in damaged),
-                            initial=0)
+                            initial=0, first_part=damaged[0])
         try:
             for index in damaged:
                 old = self.manifest.parts[index]
@@ -269,7 +292,7 @@ class _PartBuilder:
 
 
 def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, shard_num: int, start: int,
-                 end: int) -> Manifest:
+                 end: int, fingerprint: dict | None = None) -> Manifest:
     """The manifest to continue: the existing one when it matches this run, a fresh one for a new folder."""
     mpath = manifest_path(root, shard_id, shard_num)
     shard = {"id": shard_id, "num": shard_num, "start": start, "end": end}
@@ -289,7 +312,7 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         if shard_num > 1:
             (root / SHARDS_DIR).mkdir(exist_ok=True)
         return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version())
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     manifest = load_manifest_file(mpath, root)
     if current_spec_dict(manifest.spec) != spec.to_dict():
         from ..spec import EncoderSpec, SpecError
@@ -303,10 +326,11 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         raise EncodeError(f"{mpath}: this folder was encoded with encoder {manifest.spec.get('name')!r}, this run asks "
                           f"for {spec.name!r} ({why}; differing fields: {', '.join(differing)}); pass an empty "
                           "--embeddings folder or delete this one")
+    check_same_weights(manifest, fingerprint, mpath)
     if not manifest.parts:
         # Nothing was committed (e.g. the first run stopped at a bad line): start over with this run's settings.
         return Manifest(root=root, spec=manifest.spec, corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version())
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     for key in ("path", "bytes", "lines"):
         if manifest.corpus.get(key) != corpus.get(key):
             raise EncodeError(f"{mpath}: this folder encodes {manifest.corpus.get('path')} "

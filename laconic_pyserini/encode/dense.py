@@ -1,8 +1,8 @@
 """Encode a corpus with a dense model into a faiss index folder that pyserini's ``FaissSearcher`` opens.
 
     python -m laconic_pyserini.encode.dense --corpus BEIR_DIR_OR_NAME --encoder SPEC_OR_PATH_OR_HUB_ID --output DIR
-        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype fp32] [--hnsw-m 32] [--ef-construction 200]
-        [--ef-search 128] [--chunk-size 1024]
+        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype auto|fp32|bf16] [--hnsw-m 32]
+        [--ef-construction 200] [--ef-search 128] [--chunk-size 1024]
     python -m laconic_pyserini.encode.dense --from-index FLAT_DIR --output DIR --index-type hnsw   # no re-encoding
 
 Layout of ``DIR``: ``index`` (a faiss index, inner product), ``docid`` (one id per line, in index order) -- what
@@ -31,6 +31,7 @@ import numpy as np
 
 from ..data import DataError, count_corpus, iter_corpus, require_documents
 from ..errors import cli, require_at_least
+from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..index.faiss import (FORMAT, INDEX_TYPES, KIND, build_faiss_index, finish_faiss, hnsw_params,
                            is_faiss_folder, rebuild_faiss_index, write_faiss_folder)
 from ..index.manifest import IndexFolderError, claim_index, read_index_manifest
@@ -48,15 +49,34 @@ def _finish(partial: Path, output: Path) -> Path:
     return finish_faiss(partial, output)
 
 
+def _recorded_dtype(state_path: Path) -> str | None:
+    """The dtype a begun run recorded in its state file (a resumed run keeps it), or None."""
+    try:
+        recorded = json.loads(state_path.read_text(encoding="utf-8")).get("dtype")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return recorded if recorded in ("fp32", "bf16") else None
+
+
+def _kernels(dtype: str, device: str) -> dict:
+    from ..modeling.cpu import kernel_decision
+
+    return {"dtype": dtype, "device": device, "cpu": kernel_decision().to_dict()}
+
+
 def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, output: str | os.PathLike, *,
-                        index_type: str = "flat", batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
+                        index_type: str = "flat", batch_size: int = 32, device: str = "cpu", dtype: str = "auto",
                         hnsw_m: int = 32, ef_construction: int = 200, ef_search: int = 128,
                         chunk_size: int = 1024, as_query: bool | None = None) -> Path:
     """Encode every document of ``corpus`` and write a faiss index folder at ``output``; returns ``output``.
 
-    ``as_query`` (default: BEIR Quora / CQADupStack, by name) gives documents the query prefix.
+    ``as_query`` (default: BEIR Quora / CQADupStack, by the dataset's name) gives documents the query prefix.
+    ``dtype="auto"`` resumes in the dtype a begun run recorded, else
+    :func:`~laconic_pyserini.modeling.dense.resolve_dense_dtype`; the manifest records it with the CPU decision
+    (``kernels``).
     """
-    from .source import describe_corpus, is_question_corpus
+    from .source import describe_corpus, resolve_docs_as_queries
+    from ..modeling.dense import resolve_dense_dtype
 
     if index_type not in INDEX_TYPES:
         raise ValueError(f"index type must be one of {INDEX_TYPES}, not {index_type!r}")
@@ -64,11 +84,13 @@ def encode_dense_corpus(corpus: str | os.PathLike, encoder: str | EncoderSpec, o
     if spec.kind != "dense":
         raise SpecError(f"encoder {spec.name!r} is a sparse ({spec.kind}) encoder; encode it with "
                         "`python -m laconic_pyserini.encode`, or pass a dense spec (e.g. minilm)")
-    if as_query is None:
-        as_query = is_question_corpus(corpus)
+    as_query = resolve_docs_as_queries(corpus, as_query)
     output = Path(output)
+    if dtype == "auto":
+        dtype = _recorded_dtype(aside_path(output) / STATE) or "auto"
+    dtype = resolve_dense_dtype(spec, dtype, device)
     state = {"format": FORMAT, "spec": spec.to_dict(), "corpus": describe_corpus(corpus), "chunk_size": chunk_size,
-             "dtype": dtype, "as_query_documents": as_query}
+             "dtype": dtype, "as_query_documents": as_query, FINGERPRINT_KEY: encoder_fingerprint(spec)}
     claim_index(output, KIND, [state["corpus"]["path"]], flag="--output")
     with locked(output):
         partial = _open_aside(output, state)
@@ -108,11 +130,39 @@ def _open_aside(output: Path, state: dict) -> Path | None:
 
 def _encode_into(corpus, spec: EncoderSpec, partial: Path, output: Path, state: dict, *, index_type: str,
                  batch_size: int, device: str, dtype: str, as_query: bool, faiss_params: dict) -> Path:
-    from ..modeling.dense import DenseEncoder
-
-    chunk_size = state["chunk_size"]
-    chunks_dir = partial / CHUNKS
     total = count_corpus(corpus)
+    n_chunks = _encode_missing_chunks(corpus, partial / CHUNKS, state, total,
+                                      lambda: _load_model(spec, device, dtype, batch_size))
+    ids, vectors, seconds = _read_chunks(partial / CHUNKS, n_chunks)
+    if len(ids) != total:
+        raise IndexFolderError(f"{partial / CHUNKS}: {len(ids)} embeddings for {total} documents; delete {partial} "
+                               "and encode again")
+    start = time.perf_counter()
+    index = build_faiss_index(vectors, index_type, **faiss_params)
+    build_seconds = time.perf_counter() - start
+    manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
+                "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
+                FINGERPRINT_KEY: state[FINGERPRINT_KEY], "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
+                "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
+                "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
+                "build_seconds": round(build_seconds, 3), "kernels": _kernels(dtype, device)}
+    if index_type == "hnsw":
+        manifest["hnsw"] = hnsw_params(faiss_params["hnsw_m"], faiss_params["ef_construction"],
+                                       faiss_params["ef_search"])
+    write_faiss_folder(partial, index, ids, manifest)
+    return _finish(partial, output)
+
+
+def _load_model(spec: EncoderSpec, device: str, dtype: str, batch_size: int):
+    from ..modeling.dense import DenseEncoder  # torch loads only when a chunk is left to encode
+
+    return DenseEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
+
+
+def _encode_missing_chunks(corpus, chunks_dir: Path, state: dict, total: int, load_model) -> int:
+    """Encode the chunks not yet under ``chunks_dir`` (the model is loaded only if one is missing), each committed
+    as it is written; returns the number of chunks the corpus makes."""
+    chunk_size = state["chunk_size"]
     if total == 0:
         raise DataError(state["corpus"]["path"], None, "the corpus holds no documents", "pass a non-empty corpus")
     n_chunks = (total + chunk_size - 1) // chunk_size
@@ -128,34 +178,15 @@ def _encode_into(corpus, spec: EncoderSpec, partial: Path, output: Path, state: 
             continue
         pending.append((doc.id, doc.title, doc.text))
         if len(pending) == chunk_size or ordinal == total - 1:
-            if model is None:
-                model = DenseEncoder(spec, device=device, dtype=dtype, batch_size=batch_size)
-            _encode_chunk(model, chunk, pending, chunks_dir, as_query)
+            model = model or load_model()
+            _encode_chunk(model, chunk, pending, chunks_dir, state["as_query_documents"])
             logger.info("chunk %d/%d (%d docs)", chunk + 1, n_chunks, len(pending))
             pending = []
             committed += 1
             after_commit(committed)
     if pending:  # count_corpus and iter_corpus disagree: never index a corpus we did not read whole
         raise IndexFolderError(f"{corpus}: read {ordinal + 1} documents but counted {total}; is the file changing?")
-
-    ids, vectors, seconds = _read_chunks(chunks_dir, n_chunks)
-    if len(ids) != total:
-        raise IndexFolderError(f"{chunks_dir}: {len(ids)} embeddings for {total} documents; delete {partial} "
-                               "and encode again")
-    start = time.perf_counter()
-    index = build_faiss_index(vectors, index_type, **faiss_params)
-    build_seconds = time.perf_counter() - start
-    manifest = {"kind": "faiss", "format": FORMAT, "index_type": index_type, "metric": "inner_product",
-                "dimension": int(vectors.shape[1]), "documents": len(ids), "spec": spec.to_dict(),
-                "corpus": state["corpus"], "source": str(corpus), "as_query_documents": as_query, "dtype": dtype,
-                "device": device, "batch_size": batch_size, "encode_seconds": round(seconds, 3),
-                "encode_docs_per_s": round(len(ids) / seconds, 2) if seconds > 0 else None,
-                "build_seconds": round(build_seconds, 3)}
-    if index_type == "hnsw":
-        manifest["hnsw"] = hnsw_params(faiss_params["hnsw_m"], faiss_params["ef_construction"],
-                                       faiss_params["ef_search"])
-    write_faiss_folder(partial, index, ids, manifest)
-    return _finish(partial, output)
+    return n_chunks
 
 
 def _chunk_name(chunk: int) -> str:
@@ -203,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc.add_argument("--encoder", help="spec name (minilm), hub id, or local model folder")
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--device", default="cpu")
-    enc.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32")
+    enc.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+                     help="auto (default): fp32 for encoder-only models; a decoder backbone in bf16 where this CPU "
+                          "runs bf16 fast")
     enc.add_argument("--max-length", type=int, help="override the spec's max length")
     args = parser.parse_args(argv)
     require_at_least(1, {"--hnsw-m": args.hnsw_m, "--ef-construction": args.ef_construction,

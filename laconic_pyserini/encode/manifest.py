@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,9 @@ from ..outputs import write_json_atomic  # noqa: F401  (re-exported: the encoder
 
 #: What ``manifest.json`` says an encoded collection is (:func:`laconic_pyserini.outputs.claim_folder`).
 KIND = "encoded"
+
+logger = logging.getLogger(__name__)
+
 FORMAT = "laconic-pyserini/encoded-collection"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -86,6 +90,12 @@ class Manifest:
     tail_invalid: list[dict] = field(default_factory=list)
     tail_invalid_lines: int = 0
     shards: list[dict] = field(default_factory=list)
+    #: One record per run that encoded parts here: ``first_part`` (its first part's index), the dtype and head kernel
+    #: it ran, and the CPU decision behind them (:meth:`~laconic_pyserini.modeling.SparseEncoder.kernels`).
+    #: Manifests written before this field have none and still resume.
+    kernels: list[dict] = field(default_factory=list)
+    #: :func:`~laconic_pyserini.fingerprint.encoder_fingerprint` of the encoder; None in manifests older than it.
+    encoder_fingerprint: dict | None = None
 
     # ------------------------------------------------------------------------------------------ counts
 
@@ -108,12 +118,6 @@ class Manifest:
         """The folder to give Anserini as ``-input`` (``-collection JsonVectorCollection -impact -pretokenized``)."""
         return self.root / VECTORS_DIR
 
-    def encoder_spec(self):
-        """The :class:`~laconic_pyserini.spec.EncoderSpec` the vectors were made with."""
-        from ..spec import EncoderSpec
-
-        return EncoderSpec.from_dict(self.spec, source=str(self.root / MANIFEST_NAME))
-
     # ------------------------------------------------------------------------------------------ (de)serialising
 
     def to_dict(self) -> dict:
@@ -126,7 +130,8 @@ class Manifest:
             "settings": self.settings, "counts": self.counts,
             "invalid": ([i for p in self.parts for i in p.invalid] + self.tail_invalid)[:MAX_INVALID_KEPT],
             "tail_invalid": self.tail_invalid, "tail_invalid_lines": self.tail_invalid_lines,
-            "parts": [p.to_dict() for p in self.parts], "shards": self.shards,
+            "parts": [p.to_dict() for p in self.parts], "shards": self.shards, "kernels": self.kernels,
+            "encoder_fingerprint": self.encoder_fingerprint,
         }
 
     @classmethod
@@ -141,9 +146,28 @@ class Manifest:
             return cls(root=root, spec=d["spec"], corpus=d["corpus"], shard=d["shard"], settings=d["settings"],
                        parts=[PartInfo.from_dict(p) for p in d["parts"]], complete=bool(d["complete"]),
                        package_version=d["package_version"], tail_invalid=d.get("tail_invalid", []),
-                       tail_invalid_lines=d.get("tail_invalid_lines", 0), shards=d.get("shards", []))
+                       tail_invalid_lines=d.get("tail_invalid_lines", 0), shards=d.get("shards", []),
+                       kernels=d.get("kernels", []),
+                       encoder_fingerprint=d.get("encoder_fingerprint"))
         except (KeyError, TypeError) as exc:
             raise EncodeError(f"{where}: malformed manifest ({exc!r}); re-encode into an empty folder") from None
+
+
+def check_same_weights(manifest: Manifest, fingerprint: dict | None, where: Path) -> None:
+    """Refuse to resume (or merge into) an encoding whose committed parts came from other weights."""
+    from ..fingerprint import fingerprint_difference
+
+    recorded = manifest.encoder_fingerprint
+    if fingerprint is None or not manifest.parts:
+        return
+    if recorded is None or recorded.get("basis") != fingerprint.get("basis"):
+        logger.warning("%s: records no comparable encoder fingerprint (an older version wrote it); cannot check that "
+                       "the committed parts come from the same weights", where)
+        return
+    if recorded.get("sha256") != fingerprint.get("sha256"):
+        raise EncodeError(f"{where}: this folder was encoded with other weights or tokenizer for encoder "
+                          f"{manifest.spec.get('name')!r} ({fingerprint_difference(recorded, fingerprint)}); "
+                          "resuming would mix the vectors of two models; pass an empty --embeddings folder")
 
 
 def load_manifest_file(path: Path, root: Path) -> Manifest:

@@ -12,7 +12,8 @@
   up by ``contents`` (the query text), so it is kept.
 
 Impacts come from the same :func:`~laconic_pyserini.quantize.quantize` as the documents'. Beside the output,
-``FILE.manifest.json`` records the encoder spec, so a searcher can refuse queries from another encoder.
+``FILE.manifest.json`` records the encoder spec and the fingerprint of its weights and tokenizer
+(:mod:`laconic_pyserini.fingerprint`), so a searcher can refuse queries from another encoder.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import load_topics
 from ..errors import cli, require_at_least, require_output_file
+from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
 from ..outputs import atomic_open, claim_file
-from ..quantize import quantize
+from ..quantize import query_impacts
+from ..topics import load_topics
 from .manifest import EncodeError, sha256_file, write_json_atomic
 from .writer import check_terms
 
@@ -52,15 +54,6 @@ def jsonl_line(qid: str, text: str, impacts: dict[str, int]) -> str:
     return json.dumps({"id": qid, "contents": text, "vector": impacts}, ensure_ascii=False) + "\n"
 
 
-def encode_queries(encoder, texts: list[str], *, batch_size: int = 32) -> list[dict[str, int]]:
-    """Quantised query vectors (the encoder applies the query prefix)."""
-    impacts = []
-    for b0 in range(0, len(texts), batch_size):
-        for vector in encoder.encode_queries(texts[b0:b0 + batch_size]):
-            impacts.append(quantize(vector, encoder.spec.quant_scale))
-    return impacts
-
-
 def _manifest_of(output: Path) -> Path:
     return output.with_name(output.name + ".manifest.json")
 
@@ -73,12 +66,14 @@ def _topics_path(topics: str | os.PathLike) -> Path | None:
 
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
                   encoder=None, split: str | None = "test", fmt: str | None = None, batch_size: int = 32,
-                  device: str = "cpu", dtype: str = "fp32") -> dict[str, dict[str, int]]:
+                  device: str = "cpu", dtype: str = "auto") -> dict[str, dict[str, int]]:
     """Encode topics (a BEIR folder or name, a topics file, or ``{qid: text}``) into ``output``.
 
     ``fmt`` defaults to the output's suffix (``.tsv`` or ``.jsonl``). Returns ``{qid: {term: impact}}``.
     A query whose vector is empty is an error in TSV (pyserini 1.6's reader, Anserini's ``TsvStringTopicReader``,
     refuses the *whole file* when one line is ``qid<TAB>`` alone) and is written as ``{}`` in JSONL.
+    ``dtype="auto"``: what this CPU runs fast (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the sidecar
+    ``FILE.manifest.json`` records the dtype, head kernel and CPU decision used (``kernels``).
     """
     output = Path(output)
     fmt = fmt or output.suffix.lstrip(".").lower()
@@ -99,7 +94,7 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
     spec = encoder.spec
     qids, texts = list(queries), list(queries.values())
-    impacts = encode_queries(encoder, texts, batch_size=batch_size)
+    impacts = query_impacts(encoder, texts, batch_size=batch_size)
     lines = []
     for qid, text, vector in zip(qids, texts, impacts):
         if fmt == "tsv":
@@ -115,9 +110,10 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
 
     write_json_atomic(_manifest_of(output), {
         "format": f"laconic-pyserini/encoded-queries-{fmt}", "package_version": __version__,
-        "spec": spec.to_dict(), "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
+        "spec": spec.to_dict(), FINGERPRINT_KEY: encoder_fingerprint(spec),
+        "topics": str(topics) if not isinstance(topics, dict) else "<dict>",
         "split": split, "queries": len(lines), "empty_vectors": sum(1 for v in impacts if not v),
-        "file": output.name, "sha256": sha256_file(output)})
+        "file": output.name, "sha256": sha256_file(output), "kernels": encoder.kernels})
     logger.info("wrote %d encoded queries to %s", len(lines), output)
     return dict(zip(qids, impacts))
 
@@ -135,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None, help="overrides the spec's max length")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 for a decoder where this CPU runs bf16 fast, else fp32")
     return parser
 
 

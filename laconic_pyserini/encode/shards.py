@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .manifest import (MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest, load_manifest_file,
-                       read_manifest, verify_parts, write_json_atomic)
-from .source import count_lines, read_corpus
+from ..data import count_corpus, read_corpus
+from .manifest import (MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest, check_same_weights,
+                       load_manifest_file, read_manifest, verify_parts, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,7 @@ def merge_shards(embeddings_dir: str | os.PathLike, corpus: str | os.PathLike | 
                               f"but its name says {k} of {shard_num}")
         if shard.spec != first.spec:
             raise EncodeError(f"{where}: encoded with a different encoder spec than shard 0; re-encode it")
+        check_same_weights(shard, first.encoder_fingerprint, where)
         if shard.corpus != first.corpus:
             raise EncodeError(f"{where}: encoded from {shard.corpus.get('path')} ({shard.corpus.get('bytes')} bytes), "
                               f"shard 0 from {first.corpus.get('path')} ({first.corpus.get('bytes')} bytes)")
@@ -127,8 +128,10 @@ def merge_shards(embeddings_dir: str | os.PathLike, corpus: str | os.PathLike | 
     merged = Manifest(root=root, spec=first.spec, corpus=first.corpus,
                       shard={"id": None, "num": shard_num, "start": 0, "end": lines},
                       settings=first.settings, parts=[p for s in shards for p in s.parts], complete=False,
+                      encoder_fingerprint=first.encoder_fingerprint,
                       package_version=first.package_version,
                       tail_invalid=[i for s in shards for i in s.tail_invalid],
+                      kernels=[{"shard": s.shard.get("id"), **k} for s in shards for k in s.kernels],
                       tail_invalid_lines=sum(s.tail_invalid_lines for s in shards),
                       shards=[{"id": k, "manifest": f"{SHARDS_DIR}/{found[k][1].name}", **s.counts}
                               for k, s in enumerate(shards)])
@@ -148,8 +151,8 @@ def check_coverage(manifest: Manifest, corpus: str | os.PathLike) -> None:
                 raise EncodeError(f"document {doc_id!r} is written twice: in {where[doc_id]} and {part.path} "
                                   "(overlapping shards); re-encode into an empty folder")
             where[doc_id] = part.path
-    if count_lines(corpus) != manifest.corpus.get("lines"):
-        raise EncodeError(f"{corpus}: has {count_lines(corpus)} lines, the encoding recorded "
+    if count_corpus(corpus) != manifest.corpus.get("lines"):
+        raise EncodeError(f"{corpus}: has {count_corpus(corpus)} lines, the encoding recorded "
                           f"{manifest.corpus.get('lines')}; the corpus changed since it was encoded")
     expected = [line.doc.id for line in read_corpus(corpus) if line.doc is not None]
     missing = [doc_id for doc_id in expected if doc_id not in where]

@@ -11,9 +11,10 @@ Impact (learned sparse vectors written by ``python -m laconic_pyserini.encode``)
 
     python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize]
 
-A recipe (``index_recipes/*.yaml``: encode a dataset, then index it, then check the document count)::
+A recipe: one (condition, dataset) cell of a reproduction recipe: encode the dataset with the condition's encoder,
+index it, check the dataset's document count (:mod:`laconic_pyserini.index.recipe`)::
 
-    python -m laconic_pyserini.index --recipe index_recipes/scifact.splade-tiny.yaml [--work DIR]
+    python -m laconic_pyserini.index --recipe eval/beir.yaml --condition splade-tiny --dataset scifact [--work DIR]
 
 Every index folder gets a ``manifest.json`` (what was indexed, with what, how many documents) that searchers read.
 A build goes to ``.laconic-tmp-DIR`` and is swapped in when complete, so a crash never leaves a half index under
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -32,6 +34,33 @@ from ..errors import cli, require_at_least
 from .impact import build_impact_index
 from .lucene import FIELDS, build_bm25_index
 from .manifest import read_index_manifest
+from .recipe import IndexRecipe
+
+
+def index_recipe(path: str | os.PathLike, condition: str, dataset: str) -> IndexRecipe:
+    """The index recipe of one cell of the reproduction recipe at ``path``: the dataset's data and corpus size, the
+    condition's encoder, and the recipe's ``batch_size`` / ``device`` / ``dtype`` / ``threads`` variables."""
+    from ..recipe import RecipeError, load_recipe
+
+    recipe = load_recipe(path)
+    recipe.expand_conditions([condition])
+    recipe.expand_datasets([dataset])
+    cell_condition, cell_dataset = recipe.conditions[condition], recipe.datasets.get(dataset)
+    if cell_dataset is None:  # a group name: an index is one corpus
+        raise RecipeError(f"{path}: {dataset!r} is a group; name one of its datasets")
+    variables = recipe.variables(cell_condition, cell_dataset, work="")
+    if not variables.get("encoder"):
+        raise RecipeError(f"{path}: condition {condition!r} names no encoder; an index recipe encodes with one "
+                          "(BM25 indexes: python -m laconic_pyserini.index --bm25)")
+    if cell_dataset.documents is None:
+        raise RecipeError(f"{path}: dataset {dataset!r} gives no 'documents' (its corpus size, which the index "
+                          "must hold); add it to the dataset's entry")
+    encode = {"batch_size": int(variables.get("batch_size", 32)), "device": variables.get("device", "cpu")}
+    if variables.get("dtype"):
+        encode["dtype"] = variables["dtype"]
+    return IndexRecipe(name=f"{dataset}.{condition}", dataset=cell_dataset.data, encoder=variables["encoder"],
+                       documents=cell_dataset.documents, encode=encode,
+                       index={"threads": int(variables.get("threads", 2))})
 
 
 @cli
@@ -40,22 +69,34 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bm25", action="store_true", help="build a BM25 index of a BEIR corpus")
     parser.add_argument("--input", help="BEIR folder or dataset name (--bm25), or an encoded collection folder")
-    parser.add_argument("--index", help="output index folder")
+    parser.add_argument("--index", help="output index folder, or milvus://HOST:PORT/COLLECTION")
     parser.add_argument("--fields", choices=FIELDS, default="flat")
     parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
     parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
-    parser.add_argument("--recipe", help="an index_recipes/*.yaml file: encode, index and check the count")
+    parser.add_argument("--recipe", help="a reproduction recipe (eval/*.yaml): encode, index and check the count")
+    parser.add_argument("--condition", help="--recipe: the condition whose encoder is used (e.g. splade-tiny)")
+    parser.add_argument("--dataset", help="--recipe: the dataset to index (e.g. scifact)")
     parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
     parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
+    from .milvus import add_arguments as add_milvus_arguments
+
+    add_milvus_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.recipe is None and (args.input is None or args.index is None):
         parser.error("--input and --index are required (or --recipe)")
+    if args.recipe is not None and (args.condition is None or args.dataset is None):
+        parser.error("--recipe takes --condition and --dataset (see --list of python -m laconic_pyserini.reproduce)")
     require_at_least(1, {"--threads": args.threads})
     if args.recipe:
         from .recipe import run_recipe
 
-        path = run_recipe(args.recipe, args.work, threads=args.threads, device=args.device)
+        recipe = index_recipe(args.recipe, args.condition, args.dataset)
+        path = run_recipe(recipe, args.work, threads=args.threads, device=args.device)
+    elif args.index.startswith("milvus"):
+        from .milvus import main_export
+
+        return main_export(args)
     elif args.bm25:
         path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
     else:

@@ -75,6 +75,7 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
         "kind": KIND,
         "documents": indexed,
         "spec": spec,
+        "encoder_fingerprint": manifest.encoder_fingerprint,
         "encoded": str(encoded_dir),
         "corpus": manifest.corpus,
         "encoding_counts": manifest.counts,

@@ -1,108 +1,98 @@
-"""Index recipes: one YAML file per (dataset, encoder) that encodes a corpus, indexes it and checks the count.
+"""Index recipes: encode one dataset with one encoder, index it, and check the document count.
 
-::
+A recipe is not a file of its own: it is one (condition, dataset) cell of a reproduction recipe in ``eval/*.yaml``,
+which already names the dataset, the encoder (the condition's ``encoder`` variable) and the corpus size (the
+dataset's ``documents``)::
 
-    python -m laconic_pyserini.index --recipe index_recipes/scifact.splade-tiny.yaml [--work DIR] [--device cuda]
+    python -m laconic_pyserini.index --recipe eval/beir.yaml --condition splade-tiny --dataset scifact \\
+        [--work DIR] [--device cuda] [--threads N]
 
-A recipe (see ``docs/indexing.md``)::
-
-    dataset: scifact            # BEIR folder, name under $LACONIC_DATA, or ir_datasets id (beir/cqadupstack/android)
-    encoder: splade-tiny        # spec name (encoders/*.yaml), model folder or hub id
-    documents: 5183             # the corpus size: the built index must hold exactly this many documents
-    encode: {batch_size: 32}    # optional encode_corpus options: batch_size, device, dtype, docs_as_queries, fields
-    index: {threads: 2}         # optional: threads, optimize
-
-The encoding goes to ``WORK/encoded/NAME`` and the index to ``WORK/indexes/NAME`` (``NAME`` = the recipe's file
-stem). Both steps resume: a complete encoding is not redone, an interrupted one continues, and an index that
-already matches its encoding is kept.
+The encoding goes to ``WORK/encoded/NAME`` and the index to ``WORK/indexes/NAME`` (``NAME`` = ``DATASET.CONDITION``).
+Both steps resume: a complete encoding is not redone, an interrupted one continues, and an index that already
+matches its encoding is kept. BEIR Quora and CQADupStack documents take the query prefix, decided from the
+dataset's name (:func:`laconic_pyserini.encode.source.resolve_docs_as_queries`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import LaconicError
-from ..yaml_file import read_yaml_mapping
+from .manifest import IndexFolderError, read_index_manifest
 
 logger = logging.getLogger(__name__)
 
-KEYS = {"dataset", "encoder", "documents", "encode", "index", "description"}
-ENCODE_KEYS = {"batch_size", "device", "dtype", "docs_as_queries", "fields"}
-INDEX_KEYS = {"threads", "optimize"}
+
+@dataclass(frozen=True)
+class IndexRecipe:
+    """What to encode with what, how many documents the index must hold, and the encode / index options."""
+
+    name: str
+    dataset: str                 # BEIR folder, name under $LACONIC_DATA, or ir_datasets id
+    encoder: str                 # spec name, model folder or hub id
+    documents: int
+    encode: dict = field(default_factory=dict)   # encode_corpus / encode_dense_corpus options (batch_size, ...)
+    index: dict = field(default_factory=dict)    # build options (threads, ...)
 
 
-class RecipeError(LaconicError, ValueError):
-    """A recipe that cannot be run as written, or whose result differs from what it promises."""
-
-
-def load_recipe(path: str | os.PathLike) -> dict:
-    """A recipe's fields, checked (unknown keys are errors: a typo must not silently change a run)."""
-    path = Path(path)
-    recipe = read_yaml_mapping(path, RecipeError, missing="the shipped index recipes are in index_recipes/",
-                               shape="dataset, encoder and documents")
-    problems = []
-    unknown = sorted(set(recipe) - KEYS)
-    if unknown:
-        problems.append(f"unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(KEYS))})")
-    for key in ("dataset", "encoder"):
-        if not isinstance(recipe.get(key), str) or not recipe[key]:
-            problems.append(f"{key} must be a non-empty string")
-    if not isinstance(recipe.get("documents"), int) or recipe["documents"] < 1:
-        problems.append("documents must be the corpus size, a positive integer")
-    for section, known in (("encode", ENCODE_KEYS), ("index", INDEX_KEYS)):
-        value = recipe.get(section) or {}
-        if not isinstance(value, dict):
-            problems.append(f"{section} must be a mapping")
-            continue
-        bad = sorted(set(value) - known)
-        if bad:
-            problems.append(f"{section}: unknown option(s) {', '.join(bad)} (known: {', '.join(sorted(known))})")
-        recipe[section] = value
-    if problems:
-        raise RecipeError(f"{path}: " + "; ".join(problems))
-    recipe["name"] = path.name.removesuffix(".yaml").removesuffix(".yml")
-    return recipe
-
-
-def run_recipe(path: str | os.PathLike, work: str | os.PathLike = "work", *, threads: int | None = None,
+def run_recipe(recipe: IndexRecipe, work: str | os.PathLike = "work", *, threads: int | None = None,
                device: str | None = None) -> Path:
-    """Encode and index one recipe under ``work``; returns the index folder. ``device`` overrides the recipe's."""
+    """Encode and index one recipe under ``work``; returns the index folder. ``device`` overrides the recipe's.
+
+    A sparse encoder makes a Lucene impact index, a dense one a faiss folder.
+    """
+    from ..spec import load_spec
+
+    work = Path(work)
+    index_dir = work / "indexes" / recipe.name
+    encode_options = dict(recipe.encode, **({"device": device} if device else {}))
+    index_options = dict(recipe.index, **({"threads": threads} if threads else {}))
+    spec = load_spec(recipe.encoder)
+    logger.info("recipe %s: encode %s with %s", recipe.name, recipe.dataset, spec.name)
+    if spec.kind == "dense":
+        _dense(recipe, spec, index_dir, encode_options)
+    else:
+        _sparse(recipe, spec, work / "encoded" / recipe.name, index_dir, encode_options, index_options)
+    documents = read_index_manifest(index_dir)["documents"]
+    if documents != recipe.documents:
+        raise IndexFolderError(f"recipe {recipe.name}: {index_dir} holds {documents} documents, the recipe expects "
+                               f"{recipe.documents}; check the dataset (and any skipped invalid lines)")
+    logger.info("recipe %s: OK, %d documents in %s", recipe.name, documents, index_dir)
+    return index_dir
+
+
+def _dense(recipe: IndexRecipe, spec, index_dir: Path, encode_options: dict) -> None:
+    from ..encode.dense import encode_dense_corpus
+
+    try:
+        existing = read_index_manifest(index_dir)
+    except IndexFolderError:
+        existing = None
+    if existing is not None and existing.get("spec") == spec.to_dict() and \
+            existing.get("documents") == recipe.documents:
+        logger.info("recipe %s: %s already holds this encoding", recipe.name, index_dir)
+        return
+    encode_dense_corpus(recipe.dataset, spec, index_dir, **encode_options)
+
+
+def _sparse(recipe: IndexRecipe, spec, encoded_dir: Path, index_dir: Path, encode_options: dict,
+            index_options: dict) -> None:
     from ..encode import encode_corpus, read_manifest
     from .impact import build_impact_index
-    from .manifest import IndexFolderError, read_index_manifest
 
-    recipe = load_recipe(path)
-    work = Path(work)
-    encoded_dir = work / "encoded" / recipe["name"]
-    index_dir = work / "indexes" / recipe["name"]
-    options = dict(recipe["encode"])
-    if device is not None:
-        options["device"] = device
-    if "fields" in options:
-        options["fields"] = tuple(options["fields"])
-    logger.info("recipe %s: encode %s with %s -> %s", recipe["name"], recipe["dataset"], recipe["encoder"],
-                encoded_dir)
-    encode_corpus(recipe["dataset"], encoded_dir, recipe["encoder"], **options)
+    encode_corpus(recipe.dataset, encoded_dir, spec, **encode_options)
     encoding = read_manifest(encoded_dir)
-    if encoding.documents != recipe["documents"]:
-        raise RecipeError(f"{path}: {encoded_dir} holds {encoding.documents} documents, the recipe expects "
-                          f"{recipe['documents']}; check the dataset (and any skipped invalid lines)")
+    if encoding.documents != recipe.documents:
+        raise IndexFolderError(f"recipe {recipe.name}: {encoded_dir} holds {encoding.documents} documents, the "
+                               f"recipe expects {recipe.documents}; check the dataset (and any skipped invalid lines)")
     try:
         existing = read_index_manifest(index_dir)
     except IndexFolderError:
         existing = None
     if existing is not None and existing.get("encoded") == str(encoded_dir.resolve()) and \
             existing.get("documents") == encoding.documents and existing.get("spec") == encoding.spec:
-        logger.info("recipe %s: %s already indexes this encoding", recipe["name"], index_dir)
-    else:
-        index_options = dict(recipe["index"])
-        if threads is not None:
-            index_options["threads"] = threads
-        build_impact_index(encoded_dir, index_dir, **index_options)
-    documents = read_index_manifest(index_dir)["documents"]
-    if documents != recipe["documents"]:
-        raise RecipeError(f"{path}: the index holds {documents} documents, the recipe expects {recipe['documents']}")
-    logger.info("recipe %s: OK, %d documents in %s", recipe["name"], documents, index_dir)
-    return index_dir
+        logger.info("recipe %s: %s already indexes this encoding", recipe.name, index_dir)
+        return
+    build_impact_index(encoded_dir, index_dir, **index_options)

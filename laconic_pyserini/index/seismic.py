@@ -18,9 +18,10 @@ import os
 import time
 from pathlib import Path
 
-from ..outputs import building, swap_in, write_json_atomic
+from ..fingerprint import FINGERPRINT_KEY
+from ..outputs import building, swap_in
 from .impact import read_impact_manifest
-from .manifest import IndexFolderError
+from .manifest import IndexFolderError, write_index_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def seismic_module():
 def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool | None = None, threads: int = 0,
                         **build) -> Path:
     """Build (or reuse, when built with the same knobs) ``index_dir/seismic`` from the index's encoded collection."""
-    from ..encode.manifest import EncodeError, iter_vectors, read_manifest
-
     unknown = sorted(set(build) - set(BUILD_DEFAULTS))
     if unknown:
         raise ValueError(f"unknown Seismic build option(s) {', '.join(unknown)}; known: {', '.join(BUILD_DEFAULTS)}")
@@ -61,6 +60,38 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
     if cached is not None and cached.get("build") == params and \
             (large_vocabulary is None or cached.get("large_vocabulary") == large_vocabulary):
         return folder
+    encoding = _source_encoding(index_dir, manifest)
+    seismic = seismic_module()
+    start = time.perf_counter()
+    from ..encode.manifest import iter_vectors
+
+    terms = sorted({term for _, vector in iter_vectors(encoding) for term in vector})
+    large = len(terms) > STANDARD_MAX_TERMS if large_vocabulary is None else large_vocabulary
+    if not large and len(terms) > STANDARD_MAX_TERMS:
+        raise IndexFolderError(f"{len(terms)} distinct terms do not fit Seismic's standard index "
+                               f"({STANDARD_MAX_TERMS}); use the large-vocabulary variant")
+    dataset = (seismic.SeismicDatasetLV if large else seismic.SeismicDataset)(dim=len(terms))
+    vectors = _add_documents(dataset, iter_vectors(encoding), {term: number for number, term in enumerate(terms)})
+    index = (seismic.SeismicIndexLV if large else seismic.SeismicIndex).build_from_dataset(
+        dataset, num_threads=threads, **params)
+    with building(folder) as partial:  # a failed build leaves nothing behind
+        index.save(str(partial / INDEX_STEM))
+        (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
+        write_index_manifest(partial, {
+            "kind": KIND, "seismic_version": _seismic_version(), "large_vocabulary": large, "build": params,
+            "terms": len(terms), "documents": manifest["documents"], "indexed_vectors": vectors,
+            "encoded": str(manifest["encoded"]), "build_seconds": round(time.perf_counter() - start, 1)})
+        swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
+    logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
+                "large vocabulary" if large else "standard", len(terms), vectors, time.perf_counter() - start, folder)
+    return folder
+
+
+def _source_encoding(index_dir: Path, manifest: dict):
+    """The encoded collection the impact index was built from, checked to still hold what was indexed."""
+    from ..encode.manifest import EncodeError, read_manifest
+
     encoded = manifest.get("encoded")
     try:
         encoding = read_manifest(encoded) if encoded else None
@@ -70,57 +101,38 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
     if encoding is None:
         raise IndexFolderError(f"{index_dir}/manifest.json names no encoded collection; rebuild the index with "
                                "`python -m laconic_pyserini.index --input ENCODED_DIR`")
-    if encoding.documents != manifest["documents"] or encoding.spec != manifest["spec"]:
+    if encoding.documents != manifest["documents"] or encoding.spec != manifest["spec"] or \
+            encoding.encoder_fingerprint != manifest.get(FINGERPRINT_KEY):
         raise IndexFolderError(f"{encoded} no longer holds what {index_dir} was built from ({encoding.documents} vs "
                                f"{manifest['documents']} documents, or another encoder); rebuild the index")
-    seismic = seismic_module()
+    return encoding
+
+
+def _add_documents(dataset, vectors, term_ids: dict[str, int]) -> int:
+    """Add ``(doc id, {term: impact})`` pairs to a Seismic dataset in batches; returns how many it took."""
     import numpy as np
 
-    start = time.perf_counter()
-    terms = sorted({term for _, vector in iter_vectors(encoding) for term in vector})
-    term_ids = {term: number for number, term in enumerate(terms)}
-    large = len(terms) > STANDARD_MAX_TERMS if large_vocabulary is None else large_vocabulary
-    if not large and len(terms) > STANDARD_MAX_TERMS:
-        raise IndexFolderError(f"{len(terms)} distinct terms do not fit Seismic's standard index "
-                               f"({STANDARD_MAX_TERMS}); use the large-vocabulary variant")
-    dataset = (seismic.SeismicDatasetLV if large else seismic.SeismicDataset)(dim=len(terms))
-    vectors = 0
+    added = 0
     batch: list[tuple[str, dict[str, int]]] = []
 
     def flush() -> int:
         # Seismic wants each row's component ids increasing.
-        ids = [(doc_id, sorted((term_ids[t], w) for t, w in vector.items())) for doc_id, vector in batch]
-        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-        offsets[1:] = np.cumsum([len(row) for _, row in ids])
-        components = np.fromiter((c for _, row in ids for c, _ in row), dtype=np.int64, count=int(offsets[-1]))
-        values = np.fromiter((w for _, row in ids for _, w in row), dtype=np.float32, count=int(offsets[-1]))
-        added = dataset.add_documents_by_id([doc_id for doc_id, _ in ids], components, values, offsets)
+        rows = [(doc_id, sorted((term_ids[t], w) for t, w in vector.items())) for doc_id, vector in batch]
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum([len(row) for _, row in rows])
+        components = np.fromiter((c for _, row in rows for c, _ in row), dtype=np.int64, count=int(offsets[-1]))
+        values = np.fromiter((w for _, row in rows for _, w in row), dtype=np.float32, count=int(offsets[-1]))
+        taken = dataset.add_documents_by_id([doc_id for doc_id, _ in rows], components, values, offsets)
         batch.clear()
-        return int(added)
+        return int(taken)
 
-    for doc_id, vector in iter_vectors(encoding):
-        batch.append((doc_id, vector))
+    for pair in vectors:
+        batch.append(pair)
         if len(batch) == _BATCH_DOCUMENTS:
-            vectors += flush()
+            added += flush()
     if batch:
-        vectors += flush()
-    index_class = seismic.SeismicIndexLV if large else seismic.SeismicIndex
-    index = index_class.build_from_dataset(dataset, num_threads=threads, **params)
-    with building(folder) as partial:
-        index.save(str(partial / INDEX_STEM))
-        (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-        from .. import __version__
-
-        # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
-        write_json_atomic(partial / "manifest.json", {
-            "kind": KIND, "package_version": __version__, "seismic_version": _seismic_version(),
-            "large_vocabulary": large, "build": params, "terms": len(terms), "documents": manifest["documents"],
-            "indexed_vectors": vectors, "encoded": str(encoded), "build_seconds": round(time.perf_counter() - start, 1),
-        }, sort_keys=True)
-        swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
-    logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
-                "large vocabulary" if large else "standard", len(terms), vectors, time.perf_counter() - start, folder)
-    return folder
+        added += flush()
+    return added
 
 
 def read_seismic_build(folder: Path) -> dict | None:

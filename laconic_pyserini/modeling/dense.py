@@ -26,13 +26,30 @@ from ..spec import EncoderSpec, SpecError, detect_kind, resolve_model_location
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("fp32", "bf16")
+DTYPES = ("auto", "fp32", "bf16")
+
+
+def is_decoder_backbone(spec: EncoderSpec) -> bool:
+    """Whether a dense spec's model is a decoder (by what its folder holds, never by its name)."""
+    location = Path(resolve_model_location(spec.model))
+    if not location.is_dir():
+        return True  # a GGUF file
+    return detect_kind(location)[0] == "decoder"
+
+
+def resolve_dense_dtype(spec: EncoderSpec, dtype: str, device: str = "cpu") -> str:
+    """``fp32`` or ``bf16`` for ``dtype`` (``auto``: bf16 only for a decoder backbone where bf16 is fast, see
+    :func:`.cpu.resolve_dtype`; encoder-only models such as MiniLM stay fp32, which keeps their MTEB scores)."""
+    from .cpu import resolve_dtype
+
+    decoder = dtype != "fp32" and is_decoder_backbone(spec)
+    return resolve_dtype(dtype, decoder=decoder, device=device)
 
 
 class DenseEncoder:
     """Encode queries and documents of one :class:`EncoderSpec` (kind ``dense``) into float32 vectors."""
 
-    def __init__(self, spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32", batch_size: int = 32) -> None:
+    def __init__(self, spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto", batch_size: int = 32) -> None:
         import torch
 
         if spec.kind != "dense":
@@ -45,13 +62,21 @@ class DenseEncoder:
         self.spec = spec
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.model, self.tokenizer, self.is_decoder = _load(spec, dtype)
+        self.dtype = resolve_dense_dtype(spec, dtype, device)
+        self.model, self.tokenizer, self.is_decoder = _load(spec, self.dtype)
         self.model.to(self.device).eval()
         # Right padding keeps "last non-padding position" a simple count, for any tokenizer default.
         self.tokenizer.padding_side = "right"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
         self.dimension = int(self.model.config.hidden_size)
+
+    @property
+    def kernels(self) -> dict:
+        """The dtype this encoder runs in and the CPU decision behind it (JSON, for manifests)."""
+        from .cpu import kernel_decision
+
+        return {"dtype": self.dtype, "device": str(self.device), "cpu": kernel_decision().to_dict()}
 
     # ------------------------------------------------------------------------------------------- public
 
@@ -126,10 +151,7 @@ def _load(spec: EncoderSpec, dtype: str):
 def _load_decoder(spec: EncoderSpec, dtype: str):
     """A decoder backbone loaded exactly as the sparse (LACONIC) encoder loads it -- GGUF, LoRA, separate tokenizer,
     bidirectional switch -- but read below the LM head: dense pooling reads the last hidden states."""
-    import dataclasses
+    from .loading import load_checkpoint
 
-    from .loading import load_model
-
-    as_sparse = dataclasses.replace(spec, kind="decoder", pooling="max", activation="log1p_relu")
-    loaded = load_model(as_sparse, dtype=dtype)
+    loaded = load_checkpoint(spec, "decoder", dtype=dtype)
     return loaded.model.get_decoder(), loaded.tokenizer

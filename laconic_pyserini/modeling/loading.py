@@ -1,8 +1,9 @@
 """Loading an encoder's model and tokenizer from what its spec names.
 
 Handled: merged checkpoints (safetensors folders), LoRA adapters (peft) over ``spec.base_model``, GGUF files through
-transformers' gguf support, a tokenizer from a separate location (LACONIC checkpoints ship none), fp32 or bf16, cpu
-or cuda. ``trust_remote_code`` is always off and HF folders must hold safetensors (no pickled weights).
+transformers' gguf support, a tokenizer from a separate location (LACONIC checkpoints ship none), fp32, bf16 or
+``auto`` (decided by what the CPU does fast, :func:`.cpu.resolve_dtype`), cpu or cuda. ``trust_remote_code`` is
+always off and HF folders must hold safetensors (no pickled weights).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class LoadedModel:
     tokenizer: object
     location: str            # where the weights came from (a local folder, or a hub id)
     tokenizer_location: str
+    dtype: str = "fp32"      # what the weights were loaded as (``auto`` resolved): fp32 or bf16
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
@@ -64,13 +66,24 @@ def load_tokenizer(spec: EncoderSpec, location: str):
     return AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs), where
 
 
-def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -> LoadedModel:
+def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
     """The spec's model in eval mode on ``device``: a bidirectional ``*ForCausalLM`` for decoders (whose LM head
-    the sparse head applies in chunks), a ``*ForMaskedLM`` for mlm. Dense kinds are loaded elsewhere."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
-
+    the sparse head applies in chunks), a ``*ForMaskedLM`` for mlm. Dense kinds are loaded elsewhere.
+    ``dtype="auto"``: bf16 for a decoder where bf16 matmuls are fast, else fp32 (:func:`.cpu.resolve_dtype`)."""
     if spec.kind not in ("decoder", "mlm"):
         raise SpecError(f"encoder {spec.name!r} is {spec.kind}; the sparse loader handles decoder and mlm kinds")
+    return load_checkpoint(spec, spec.kind, device=device, dtype=dtype)
+
+
+def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
+    """The checkpoint the spec names, read as ``family`` (``decoder``: a ``*ForCausalLM``, made bidirectional when
+    the spec says so; ``mlm``: a ``*ForMaskedLM``), whatever the spec's own kind: a dense spec on a decoder
+    backbone loads its checkpoint as a decoder (GGUF, LoRA, tokenizer, bidirectional switch alike)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForMaskedLM
+
+    from .cpu import resolve_dtype
+
+    dtype = resolve_dtype(dtype, decoder=family == "decoder", device=device)
     torch_type = torch_dtype(dtype)
     location = resolve_model_location(spec.model)
     adapter = _is_adapter(location)
@@ -80,10 +93,10 @@ def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -
     kwargs = _pretrained_kwargs(spec.gguf_file, torch_type)
     config_kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
     config = AutoConfig.from_pretrained(weights_location, trust_remote_code=False, **config_kwargs)
-    _check_kind(spec, config, weights_location)
-    if spec.kind == "decoder" and spec.bidirectional:
+    _check_kind(spec, family, config, weights_location)
+    if family == "decoder" and spec.bidirectional:
         check_supported(config)  # before reading gigabytes of weights
-    auto = AutoModelForCausalLM if spec.kind == "decoder" else AutoModelForMaskedLM
+    auto = AutoModelForCausalLM if family == "decoder" else AutoModelForMaskedLM
     model = auto.from_pretrained(weights_location, config=config, **kwargs)
     if adapter:
         from peft import PeftModel
@@ -91,19 +104,20 @@ def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32") -
         # Merging gives the plain architecture back: the bidirectional switch and the chunked head see one model,
         # and inference pays nothing for the adapter.
         model = PeftModel.from_pretrained(model, location).merge_and_unload()
-    if spec.kind == "decoder" and spec.bidirectional:
+    if family == "decoder" and spec.bidirectional:
         make_bidirectional(model)
     model.eval().to(device)
     tokenizer, tokenizer_location = load_tokenizer(spec, location)
-    return LoadedModel(model=model, tokenizer=tokenizer, location=location, tokenizer_location=tokenizer_location)
+    return LoadedModel(model=model, tokenizer=tokenizer, location=location, tokenizer_location=tokenizer_location,
+                       dtype=dtype)
 
 
-def _check_kind(spec: EncoderSpec, config, where: str) -> None:
-    """The spec's kind must agree with the checkpoint's own architecture (a name proves nothing)."""
+def _check_kind(spec: EncoderSpec, family: str, config, where: str) -> None:
+    """The family asked for must agree with the checkpoint's own architecture (a name proves nothing)."""
     architectures = list(getattr(config, "architectures", None) or [])
     if not architectures:
         return  # GGUF configs carry a model_type only; check_supported vets decoders
-    wanted = "ForCausalLM" if spec.kind == "decoder" else "ForMaskedLM"
+    wanted = "ForCausalLM" if family == "decoder" else "ForMaskedLM"
     if not any(arch.endswith(wanted) for arch in architectures):
-        raise SpecError(f"encoder {spec.name!r} is a {spec.kind} spec but {where} holds {architectures}; "
-                        f"a {spec.kind} needs a *{wanted} checkpoint")
+        raise SpecError(f"encoder {spec.name!r} is a {family} spec but {where} holds {architectures}; "
+                        f"a {family} needs a *{wanted} checkpoint")

@@ -8,20 +8,13 @@ from collections.abc import Callable
 import torch
 
 from ..spec import EncoderSpec
+from .cpu import KernelDecision, kernel_decision, warn_once
 from .loading import LoadedModel, load_model
-from .screened_head import ScreenedHead, split_head
-from .sparse_head import DEFAULT_CHUNK_BYTES, activate, keep_top_k, lm_head_function, sparse_pool
+from .screened_head import LinearHead, ScreenedHead, split_head
+from .sparse_head import DEFAULT_CHUNK_BYTES, activate, exact_max_pool, keep_top_k, lm_head_function, sparse_pool
+from .tokenization import SpecTokenizer
 
 logger = logging.getLogger(__name__)
-
-
-def special_token_ids(tokenizer) -> set[int]:
-    """Every id the tokenizer marks special (Llama-3: BOS, EOS and the 250 reserved tokens; BERT: [CLS] …)."""
-    ids = set(tokenizer.all_special_ids)
-    for token_id, token in getattr(tokenizer, "added_tokens_decoder", {}).items():
-        if getattr(token, "special", False):
-            ids.add(token_id)
-    return ids
 
 
 def mlm_head_function(model) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -45,13 +38,22 @@ class SparseEncoder:
 
     Weights are post-activation (log1p(relu) of the max-pooled logits), top-k applied when the spec asks for it;
     terms are raw vocabulary strings (``Ġheart`` for Llama-3, ``heart`` / ``##ing`` for BERT wordpieces).
-    With ``screen`` (the default), an fp32 model's vocabulary projection is screened in bf16 and only the terms that
-    can survive activation and top-k are computed in fp32 (:mod:`.screened_head`); ``screen=False`` computes every
-    logit in the model's dtype.
+
+    The head of an fp32 model runs one of two kernels with byte-identical output (``self.head_kernel``):
+
+    - ``screened-bf16``: the vocabulary projection is screened in bf16 and only the terms that can survive
+      activation and top-k are computed in fp32 (:mod:`.screened_head`); fast where bf16 matmuls are;
+    - ``fp32-exact``: every logit in fp32, over the batch's real tokens only, packed into large products
+      (:func:`.sparse_head.exact_max_pool`); the fast one where bf16 is emulated (AVX2-only CPUs).
+
+    ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision` on CPU, and screens on CUDA (as before);
+    ``True``/``False`` force one (a forced screen on a CPU where bf16 is slow logs one warning). A bf16 model, or a head that cannot be split, runs the
+    chunked ``model-dtype`` head. ``self.kernels`` records the choice for manifests.
     """
 
     def __init__(self, spec: EncoderSpec, loaded: LoadedModel, *, device: str = "cpu",
-                 budget_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool = True) -> None:
+                 budget_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool | str = "auto",
+                 decision: KernelDecision | None = None) -> None:
         self.spec = spec
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
@@ -64,65 +66,82 @@ class SparseEncoder:
             self._body = getattr(self.model, self.model.base_model_prefix)
             self._head = mlm_head_function(self.model)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
-        self.special_ids = special_token_ids(self.tokenizer)
+        self.tokenization = SpecTokenizer(spec, self.tokenizer, self.vocab_size)
         # Logit rows past the tokenizer's vocabulary (padded embedding matrices) have no term string.
         terms = self.tokenizer.convert_ids_to_tokens(list(range(min(self.vocab_size, len(self.tokenizer)))))
         self.terms: list[str | None] = terms + [None] * (self.vocab_size - len(terms))
-        self.pad_id = self._padding_id()
-        split = split_head(self.model, spec.kind) if screen else None
-        self._screened = ScreenedHead(split, budget_bytes=budget_bytes) \
-            if split is not None and split.weight.dtype == torch.float32 else None
+        self.decision = decision or kernel_decision()
+        self._split: LinearHead | None = split_head(self.model, spec.kind)
+        self.head_kernel = self._choose_head(screen)
+        self._screened = ScreenedHead(self._split, budget_bytes=budget_bytes) \
+            if self.head_kernel == "screened-bf16" else None
 
-    def _padding_id(self) -> int:
-        if self.spec.add_special_tokens and self.tokenizer.pad_token_id is not None:
-            return self.tokenizer.pad_token_id  # as the model was trained
-        # Without special tokens, padding is any ordinary id: it is masked out, and no special id reaches the model.
-        return next(i for i in range(self.vocab_size) if i not in self.special_ids)
+    def _choose_head(self, screen: bool | str) -> str:
+        if screen not in ("auto", True, False):
+            raise ValueError(f"screen must be 'auto', True or False, not {screen!r}")
+        if self._split is None or self._split.weight.dtype != torch.float32:
+            return "model-dtype"
+        on_cpu = self.device.type == "cpu"
+        if screen == "auto":
+            return "screened-bf16" if self.decision.screen or not on_cpu else "fp32-exact"
+        if screen and on_cpu and not self.decision.bf16_fast:
+            warn_once("screen", "screen=True on a CPU where bf16 matmuls are slow (emulated): the screened head is "
+                                "several times slower than the exact fp32 head here; leave screen='auto'")
+        return "screened-bf16" if screen else "fp32-exact"
+
+    @property
+    def kernels(self) -> dict:
+        """What this encoder runs: its dtype, its head kernel and the CPU decision behind them (JSON)."""
+        dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(self.model.dtype, str(self.model.dtype))
+        return {"dtype": dtype, "head": self.head_kernel, "device": str(self.device), "cpu": self.decision.to_dict()}
 
     # ---------------------------------------------------------------------------------------- tokenising
 
-    def _token_ids(self, texts: list[str], max_length: int | None) -> list[list[int]]:
-        kwargs = {"add_special_tokens": self.spec.add_special_tokens}
-        if max_length is not None:
-            kwargs.update(truncation=True, max_length=max_length)
-        if not self.spec.add_special_tokens:
-            # A text that happens to contain "<|begin_of_text|>" must not become the BOS id.
-            kwargs["split_special_tokens"] = True
-        return self.tokenizer(list(texts), **kwargs)["input_ids"]
-
     def tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-padded ``input_ids`` and ``attention_mask`` of already-prefixed texts, cut at ``max_length``."""
-        ids = self._token_ids(texts, self.spec.max_length)
-        length = max((len(row) for row in ids), default=0)
-        input_ids = torch.full((len(ids), max(length, 1)), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(ids), max(length, 1)), dtype=torch.long)
-        for row, token_ids in enumerate(ids):
-            input_ids[row, :len(token_ids)] = torch.tensor(token_ids, dtype=torch.long)
-            attention_mask[row, :len(token_ids)] = 1
-        return input_ids, attention_mask
+        return self.tokenization.tokenize(texts)
 
     def tokenize_lengths(self, texts: list[str]) -> list[int]:
         """Token counts (capped at ``max_length``) of texts as ``encode_documents`` would see them."""
-        return [min(len(row), self.spec.max_length) for row in self._token_ids(texts, None)]
+        return self.tokenization.tokenize_lengths(texts)
 
     # ---------------------------------------------------------------------------------------- encoding
 
     @torch.inference_mode()
-    def encode_weights(self, texts: list[str]) -> torch.Tensor:
-        """B×V float32 term weights (top-k applied) of already-prefixed texts."""
+    def encode_weights(self, texts: list[str], *, full: bool = False) -> torch.Tensor:
+        """B×V float32 term weights of already-prefixed texts: the spec's top-k applied, or every term's weight
+        with ``full`` (for analyses that compare the cut vectors with the whole ones)."""
+        top_k = None if full else self.spec.top_k
         input_ids, attention_mask = self.tokenize(texts)
         input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        hidden = self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state \
-            if self.spec.kind == "decoder" else \
-            self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self._screened is not None:
-            offset = self.spec.logit_offset
-            weights = activate(self._screened(hidden, attention_mask, self.spec.top_k, offset), self.spec.activation,
-                               offset)
+        return self.pool(self.hidden_states(input_ids, attention_mask), attention_mask, top_k)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """B×L×H final hidden states of the model's body, the input of the LM (or MLM) head."""
+        if self.spec.kind == "decoder":
+            return self._body(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return self._body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, top_k: int | None, *,
+             activation: str | None = None, offset: float | None = None) -> torch.Tensor:
+        """B×V float32 term weights of hidden states: the masked max-pool of the head's logits, the activation
+        (the spec's ``activation`` and ``logit_offset`` unless given) and the ``top_k`` cut (None: no cut).
+
+        The sentence-transformers modules (:mod:`laconic_pyserini.integrations`) call this too, so both APIs
+        share one head. The screened head is used when its bf16 copy lives where ``hidden`` does.
+        """
+        activation = self.spec.activation if activation is None else activation
+        offset = self.spec.logit_offset if offset is None else offset
+        if self._screened is not None and self._screened.weight_bf16.device == hidden.device:
+            weights = activate(self._screened(hidden, attention_mask, top_k, offset), activation, offset)
+        elif self.head_kernel == "fp32-exact":
+            # Split afresh: a caller may have replaced the head's weight since (train.probe centres it).
+            weights = activate(exact_max_pool(hidden, attention_mask, split_head(self.model, self.spec.kind),
+                                              budget_bytes=self.budget_bytes), activation, offset)
         else:
-            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=self.spec.activation,
-                                  offset=self.spec.logit_offset, budget_bytes=self.budget_bytes)
-        return keep_top_k(weights, self.spec.top_k)
+            weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=activation,
+                                  offset=offset, budget_bytes=self.budget_bytes)
+        return keep_top_k(weights, top_k)
 
     def _to_dicts(self, weights: torch.Tensor) -> list[dict[str, float]]:
         weights = weights.cpu()
@@ -146,7 +165,8 @@ class SparseEncoder:
         return self._to_dicts(self.encode_weights(prefixed))
 
 
-def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "fp32",
-                        screen: bool = True) -> SparseEncoder:
-    """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`)."""
+def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto",
+                        screen: bool | str = "auto") -> SparseEncoder:
+    """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`);
+    ``dtype`` and ``screen`` default to what this CPU runs fast (:mod:`.cpu`)."""
     return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device, screen=screen)

@@ -1,14 +1,22 @@
-"""BM25 over an Anserini index built by ``laconic_pyserini.index --bm25``, through pyserini's LuceneSearcher."""
+"""BM25 over an Anserini index built by ``laconic_pyserini.index --bm25``, through pyserini's LuceneSearcher.
+
+Hits come out of Java in bulk (:class:`~laconic_pyserini.searchers.lucene.BulkLucene`), identical to Anserini's
+own ``search``: BM25 scores are real numbers, so Lucene's own ``(score desc, id asc)`` sort is kept as is. The
+per-hit path (pyserini's ``search``/``batch_search``) stays as ``search_per_hit`` / ``batch_search_per_hit``.
+"""
 
 from __future__ import annotations
 
 import os
 
-from ..run import Run
+from ..run import Hits, Run
+from .lucene import BulkLucene
 
 
 class Bm25Searcher:
     """BM25 with BEIR's Anserini settings (k1=0.9, b=0.4); multifield indexes search contents and title."""
+
+    encodes_queries = False  # Lucene analyses the text inside its search: there is no separate encoding step
 
     def __init__(self, index_dir: str | os.PathLike, *, k1: float = 0.9, b: float = 0.4) -> None:
         from .. import jvm
@@ -16,17 +24,45 @@ class Bm25Searcher:
 
         manifest = read_index_manifest(index_dir)
         jvm.start()
+        from pyserini.pyclass import JFloat, JHashMap
         from pyserini.search.lucene import LuceneSearcher
 
         self.index_dir = str(index_dir)
         self.searcher = LuceneSearcher(self.index_dir)
         self.searcher.set_bm25(k1, b)
         self.fields = {"contents": 1.0, "title": 1.0} if manifest.get("fields") == "multifield" else {}
+        self.bulk = BulkLucene.open(self.searcher.object)
+        self._java_fields = None
+        if self.fields:
+            self._java_fields = JHashMap()
+            for field, boost in self.fields.items():
+                self._java_fields.put(field, JFloat(boost))
 
-    def search(self, query: str, k: int = 1000) -> list[tuple[str, float]]:
-        return [(hit.docid, float(hit.score)) for hit in self.searcher.search(query, k, fields=self.fields)]
+    def search(self, query: str, k: int = 1000) -> Hits:
+        if self.bulk is None:
+            return self.search_per_hit(query, k)
+        return self.bulk.top(self.bulk.text_query(query, self._java_fields), k)
+
+    def encode_query(self, text: str) -> str:
+        return text
+
+    def search_encoded(self, encoded: str, k: int) -> list[tuple[str, float]]:
+        return self.search(encoded, k)
 
     def batch_search(self, queries: dict[str, str], k: int, threads: int = 1) -> Run:
+        """Every query's top ``k``, on ``threads`` threads (Lucene's part runs in parallel)."""
+        if self.bulk is None:
+            return self.batch_search_per_hit(queries, k, threads)
+        return self.bulk.many(queries.items(), lambda query: self.search(query, k), threads)
+
+    # ------------------------------------------------------------------------------------------ per-hit path
+
+    def search_per_hit(self, query: str, k: int = 1000) -> Hits:
+        """pyserini's ``LuceneSearcher.search``, hits read one by one (what :meth:`search` did before)."""
+        return [(hit.docid, float(hit.score)) for hit in self.searcher.search(query, k, fields=self.fields)]
+
+    def batch_search_per_hit(self, queries: dict[str, str], k: int, threads: int = 1) -> Run:
+        """pyserini's Java-threaded ``batch_search``, hits read one by one."""
         qids = list(queries)
         results = self.searcher.batch_search([queries[q] for q in qids], qids, k, threads, fields=self.fields)
         return {q: [(hit.docid, float(hit.score)) for hit in results.get(q, [])] for q in qids}

@@ -1,4 +1,4 @@
-"""Dense search over a faiss index folder written by ``laconic_pyserini.encode.dense`` (:mod:`laconic_pyserini.index.faiss`).
+"""Dense search over a faiss index folder (:mod:`laconic_pyserini.index.faiss`, written by ``encode.dense``).
 
 Queries are encoded on the fly with the encoder spec recorded in the index manifest (or a compatible one given
 explicitly). The folder is the one pyserini's ``FaissSearcher`` reads (``index`` + ``docid``); this searcher uses
@@ -19,10 +19,13 @@ class FaissSearcher:
     """``batch_search(queries, k, threads) -> Run``; ``encode_queries`` and ``search_vectors`` separately, for
     timing the two halves of a query."""
 
+    encodes_queries = True
+
     def __init__(self, index_dir: str | os.PathLike, *, encoder: str | None = None, device: str = "cpu",
-                 dtype: str = "fp32", ef_search: int | None = None, batch_size: int = 32) -> None:
+                 dtype: str = "auto", ef_search: int | None = None, batch_size: int = 32) -> None:
         import faiss
 
+        from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
         from ..index.faiss import read_faiss_folder
         from ..spec import EncoderSpec, SpecError, load_spec
 
@@ -36,7 +39,10 @@ class FaissSearcher:
             if why:
                 raise SpecError(f"--encoder {encoder!r} does not match the encoder of {index_dir} ({why}); "
                                 f"search it with --encoder {indexed.name} or leave --encoder out")
+            check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), asked, where=f"index {index_dir}", fix=(
+                "search with the encoder it was built with (leave --encoder out), or rebuild the index with this one"))
             self.spec = asked
+        self._checked = encoder is not None
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.index = faiss.read_index(str(self.index_dir / "index"))
         self.docids = (self.index_dir / "docid").read_text(encoding="utf-8").splitlines()
@@ -56,7 +62,12 @@ class FaissSearcher:
     def encoder(self):
         # Loaded on first use: a caller that only searches pre-encoded vectors never pays for the model.
         if self._encoder is None:
+            from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
             from ..modeling.dense import DenseEncoder
+
+            if not self._checked:
+                check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), self.spec, where=f"index {self.index_dir}",
+                                       fix="its model files changed since; restore them, or rebuild the index")
 
             self._encoder = DenseEncoder(self.spec, device=self.device, dtype=self.dtype, batch_size=self.batch_size)
         return self._encoder
@@ -65,13 +76,22 @@ class FaissSearcher:
         return self.encoder.encode_queries(texts)
 
     def search_vectors(self, vectors: np.ndarray, k: int, threads: int = 1) -> list[Hits]:
-        import faiss
+        """Top-``k`` hits of each row of ``vectors``, searched on ``threads`` OpenMP threads. The count is scoped to
+        the search: faiss and torch share one OpenMP runtime, so a count left behind would be every later torch
+        computation's."""
+        from ..modeling.cpu import threads as scoped_threads
 
-        faiss.omp_set_num_threads(max(1, threads))
         k = min(k, self.index.ntotal)
-        scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
+        with scoped_threads(threads):
+            scores, rows = self.index.search(np.ascontiguousarray(vectors, dtype=np.float32), k)
         return [[(self.docids[r], float(s)) for s, r in zip(row_scores, row_ids) if r >= 0]
                 for row_scores, row_ids in zip(scores, rows)]
+
+    def encode_query(self, text: str) -> np.ndarray:
+        return self.encode_queries([text])
+
+    def search_encoded(self, encoded: np.ndarray, k: int) -> Hits:
+        return self.search_vectors(encoded, k)[0]
 
     def search(self, query: str, k: int = 1000) -> Hits:
         return self.search_vectors(self.encode_queries([query]), k)[0]

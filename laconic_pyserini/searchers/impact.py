@@ -12,6 +12,11 @@ Why we do not call ``LuceneImpactSearcher.search``: it keeps a query term only i
 ``min_idf=0``, and ``idf = log(N / df)`` is 0 for a term found in every document, so such a term silently leaves the
 query and every score drops by its contribution. We keep its Java searcher (``.object``) and its vocabulary
 (``.idf``, all indexed terms), build the ``{term: impact}`` map ourselves and skip only terms the index lacks.
+
+Hits come out of Java in bulk (:class:`~laconic_pyserini.searchers.lucene.BulkLucene`: a constant number of JNI
+calls per query, where Anserini's ``ScoredDoc[]`` costs a Python wrapper and two calls per hit), identical to
+Anserini's own ``search``. The per-hit path stays as ``search_vector_per_hit`` / ``batch_search_vectors_per_hit``:
+the benchmark's and the tests' reference.
 """
 
 from __future__ import annotations
@@ -19,9 +24,11 @@ from __future__ import annotations
 import logging
 import os
 
+from ..fingerprint import FINGERPRINT_KEY
 from ..run import Hits, Run
 from ..spec import EncoderSpec
-from .queries import QueryEncoding, QueryVector
+from .lucene import BulkLucene
+from .queries import QueryEncoding, QueryVector, scorable_terms
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +38,15 @@ class LaconicSearcher:
 
     ``encoder``: ``None`` (the spec recorded in the index), a spec name / model folder / hub id, or a loaded
     :class:`~laconic_pyserini.modeling.SparseEncoder`; an encoder whose contract differs from the index's is
-    refused (:class:`~laconic_pyserini.spec.SpecError`). ``batch_size`` is the query-encoding batch.
+    refused (:class:`~laconic_pyserini.spec.SpecError`), and so is one whose weights or tokenizer differ from
+    those the index was built with (:class:`~laconic_pyserini.fingerprint.FingerprintError`). ``batch_size`` is
+    the query-encoding batch.
     """
 
+    encodes_queries = True
+
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "fp32") -> None:
+                 dtype: str = "auto") -> None:
         from .. import jvm
         from ..index.impact import read_impact_manifest
 
@@ -43,7 +54,7 @@ class LaconicSearcher:
         self.manifest = read_impact_manifest(index_dir)
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
-                                     device=device, dtype=dtype)
+                                     device=device, dtype=dtype, index_fingerprint=self.manifest.get(FINGERPRINT_KEY))
         jvm.start()
         from pyserini.pyclass import JArrayList, JHashMap, JInt
         from pyserini.search.lucene import LuceneImpactSearcher
@@ -53,22 +64,23 @@ class LaconicSearcher:
         self.lucene = LuceneImpactSearcher(self.index_dir, None)
         self.vocabulary = self.lucene.idf  # every indexed term (its idf is not used)
         self._boxed: dict[int, object] = {}
+        self.bulk = BulkLucene.open(self.lucene.object)
 
     # ------------------------------------------------------------------------------------------ queries
 
     def _java_query(self, vector: QueryVector):
-        """The ``{term: Integer}`` Java map of a query's indexed terms, or None when it has none."""
-        query = None
-        for term, impact in vector.items():
-            # Lucene refuses a negative boost, and a zero one adds nothing.
-            if impact > 0 and term in self.vocabulary:
-                if query is None:
-                    query = self._JHashMap()
-                # Java Integers are immutable: one boxed object per impact value saves a JNI construction per term.
-                boxed = self._boxed.get(impact)
-                if boxed is None:
-                    boxed = self._boxed.setdefault(impact, self._JInt(int(impact)))
-                query.put(term, boxed)
+        """The ``{term: Integer}`` Java map of a query's indexed terms, one JNI call per term (the per-hit path's),
+        or None when it has none."""
+        terms = scorable_terms(vector, self.vocabulary)
+        if not terms:
+            return None
+        query = self._JHashMap()
+        for term, impact in terms.items():
+            # Java Integers are immutable: one boxed object per impact value saves a JNI construction per term.
+            boxed = self._boxed.get(impact)
+            if boxed is None:
+                boxed = self._boxed.setdefault(impact, self._JInt(int(impact)))
+            query.put(term, boxed)
         return query
 
     @staticmethod
@@ -82,17 +94,44 @@ class LaconicSearcher:
         vector = self.queries.vectors({"q": query})["q"]
         return self.search_vector(vector, k)
 
+    def encode_query(self, text: str) -> QueryVector:
+        return self.queries.encode([text])[0]
+
+    def search_encoded(self, encoded: QueryVector, k: int) -> Hits:
+        return self.search_vector(encoded, k)
+
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
-        query = self._java_query(vector)
-        if query is None:
+        if self.bulk is None:
+            return self.search_vector_per_hit(vector, k)
+        terms = scorable_terms(vector, self.vocabulary)
+        if not terms:
             return []
-        return self._hits(self.lucene.object.search(query, int(k)))
+        return self.bulk.top_integer(self.bulk.weighted_query(terms), k)
 
     def batch_search(self, queries: dict[str, str | QueryVector], k: int, threads: int = 1) -> Run:
         """``{qid: [(docid, score), ...]}`` for texts (encoded in batches) and/or pre-encoded vectors."""
         return self.batch_search_vectors(self.queries.vectors(queries), k, threads)
 
     def batch_search_vectors(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
+        """Every query's top ``k``, on ``threads`` threads (Lucene's part runs in parallel)."""
+        if self.bulk is None:
+            return self.batch_search_vectors_per_hit(vectors, k, threads)
+        empty = [qid for qid, vector in vectors.items() if not scorable_terms(vector, self.vocabulary)]
+        if empty:
+            logger.warning("%d queries share no term with the index and get no hits (e.g. %s)", len(empty), empty[0])
+        return self.bulk.many(vectors.items(), lambda vector: self.search_vector(vector, k), threads)
+
+    # ------------------------------------------------------------------------------------------ per-hit path
+
+    def search_vector_per_hit(self, vector: QueryVector, k: int = 10) -> Hits:
+        """Anserini's own ``search`` with hits read one by one (what :meth:`search_vector` did before)."""
+        query = self._java_query(vector)
+        if query is None:
+            return []
+        return self._hits(self.lucene.object.search(query, int(k)))
+
+    def batch_search_vectors_per_hit(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
+        """Anserini's own Java-threaded ``batch_search``, hits read one by one."""
         qids = self._JArrayList()
         java_queries = self._JArrayList()
         empty = []

@@ -1,8 +1,9 @@
 """Query vectors for sparse searchers: encoded on the fly with the index's spec, or read pre-encoded.
 
-Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.quantize` with the
+Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.query_impacts`, with the
 spec's scale), so Lucene's score is the dot product of two quantised vectors, whichever way a query came in.
-An encoder whose tokenisation contract differs from the index's is refused before any query is encoded.
+An encoder whose tokenisation contract differs from the index's, or whose weights or tokenizer files differ from
+those the index was built with (:mod:`laconic_pyserini.fingerprint`), is refused before any query is encoded.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from collections import Counter
 from pathlib import Path
 
 from ..data import DataError, iter_jsonl, iter_lines
+from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity, check_same_encoder
 from ..ids import trec_id
-from ..quantize import quantize
+from ..quantize import query_impacts
 from ..spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
@@ -30,10 +32,13 @@ class QueryEncoding:
     ``encoder`` is ``None`` (the index's own spec), a spec name / model folder / hub id, or a loaded
     :class:`~laconic_pyserini.modeling.SparseEncoder`. The model loads on the first text query, so a searcher fed
     only pre-encoded vectors never imports torch.
+
+    ``index_fingerprint`` is the fingerprint recorded in the index's manifest (None for an older one): an explicit
+    ``encoder`` is checked against it at once, the index's own encoder just before it loads.
     """
 
     def __init__(self, index_spec: EncoderSpec, encoder=None, *, where: str = "the index", batch_size: int = 32,
-                 device: str = "cpu", dtype: str = "fp32") -> None:
+                 device: str = "cpu", dtype: str = "auto", index_fingerprint: dict | None = None) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         self.index_spec = index_spec
@@ -47,6 +52,12 @@ class QueryEncoding:
         else:
             raise TypeError(f"encoder must be None, a spec name or path, or a SparseEncoder, not {type(encoder)}")
         check_spec(index_spec, spec, where=where, what="query encoder")
+        self.where, self.index_fingerprint = where, index_fingerprint
+        self._identity_checked = encoder is not None
+        if encoder is not None:
+            check_encoder_identity(index_fingerprint, spec, where=where, fix=(
+                f"search with the encoder it was built with (leave --encoder out), or re-encode the collection with "
+                f"this one and rebuild the index"))
         self.spec = spec
         self.batch_size = batch_size
         self.device, self.dtype = device, dtype
@@ -56,16 +67,15 @@ class QueryEncoding:
         if self._encoder is None:
             from ..modeling import load_sparse_encoder
 
+            if not self._identity_checked:
+                check_encoder_identity(self.index_fingerprint, self.spec, where=self.where, fix=(
+                    "its model files changed since; restore them, or re-encode the collection and rebuild the index"))
             self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype)
         return self._encoder
 
     def encode(self, texts: list[str]) -> list[QueryVector]:
         """Quantised vectors of query texts (the spec's query prefix is added by the encoder)."""
-        vectors: list[QueryVector] = []
-        for start in range(0, len(texts), self.batch_size):
-            for weights in self.encoder.encode_queries(texts[start:start + self.batch_size]):
-                vectors.append(quantize(weights, self.spec.quant_scale))
-        return vectors
+        return query_impacts(self.encoder, texts, batch_size=self.batch_size)
 
     def vectors(self, queries: dict[str, str | QueryVector]) -> dict[str, QueryVector]:
         """``{qid: impacts}``: texts are encoded in batches, vectors (pre-encoded queries) pass through."""
@@ -85,6 +95,15 @@ class QueryEncoding:
         return out
 
 
+def scorable_terms(vector: QueryVector, vocabulary) -> QueryVector:
+    """The part of a query vector Lucene can score: positive impacts of terms the index holds.
+
+    Lucene refuses a negative boost, a zero one adds nothing, and a term the index lacks matches nothing (so a query
+    left empty is answered without calling Java at all).
+    """
+    return {term: impact for term, impact in vector.items() if impact > 0 and term in vocabulary}
+
+
 def check_spec(index_spec: EncoderSpec, query_spec: EncoderSpec, *, where: str, what: str) -> None:
     """Refuse query vectors from an encoder whose contract differs from the documents' encoder."""
     reason = index_spec.mismatch(query_spec)
@@ -94,21 +113,23 @@ def check_spec(index_spec: EncoderSpec, query_spec: EncoderSpec, *, where: str, 
                         "(or leave --encoder out to use the index's own encoder)")
 
 
-def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = None) -> dict[str, QueryVector]:
+def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = None, *,
+                     index_fingerprint: dict | None | str = "unchecked") -> dict[str, QueryVector]:
     """``{qid: {term: impact}}`` from a pre-encoded queries file, in file order.
 
     - TSV (``.tsv``/``.txt``): ``qid<TAB>term term term…``, each term repeated by its impact (pyserini's format);
     - JSONL: ``{"id": qid, "vector": {term: impact}}`` (``contents`` may be present and is ignored).
 
     When ``FILE.manifest.json`` (written by ``python -m laconic_pyserini.encode.query``) is present, its spec is
-    checked against ``index_spec``. Duplicate ids, non-integer impacts and empty files are errors.
+    checked against ``index_spec`` and, when ``index_fingerprint`` is given (the index manifest's, None for an older
+    one), its encoder fingerprint against that. Duplicate ids, non-integer impacts and empty files are errors.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "no such pre-encoded queries file",
                         "write one with `python -m laconic_pyserini.encode.query`")
     if index_spec is not None:
-        _check_sidecar(path, index_spec)
+        _check_sidecar(path, index_spec, index_fingerprint)
     name = path.name.removesuffix(".gz")
     queries: dict[str, QueryVector] = {}
     if name.endswith((".tsv", ".txt")):
@@ -124,17 +145,25 @@ def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = N
     return queries
 
 
-def _check_sidecar(path: Path, index_spec: EncoderSpec) -> None:
+def _check_sidecar(path: Path, index_spec: EncoderSpec, index_fingerprint: dict | None | str) -> None:
     sidecar = path.with_name(path.name + ".manifest.json")
     if not sidecar.is_file():
         logger.warning("%s: no %s beside it; cannot check that its queries come from encoder %r",
                        path, sidecar.name, index_spec.name)
         return
     try:
-        spec = EncoderSpec.from_dict(json.loads(sidecar.read_text(encoding="utf-8"))["spec"], source=str(sidecar))
+        recorded = json.loads(sidecar.read_text(encoding="utf-8"))
+        spec = EncoderSpec.from_dict(recorded["spec"], source=str(sidecar))
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise DataError(sidecar, None, f"unreadable query manifest ({exc!r})", "re-encode the queries") from None
     check_spec(index_spec, spec, where="the index", what=f"the encoder of {path}")
+    if index_fingerprint != "unchecked":
+        if recorded.get(FINGERPRINT_KEY) is None:
+            check_same_encoder(None, None, where=str(sidecar), what="the encoder of these queries", fix="")
+            return
+        check_same_encoder(index_fingerprint, recorded.get(FINGERPRINT_KEY), where="the index",
+                           what=f"the encoder of {path} (its {sidecar.name})",
+                           fix=f"encode the queries with the index's encoder ({index_spec.name}, the same files)")
 
 
 def _tsv_query(path: Path, number: int, line: str) -> tuple[str, QueryVector]:

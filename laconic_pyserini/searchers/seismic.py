@@ -24,6 +24,7 @@ import os
 from ..index.impact import read_impact_manifest
 from ..index.seismic import INDEX_STEM, VOCABULARY, build_seismic_index, read_seismic_build, seismic_module
 from ..run import Hits, Run
+from ..fingerprint import FINGERPRINT_KEY
 from ..spec import EncoderSpec
 from .queries import QueryEncoding, QueryVector
 
@@ -34,16 +35,18 @@ DEFAULT_HEAP_FACTOR = 0.7
 class SeismicSearcher:
     """Seismic search over the vectors of an impact index; same query handling as :class:`LaconicSearcher`."""
 
+    encodes_queries = True
+
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, query_cut: int = DEFAULT_QUERY_CUT,
                  heap_factor: float = DEFAULT_HEAP_FACTOR, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "fp32", large_vocabulary: bool | None = None, build: dict | None = None) -> None:
+                 dtype: str = "auto", large_vocabulary: bool | None = None, build: dict | None = None) -> None:
         if query_cut < 1 or not 0 < heap_factor <= 1:
             raise ValueError(f"query_cut must be >= 1 and heap_factor in (0, 1]; got {query_cut}, {heap_factor}")
         self.index_dir = str(index_dir)
         manifest = read_impact_manifest(index_dir)
         self.spec = EncoderSpec.from_dict(manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
-                                     device=device, dtype=dtype)
+                                     device=device, dtype=dtype, index_fingerprint=manifest.get(FINGERPRINT_KEY))
         folder = build_seismic_index(index_dir, large_vocabulary=large_vocabulary, **(build or {}))
         self.info = read_seismic_build(folder)
         seismic = seismic_module()
@@ -62,6 +65,12 @@ class SeismicSearcher:
 
     def search(self, query: str | QueryVector, k: int = 10) -> Hits:
         return self.batch_search({"q": query}, k)["q"]
+
+    def encode_query(self, text: str) -> QueryVector:
+        return self.queries.encode([text])[0]
+
+    def search_encoded(self, encoded: QueryVector, k: int) -> Hits:
+        return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
         components, values = self._arrays(vector)

@@ -1,9 +1,13 @@
 """Training checkpoints: written atomically every N steps, the newest complete one found on restart.
 
-A checkpoint is a folder ``checkpoints/step-XXXXXXXX`` holding the LoRA weights, the optimizer and scheduler
-states, the RNG states and ``state.json`` (step, config). It is written aside (``.laconic-tmp-step-XXXXXXXX``,
-:mod:`laconic_pyserini.outputs`) and swapped in, so a crash mid-write leaves the previous checkpoint intact and the
-half-written one is ignored (and removed) later.
+A checkpoint is a folder ``checkpoints/step-XXXXXXXX`` holding the LoRA weights (``adapter.safetensors``), the
+optimizer and scheduler states (``optimizer.safetensors``, ``scheduler.safetensors``), each rank's RNG states
+(``rng-N.safetensors``: python, numpy, torch CPU and CUDA generators) and ``state.json`` (step, config).
+Nothing is pickled (:mod:`.state_files`): a checkpoint folder may be writable by others, and unpickling runs code.
+A checkpoint of an older version (``*.pt`` pickles) is refused with an error, never read: its run restarts in a
+new ``train.output_dir`` (or with the old ``checkpoints/`` moved aside).
+It is written aside (``.laconic-tmp-step-XXXXXXXX``, :mod:`laconic_pyserini.outputs`) and swapped in, so a crash
+mid-write leaves the previous checkpoint intact and the half-written one is ignored (and removed) later.
 The data position needs no saving: the batch order is a function of the step (:class:`.data.BatchOrder`).
 """
 
@@ -15,15 +19,25 @@ import os
 import random
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from ..errors import LaconicError
 from ..outputs import aside_path, clean_temps, fresh_aside, remove_output, swap_in, write_json_atomic
 from .distributed import barrier
+from .state_files import StateFileError, load_state, save_state
 
 logger = logging.getLogger(__name__)
 
 PREFIX = "step-"
 KIND = "checkpoint"  # recognised by its state.json (a checkpoint carries no manifest.json)
+WEIGHTS = "adapter.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+SCHEDULER = "scheduler.safetensors"
+
+
+class CheckpointError(LaconicError, FileNotFoundError):
+    """A checkpoint that cannot be resumed (an older pickle format, a damaged file); the message says what to do."""
 
 
 def checkpoint_dir(output_dir: str | os.PathLike) -> Path:
@@ -47,7 +61,8 @@ def latest_checkpoint(output_dir: str | os.PathLike) -> Path | None:
 
 
 def rng_state() -> dict:
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    """Every generator training draws from: python ``random``, numpy's global one, torch CPU (and CUDA)."""
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -55,6 +70,7 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -69,11 +85,11 @@ def save_checkpoint(output_dir: str | os.PathLike, step: int, *, weights: dict[s
     if rank == 0:
         fresh_aside(final)
     barrier()  # the folder exists before any rank writes into it
-    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    save_state(tmp / f"rng-{rank}.safetensors", rng_state())
     if rank == 0:
-        torch.save(weights, tmp / "adapter.pt")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        save_state(tmp / WEIGHTS, dict(weights))
+        save_state(tmp / OPTIMIZER, optimizer.state_dict())
+        save_state(tmp / SCHEDULER, scheduler.state_dict())
     barrier()  # every rank's RNG file is in before the rename
     if rank == 0:
         # state.json last: its presence marks the folder complete.
@@ -100,7 +116,7 @@ def step_checkpoint(output_dir: str | os.PathLike, step: int) -> Path:
     """The complete checkpoint of ``step``; a clear error listing the steps there are otherwise."""
     done = complete_checkpoints(output_dir)
     if step not in done:
-        raise FileNotFoundError(f"{checkpoint_dir(output_dir) / f'{PREFIX}{step:08d}'}: no complete checkpoint of "
+        raise CheckpointError(f"{checkpoint_dir(output_dir) / f'{PREFIX}{step:08d}'}: no complete checkpoint of "
                                 f"step {step} (complete checkpoints: {', '.join(map(str, sorted(done))) or 'none'})")
     return done[step]
 
@@ -108,7 +124,7 @@ def step_checkpoint(output_dir: str | os.PathLike, step: int) -> Path:
 def load_weights(path: Path, module: torch.nn.Module) -> dict:
     """Copy a checkpoint's trainable weights into ``module``; returns its ``state.json``."""
     state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    weights = torch.load(path / "adapter.pt", map_location="cpu")
+    weights = _read(path, WEIGHTS)
     params = dict(module.named_parameters())
     missing = sorted(set(p for p, t in params.items() if t.requires_grad) - set(weights))
     if missing:
@@ -123,11 +139,28 @@ def load_weights(path: Path, module: torch.nn.Module) -> dict:
 def load_checkpoint(path: Path, *, module: torch.nn.Module, optimizer, scheduler, rank: int = 0) -> dict:
     """Restore weights, optimizer, scheduler and this rank's RNG state; returns ``state.json``."""
     state = load_weights(path, module)
-    optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu"))
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", map_location="cpu"))
-    rng_file = path / f"rng-{rank}.pt"
+    optimizer.load_state_dict(_read(path, OPTIMIZER))
+    scheduler.load_state_dict(_read(path, SCHEDULER))
+    rng_file = path / f"rng-{rank}.safetensors"
     if rng_file.exists():
-        set_rng_state(torch.load(rng_file, map_location="cpu", weights_only=False))
+        set_rng_state(_read(path, rng_file.name))
     else:
         logger.warning("%s: no RNG state for rank %d (different number of processes?); continuing", path, rank)
     return state
+
+
+def _read(path: Path, name: str):
+    """One state file of checkpoint ``path``; an older checkpoint's pickles are refused, never opened."""
+    file = path / name
+    if not file.exists():
+        pickles = sorted(p.name for p in path.glob("*.pt"))
+        if pickles:
+            raise CheckpointError(
+                f"{path}: a checkpoint of an older version, stored as pickles ({', '.join(pickles)}), which this "
+                f"version never loads (unpickling a crafted file runs code); resume is not possible: train into a "
+                f"new train.output_dir, or move {path.parent} aside to start this run again from step 0")
+        raise CheckpointError(f"{file}: missing from the checkpoint; move {path} aside to resume from an earlier one")
+    try:
+        return load_state(file)
+    except StateFileError as exc:
+        raise CheckpointError(f"{exc}; move {path} aside to resume from an earlier checkpoint") from None

@@ -17,7 +17,7 @@ from ..spec import is_finite_number
 from ..yaml_file import read_yaml_mapping
 
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULES = ("cosine", "linear", "constant")
 
 
@@ -96,7 +96,9 @@ class TrainConfig:
     max_steps: int | None = None
     query_max_length: int = 64
     passage_max_length: int = 192
-    precision: str = "bf16"
+    # auto: bf16 autocast where bf16 kernels are fast (CUDA with bf16, AVX512_BF16/AMX CPUs), fp32 elsewhere
+    # (laconic_pyserini.modeling.cpu); an explicit bf16 is kept, with a warning on a CPU that emulates it.
+    precision: str = "auto"
     seed: int = 42
     save_every: int = 500
     keep_checkpoints: int = 2
@@ -145,13 +147,13 @@ def config_from_dict(raw: dict, source: str = "config") -> Config:
         if bad:
             raise ConfigError(f"{source}: unknown key(s) {', '.join(bad)} in section {name!r}; "
                               f"known keys: {', '.join(sorted(known))}")
-        sections[name] = cls(**_coerce(cls, values, f"{source}: section {name!r}"))
+        sections[name] = cls(**_coerce(cls, values, source, name))
     config = Config(**sections, source=source)
     _check(config)
     return config
 
 
-def _coerce(cls, values: dict, where: str) -> dict:
+def _coerce(cls, values: dict, source: str, section: str) -> dict:
     # PyYAML reads 1e-4 (no dot) as a string; numbers written that way are common in configs.
     out = dict(values)
     for f in dataclasses.fields(cls):
@@ -160,7 +162,7 @@ def _coerce(cls, values: dict, where: str) -> dict:
             try:
                 out[f.name] = float(value)
             except ValueError:
-                raise ConfigError(f"{where}: {f.name} must be a number, not {value!r}") from None
+                raise ConfigError(f"{source}: {section}.{f.name} must be a number, not {value!r}") from None
     return out
 
 
@@ -180,43 +182,124 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Confi
     return config_from_dict(raw, source=str(path))
 
 
+# ------------------------------------------------------------------------------------------------ checks
+# Every field's type and range, so that a bad value is reported with the file and the key before any model loads
+# (a negative lr otherwise passes and fails inside torch minutes later).
+
+
+def _int(low: int):
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer ≥ {low}"
+
+
+def _number(low: float, *, above: bool = False, high: float | None = None, below: bool = False):
+    def ok(v) -> bool:
+        if not is_finite_number(v) or (v <= low if above else v < low):
+            return False
+        return high is None or (v < high if below else v <= high)
+
+    what = f"a number {'>' if above else '≥'} {low:g}"
+    if high is not None:
+        what = f"a number in {'(' if above else '['}{low:g}, {high:g}{')' if below else ']'}"
+    return ok, what
+
+
+def _optional(rule):
+    check, what = rule
+    return (lambda v: v is None or check(v)), f"{what} or null"
+
+
+def _choice(*choices):
+    return (lambda v: v in choices), "one of " + ", ".join(map(str, choices))
+
+
+_BOOL = (lambda v: isinstance(v, bool)), "true or false"
+_TEXT = (lambda v: isinstance(v, str) and v.strip() != ""), "a non-empty string"
+_TEXTS = (lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v)), "a list of strings"
+_TEXTS_1 = (lambda v: _TEXTS[0](v) and len(v) > 0), "a non-empty list of strings"
+_POSITIVE = _int(1)
+
+#: (section, key) -> (check, what a valid value is). Required keys (backbone, train, output_dir) are _TEXT.
+RULES = {
+    ("model", "backbone"): _TEXT, ("model", "tokenizer"): _optional(_TEXT), ("model", "name"): _TEXT,
+    ("model", "center_head"): _BOOL, ("model", "logit_offset"): _optional((is_finite_number, "a number (finite)")),
+    ("lora", "r"): _POSITIVE, ("lora", "alpha"): _number(0, above=True),
+    ("lora", "dropout"): _number(0, high=1, below=True), ("lora", "target_modules"): _TEXTS_1,
+    ("data", "train"): _TEXT, ("data", "sources"): _TEXTS, ("data", "exclude_sources"): _TEXTS,
+    ("data", "negatives"): _int(0), ("data", "max_examples"): _optional(_POSITIVE),
+    ("optim", "lr"): _number(0, above=True), ("optim", "weight_decay"): _number(0),
+    ("optim", "schedule"): _choice(*SCHEDULES), ("optim", "warmup_ratio"): _number(0, high=1, below=True),
+    ("optim", "max_grad_norm"): _number(0, above=True),
+    ("loss", "temperature"): _number(0, above=True), ("loss", "flops_query"): _number(0),
+    ("loss", "flops_passage"): _number(0), ("loss", "flops_warmup_ratio"): _number(0, high=1),
+    ("train", "phase"): _choice(1, 2), ("train", "output_dir"): _TEXT, ("train", "batch_size"): _POSITIVE,
+    ("train", "grad_accum"): _POSITIVE, ("train", "epochs"): _number(0, above=True),
+    ("train", "max_steps"): _optional(_POSITIVE), ("train", "query_max_length"): _POSITIVE,
+    ("train", "passage_max_length"): _POSITIVE, ("train", "precision"): _choice(*PRECISIONS),
+    ("train", "seed"): _int(0), ("train", "save_every"): _POSITIVE, ("train", "keep_checkpoints"): _POSITIVE,
+    ("train", "log_every"): _POSITIVE, ("train", "gather_negatives"): _BOOL, ("train", "threads"): _optional(_POSITIVE),
+    ("train", "merge"): _BOOL, ("train", "gradient_checkpointing"): _BOOL,
+}
+_REQUIRED = {("model", "backbone"): "a spec name, hub id or local model folder",
+             ("data", "train"): "a JSONL file of pairs or triples", ("train", "output_dir"): "a folder to write"}
+
+
 def _check(config: Config) -> None:
     problems = []
-    if not config.model.backbone:
-        problems.append("model.backbone is required (a spec name, hub id or local model folder)")
-    if not config.data.train:
-        problems.append("data.train is required (a JSONL file of pairs or triples)")
-    if not config.train.output_dir:
-        problems.append("train.output_dir is required")
-    if not isinstance(config.model.center_head, bool):
-        problems.append(f"model.center_head must be true or false, not {config.model.center_head!r}")
-    elif config.model.center_head and not config.train.merge:
+    for (section, key), (check, what) in RULES.items():
+        value = getattr(getattr(config, section), key)
+        if (section, key) in _REQUIRED and value in ("", None):
+            problems.append(f"{section}.{key} is required ({_REQUIRED[section, key]})")
+        elif not check(value):
+            problems.append(f"{section}.{key} must be {what}, not {value!r}")
+    if config.model.center_head is True and config.train.merge is False:
         problems.append("model.center_head: true changes the LM head, which a LoRA adapter does not carry; "
                         "use train.merge: true")
-    offset = config.model.logit_offset
-    if offset is not None and not is_finite_number(offset):
-        problems.append(f"model.logit_offset must be a number or null, not {offset!r}")
-    if config.train.phase not in (1, 2):
-        problems.append(f"train.phase must be 1 (pairs) or 2 (hard negatives), not {config.train.phase!r}")
-    if config.train.precision not in PRECISIONS:
-        problems.append(f"train.precision must be one of {', '.join(PRECISIONS)}")
-    if config.optim.schedule not in SCHEDULES:
-        problems.append(f"optim.schedule must be one of {', '.join(SCHEDULES)}")
-    for name in ("batch_size", "grad_accum", "query_max_length", "passage_max_length", "save_every", "log_every",
-                 "keep_checkpoints"):
-        if not isinstance(getattr(config.train, name), int) or getattr(config.train, name) < 1:
-            problems.append(f"train.{name} must be a positive integer")
-    if config.train.max_steps is not None and (not isinstance(config.train.max_steps, int) or config.train.max_steps < 1):
-        problems.append("train.max_steps must be a positive integer or null")
-    if config.train.phase == 2 and config.data.negatives < 1:
+    if config.train.phase == 2 and config.data.negatives == 0:
         problems.append("data.negatives must be at least 1 in phase 2")
-    if not config.loss.temperature > 0:
-        problems.append("loss.temperature must be positive")
-    if config.loss.flops_query < 0 or config.loss.flops_passage < 0:
-        problems.append("loss.flops_query and loss.flops_passage must be ≥ 0")
-    if not 0 <= config.optim.warmup_ratio < 1 or not 0 <= config.loss.flops_warmup_ratio <= 1:
-        problems.append("optim.warmup_ratio must be in [0, 1) and loss.flops_warmup_ratio in [0, 1]")
-    if config.lora.r < 1:
-        problems.append("lora.r must be ≥ 1")
     if problems:
         raise ConfigError(f"{config.source}: " + "; ".join(problems))
+
+
+def check_inputs(config: Config) -> None:
+    """The files a config names exist (data.train, a local backbone or tokenizer) and train.output_dir is a folder;
+    checked before any model loads. Relative paths are read from the current folder, as training reads them."""
+    problems = []
+    train_file = Path(config.data.train).expanduser()
+    if not train_file.is_file():
+        hint = ("mine hard negatives into it with `python -m laconic_pyserini.train.mine`" if config.train.phase == 2
+                else "point it at a JSONL file of pairs (see docs/training.md)")
+        problems.append(f"data.train {config.data.train!r}: no such file (from {Path.cwd()}); {hint}")
+    for key in ("backbone", "tokenizer"):
+        problem = _location_problem(key, getattr(config.model, key), config.train.phase)
+        if problem:
+            problems.append(problem)
+    output = Path(config.train.output_dir).expanduser()
+    if output.exists() and not output.is_dir():
+        problems.append(f"train.output_dir {config.train.output_dir!r} is a file, not a folder")
+    if problems:
+        raise ConfigError(f"{config.source}: " + "; ".join(problems))
+
+
+def _location_problem(key: str, value: str | None, phase: int) -> str | None:
+    """Why ``model.<key>`` names nothing usable, or None (a hub id that may be downloaded passes)."""
+    from ..spec import SpecError, known_specs, load_spec, resolve_model_location
+
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.exists():
+        if key == "tokenizer":
+            return None
+        try:
+            load_spec(value)
+        except SpecError as exc:
+            return f"model.backbone {value!r}: {exc}"
+        return None
+    specs = known_specs()
+    if value in specs or any(s.model == value for s in specs.values()) or Path(resolve_model_location(value)).exists():
+        return None
+    # A hub id is ORG/NAME; anything else that does not exist is a path that is missing.
+    if value.count("/") == 1 and not value.startswith((".", "/", "~")):
+        return None
+    hint = " (phase 2 starts from the phase-1 output: run phase 1 first)" if phase == 2 and key == "backbone" else ""
+    return f"model.{key} {value!r}: no such folder (from {Path.cwd()}), shipped spec or hub id{hint}"

@@ -22,9 +22,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data import DataError, iter_corpus, load_qrels, load_topics, resolve_dataset
+from ..data import DataError, iter_corpus, resolve_dataset
 from ..errors import cli, require_at_least
 from ..outputs import atomic_open, claim_file
+from ..topics import load_qrels, load_topics
 
 logger = logging.getLogger(__name__)
 

@@ -71,8 +71,8 @@ class Trainable:
     module: SparseBiEncoder
     spec: EncoderSpec
     tokenizer: object
-    query_tokenizer: object    # SparseEncoder used for its tokenisation contract only (query max length)
-    passage_tokenizer: object  # ditto, passage max length
+    query_tokenizer: object    # SpecTokenizer at the query max length
+    passage_tokenizer: object  # SpecTokenizer at the passage max length
 
 
 def build_trainable(spec: EncoderSpec, lora: LoraConfig, *, query_max_length: int, passage_max_length: int,
@@ -84,7 +84,7 @@ def build_trainable(spec: EncoderSpec, lora: LoraConfig, *, query_max_length: in
     from peft import LoraConfig as PeftLoraConfig, get_peft_model
 
     from ..modeling.loading import load_model
-    from ..modeling.sparse_encoder import SparseEncoder
+    from ..modeling.tokenization import SpecTokenizer
 
     loaded = load_model(spec, device=device, dtype=dtype)
     model = loaded.model
@@ -101,8 +101,10 @@ def build_trainable(spec: EncoderSpec, lora: LoraConfig, *, query_max_length: in
     peft_model.train()
     vocab_size = model.get_output_embeddings().weight.shape[0]
     module = SparseBiEncoder(peft_model, vocab_size, spec.activation, spec.logit_offset)
-    query_tok = SparseEncoder(dataclasses.replace(spec, max_length=query_max_length), loaded, device=device)
-    passage_tok = SparseEncoder(dataclasses.replace(spec, max_length=passage_max_length), loaded, device=device)
+    # Tokenisers only: a SparseEncoder here would hold a second (screening) copy of the LM head for nothing.
+    query_tok = SpecTokenizer(dataclasses.replace(spec, max_length=query_max_length), loaded.tokenizer, vocab_size)
+    passage_tok = SpecTokenizer(dataclasses.replace(spec, max_length=passage_max_length), loaded.tokenizer,
+                                vocab_size)
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in peft_model.parameters())
     logger.info("LoRA r=%d alpha=%d on %s: %d trainable of %d parameters", lora.r, lora.alpha,

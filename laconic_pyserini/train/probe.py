@@ -32,13 +32,14 @@ from ..errors import cli, require_at_least
 
 def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queries: int = 150, pool: int = 500,
           center_head: bool = False, causal: bool = False, logit_offset: float | None = None, max_length: int = 64,
-          seed: int = 0) -> dict:
+          seed: int = 0, dtype: str = "auto") -> dict:
     import torch
 
-    from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
+    from ..data import iter_corpus, resolve_dataset
+    from ..topics import load_qrels, load_topics
     from ..modeling import load_sparse_encoder
     from ..spec import load_spec
-    from .vector_eval import _impacts
+    from .vector_eval import index_impacts
 
     folder = resolve_dataset(dataset)
     topics, qrels = load_topics(folder, split), load_qrels(folder, split)
@@ -59,19 +60,20 @@ def probe(encoder: str, *, dataset: str = "scifact", split: str = "train", queri
     if logit_offset is not None:
         spec = dataclasses.replace(spec, logit_offset=logit_offset)
     started = time.perf_counter()
-    model = load_sparse_encoder(spec, dtype="bf16", screen=not center_head)
+    # A centred head is changed after loading, so no bf16 copy of it may be screened with.
+    model = load_sparse_encoder(spec, dtype=dtype, screen="auto" if not center_head else False)
     if center_head:
         from ..modeling.head_centering import center_lm_head
 
         center_lm_head(model.model)
-    model.spec = dataclasses.replace(spec, top_k=None)
-    matrix = torch.cat([model.encode_weights([spec.document_text("", docs[d].contents) for d in doc_ids[i:i + 32]])
+    matrix = torch.cat([model.encode_weights([spec.document_text("", docs[d].contents) for d in doc_ids[i:i + 32]],
+                                            full=True)
                         for i in range(0, len(doc_ids), 32)])
-    query_weights = model.encode_weights([spec.query_text(topics[q]) for q in qids])
+    query_weights = model.encode_weights([spec.query_text(topics[q]) for q in qids], full=True)
     result = {"encoder": encoder, "dataset": dataset, "split": split, "queries": len(qids), "pool": len(doc_ids),
-              "center_head": center_head, "causal": causal, "logit_offset": spec.logit_offset}
-    k = spec.top_k
-    for name, (q, d) in {"impact": (_impacts(query_weights, k, spec.quant_scale), _impacts(matrix, k, spec.quant_scale)),
+              "center_head": center_head, "causal": causal, "logit_offset": spec.logit_offset,
+              "kernels": model.kernels}
+    for name, (q, d) in {"impact": (index_impacts(query_weights, spec), index_impacts(matrix, spec)),
                          "full": (query_weights.double(), matrix.double())}.items():
         top = (q @ d.T).topk(10, dim=1).indices.tolist()
         rr, recall = [], []
@@ -99,11 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--causal", action="store_true", help="left-to-right attention instead of bidirectional")
     parser.add_argument("--logit-offset", type=float, default=None,
                         help="subtract this from every pooled logit (default: the encoder spec's logit_offset)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 where this CPU runs bf16 fast, else fp32")
     parser.add_argument("--output", default=None, help="append the result as one JSON line to this file")
     args = parser.parse_args(argv)
     require_at_least(1, {"--queries": args.queries, "--pool": args.pool})
     result = probe(args.encoder, dataset=args.dataset, split=args.split, queries=args.queries, pool=args.pool,
-                   center_head=args.center_head, causal=args.causal, logit_offset=args.logit_offset)
+                   center_head=args.center_head, causal=args.causal, logit_offset=args.logit_offset,
+                   dtype=args.dtype)
     line = json.dumps(result)
     print(line)
     if args.output:

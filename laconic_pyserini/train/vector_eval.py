@@ -1,7 +1,7 @@
 """Score a sparse encoder on a whole BEIR test set by brute force, as served and as trained, from one encoding.
 
     python -m laconic_pyserini.train.vector_eval --encoder SPEC_OR_FOLDER --dataset scifact --output DIR
-        [--split test] [--max-length 64] [--dtype bf16] [--batch-size 32] [--threads N]
+        [--split test] [--max-length 64] [--dtype auto|fp32|bf16] [--batch-size 32] [--threads N]
 
 Every document is encoded once into its full float vector (no top-k). Two runs come from it:
 
@@ -18,7 +18,6 @@ Results go to ``DIR/results.json`` (with both runs as TREC files); a rerun with 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -26,14 +25,15 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..data import iter_corpus, load_qrels, load_topics, resolve_dataset
+from ..data import iter_corpus, resolve_dataset
 from ..errors import cli, require_at_least
 from ..eval import evaluate
 from ..outputs import write_json_atomic
+from ..quantize import quantize_tensor
+from ..topics import load_qrels, load_topics
 from ..run import Run, write_trec_run
 
 logger = logging.getLogger(__name__)
-MEASURES = ("nDCG@10", "R@100", "R@1000")
 
 
 def _rank(scores, qids: list[str], doc_ids: list[str], hits: int) -> Run:
@@ -44,17 +44,15 @@ def _rank(scores, qids: list[str], doc_ids: list[str], hits: int) -> Run:
             for row, qid in enumerate(qids)}
 
 
-def _impacts(weights, top_k: int | None, scale: float):
-    """Top-k, ``rint(w · scale)``, ≤ 0 dropped: the integer vectors an impact index holds (float64, exact)."""
-    import torch
-
+def index_impacts(weights, spec):
+    """The integer vectors an impact index holds for these full weights: the spec's top-k, then its quantisation."""
     from ..modeling.sparse_head import keep_top_k
 
-    return torch.round(keep_top_k(weights, top_k).double() * scale).clamp_min(0)
+    return quantize_tensor(keep_top_k(weights, spec.top_k), spec.quant_scale)
 
 
 def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str = "test", max_length: int = 64,
-                dtype: str = "bf16", batch_size: int = 32, hits: int = 1000) -> dict:
+                dtype: str = "auto", batch_size: int = 32, hits: int = 1000) -> dict:
     import torch
 
     from ..modeling import load_sparse_encoder
@@ -70,7 +68,6 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
     spec = load_spec(encoder, max_length=max_length)
     started = time.perf_counter()
     model = load_sparse_encoder(spec, dtype=dtype)
-    model.spec = dataclasses.replace(spec, top_k=None)  # full vectors; the cut is applied below
     folder = resolve_dataset(dataset)
     docs = list(iter_corpus(folder))
     order = sorted(range(len(docs)), key=lambda i: len(docs[i].contents))  # less padding per batch
@@ -79,23 +76,24 @@ def vector_eval(encoder: str, dataset: str, out_dir: str | Path, *, split: str =
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
         texts = [spec.document_text("", docs[i].contents) for i in rows]
-        matrix[rows] = model.encode_weights(texts)
+        matrix[rows] = model.encode_weights(texts, full=True)  # the cut is applied below
         if (start // batch_size) % 20 == 0:
             logger.info("%s: %d/%d documents", spec.name, start + len(rows), len(docs))
     encoded = time.perf_counter()
     topics = load_topics(folder, split)
     qids = list(topics)
-    queries = model.encode_weights([spec.query_text(topics[q]) for q in qids])
+    queries = model.encode_weights([spec.query_text(topics[q]) for q in qids], full=True)
     doc_ids = [d.id for d in docs]
     full = _rank(queries @ matrix.T, qids, doc_ids, hits)
-    doc_impacts = _impacts(matrix, spec.top_k, spec.quant_scale).to_sparse_csr()
-    query_impacts = _impacts(queries, spec.top_k, spec.quant_scale)
+    doc_impacts = index_impacts(matrix, spec).to_sparse_csr()
+    query_impacts = index_impacts(queries, spec)
     impact = _rank((doc_impacts @ query_impacts.T).T, qids, doc_ids, hits)
     qrels = load_qrels(folder, split)
     write_trec_run(impact, out_dir / "run.impact.trec")
     write_trec_run(full, out_dir / "run.full.trec")
-    result = {"arguments": args, "name": spec.name, "documents": len(docs), "queries": len(qids),
-              "impact": evaluate(qrels, impact, MEASURES), "full": evaluate(qrels, full, MEASURES),
+    result = {"arguments": args, "name": spec.name, "kernels": model.kernels, "documents": len(docs),
+              "queries": len(qids),
+              "impact": evaluate(qrels, impact), "full": evaluate(qrels, full),
               "nonzero_doc_terms": float((matrix > 0).sum(dim=1).float().mean()),
               "nonzero_query_terms": float((queries > 0).sum(dim=1).float().mean()),
               "impact_doc_terms": float((doc_impacts.values() > 0).sum()) / len(docs),
@@ -114,18 +112,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", default="test")
     parser.add_argument("--output", required=True, help="folder for results.json and the two runs")
     parser.add_argument("--max-length", type=int, default=64)
-    parser.add_argument("--dtype", default="bf16", choices=("fp32", "bf16"))
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto: bf16 for a decoder where this CPU runs bf16 fast, else fp32")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     require_at_least(1, {"--max-length": args.max_length, "--batch-size": args.batch_size, "--threads": args.threads})
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    if args.threads:
-        import torch
+    from ..modeling.cpu import threads
 
-        torch.set_num_threads(args.threads)
-    result = vector_eval(args.encoder, args.dataset, args.output, split=args.split, max_length=args.max_length,
-                         dtype=args.dtype, batch_size=args.batch_size)
+    with threads(args.threads):
+        result = vector_eval(args.encoder, args.dataset, args.output, split=args.split, max_length=args.max_length,
+                             dtype=args.dtype, batch_size=args.batch_size)
     print(json.dumps(result))
     return 0
 

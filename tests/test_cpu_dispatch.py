@@ -1,0 +1,160 @@
+"""Kernels chosen by what the CPU does fast (laconic_pyserini.modeling.cpu): dispatch, identical output, thread
+counts that do not leak, and the decision recorded in manifests."""
+
+from __future__ import annotations
+
+import json
+import logging
+from itertools import islice
+from pathlib import Path
+
+import pytest
+import torch
+import transformers
+
+from conftest import model_dir
+from laconic_pyserini.data import iter_corpus
+from laconic_pyserini.modeling.cpu import ENV_BF16_MATMUL, kernel_decision, resolve_dtype, threads
+from laconic_pyserini.modeling.loading import load_model
+from laconic_pyserini.modeling.sparse_encoder import SparseEncoder
+from laconic_pyserini.modeling.sparse_head import keep_top_k, sparse_pool
+from laconic_pyserini.spec import load_spec
+
+SLOW, FAST = kernel_decision("slow"), kernel_decision("fast")
+
+
+def _reference_weights(encoder: SparseEncoder, texts: list[str]) -> torch.Tensor:
+    """The all-fp32 B×L×V chunked head (the path training differentiates), top-k applied: the floats to match."""
+    input_ids, mask = encoder.tokenize(texts)
+    with torch.inference_mode():
+        kwargs = {"use_cache": False} if encoder.spec.kind == "decoder" else {}
+        hidden = encoder._body(input_ids=input_ids, attention_mask=mask, **kwargs).last_hidden_state
+        weights = sparse_pool(hidden, mask, encoder._head, encoder.vocab_size, activation=encoder.spec.activation,
+                              offset=encoder.spec.logit_offset)
+    return keep_top_k(weights, encoder.spec.top_k)
+
+
+def _scifact_batches(data_root: Path, spec, encoder: SparseEncoder, count: int = 96) -> list[list[str]]:
+    """Real SciFact documents as the encode loop batches them: prefixed, longest first, 32 at a time."""
+    texts = [spec.document_text("", d.contents) for d in islice(iter_corpus(data_root / "scifact"), count)]
+    lengths = encoder.tokenize_lengths(texts)
+    texts = [texts[i] for i in sorted(range(len(texts)), key=lambda i: (-lengths[i], i))]
+    # The odd batches: a lone document, and three short ones (products below four rows take other kernels).
+    return [texts[i:i + 32] for i in range(0, len(texts), 32)] + [texts[-1:], [t[:40] for t in texts[-3:]]]
+
+
+def _write_corpus(folder: Path, docs) -> None:
+    lines = (json.dumps({"_id": d.id, "title": d.title, "text": d.text}) + "\n" for d in docs)
+    (folder / "corpus.jsonl").write_text("".join(lines), encoding="utf-8")
+
+
+def test_dispatch_follows_the_bf16_answer_and_output_is_identical_either_way(data_root):
+    model_dir("splade-tiny")
+    spec = load_spec("splade-tiny")
+    loaded = load_model(spec, dtype="fp32")
+    slow = SparseEncoder(spec, loaded, decision=SLOW)     # the probe said: bf16 slower than fp32 (AVX2-only CPU)
+    fast = SparseEncoder(spec, loaded, decision=FAST)
+    assert (slow.head_kernel, fast.head_kernel) == ("fp32-exact", "screened-bf16")
+    assert slow._screened is None and fast._screened is not None
+    forced = SparseEncoder(spec, loaded, decision=SLOW, screen=True)  # an explicit choice wins
+    assert forced.head_kernel == "screened-bf16"
+    assert SparseEncoder(spec, loaded, decision=FAST, screen=False).head_kernel == "fp32-exact"
+    for batch in _scifact_batches(data_root, spec, slow):
+        reference = _reference_weights(slow, batch)
+        assert torch.equal(slow.encode_weights(batch), reference)
+        assert torch.equal(fast.encode_weights(batch), reference)
+    assert int((reference > 0).sum()) > 0  # the comparison is over real, non-empty vectors
+
+
+def test_exact_head_equals_reference_on_a_random_llama(tmp_path):
+    tokenizer_dir = model_dir("llama3-tokenizer")
+    torch.manual_seed(7)
+    config = transformers.AutoConfig.for_model("llama", vocab_size=128_256, hidden_size=64, intermediate_size=128,
+                                               num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                               max_position_embeddings=512, tie_word_embeddings=True)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.normal_(0.0, 1.0)
+    model.save_pretrained(tmp_path / "tiny-llama", safe_serialization=True)
+    spec = load_spec(str(tmp_path / "tiny-llama"), tokenizer=str(tokenizer_dir))
+    loaded = load_model(spec, dtype="fp32")
+    texts = [spec.document_text("", t) for t in (
+        "Heart attack symptoms include chest pain and shortness of breath.", "aspirin", "",
+        "0-dimensional biomaterials show inductive properties " * 12)]
+    for decision, kernel in ((SLOW, "fp32-exact"), (FAST, "screened-bf16")):
+        encoder = SparseEncoder(spec, loaded, decision=decision)
+        assert encoder.head_kernel == kernel
+        encoder.budget_bytes = 128_256 * 4 * 40  # several products per batch, and a short tail
+        for batch in (texts, texts[1:2]):
+            assert torch.equal(encoder.encode_weights(batch), _reference_weights(encoder, batch))
+
+
+def test_bf16_answer_from_the_environment_and_dtype_rule(monkeypatch, caplog):
+    monkeypatch.setenv(ENV_BF16_MATMUL, "slow")
+    decision = kernel_decision()
+    assert (decision.bf16_matmul, decision.source, decision.screen) == ("slow", f"env {ENV_BF16_MATMUL}", False)
+    assert decision.capability == torch.backends.cpu.get_cpu_capability()
+    assert json.loads(json.dumps(decision.to_dict()))["decoder_dtype"] == "fp32"
+    monkeypatch.setenv(ENV_BF16_MATMUL, "sometimes")
+    with pytest.raises(ValueError, match=ENV_BF16_MATMUL):
+        kernel_decision()
+    assert resolve_dtype("auto", decoder=True, decision=SLOW) == "fp32"
+    assert resolve_dtype("auto", decoder=True, decision=FAST) == "bf16"
+    assert resolve_dtype("auto", decoder=False, decision=FAST) == "fp32"  # SPLADE / MiniLM keep fp32
+    with caplog.at_level(logging.WARNING, logger="laconic_pyserini.modeling.cpu"):
+        assert resolve_dtype("bf16", decoder=True, decision=SLOW) == "bf16"  # the user's choice wins
+        resolve_dtype("bf16", decoder=True, decision=SLOW)
+    assert sum("bf16 matmuls are slow" in r.getMessage() for r in caplog.records) <= 1
+
+
+def test_faiss_search_leaves_torch_threads_unchanged(tmp_path, data_root):
+    """faiss and torch share one OpenMP runtime: a search must not leave its thread count behind."""
+    import faiss
+
+    from laconic_pyserini.encode.dense import encode_dense_corpus
+    from laconic_pyserini.searchers.faiss import FaissSearcher
+
+    model_dir("all-MiniLM-L6-v2")
+    docs = list(islice(iter_corpus(data_root / "scifact"), 24))
+    corpus = tmp_path / "mini"  # a BEIR folder of real SciFact documents
+    corpus.mkdir()
+    _write_corpus(corpus, docs)
+    index = encode_dense_corpus(corpus, "minilm", tmp_path / "index")
+    with threads(2):
+        before = (torch.get_num_threads(), faiss.omp_get_max_threads())
+        searcher = FaissSearcher(index)
+        run = searcher.batch_search({"q": docs[5].text}, k=3, threads=1)
+        assert run["q"][0][0] == docs[5].id  # a real search: a document's own text finds it first
+        searcher.search(docs[7].text, k=3)
+        assert (torch.get_num_threads(), faiss.omp_get_max_threads()) == before == (2, 2)
+    manifest = json.loads((index / "manifest.json").read_text(encoding="utf-8"))
+    assert manifest["kernels"]["dtype"] == "fp32" and manifest["kernels"]["cpu"]["capability"]
+
+
+def test_decision_recorded_in_the_encode_manifest_and_old_manifest_resumes(tmp_path, data_root, monkeypatch):
+    from laconic_pyserini.encode import encode_corpus
+
+    model_dir("splade-tiny")
+    monkeypatch.setenv(ENV_BF16_MATMUL, "slow")
+    docs = list(islice(iter_corpus(data_root / "scifact"), 30))
+    corpus = tmp_path / "mini"  # a BEIR folder of real SciFact documents
+    corpus.mkdir()
+    _write_corpus(corpus, docs)
+    out = tmp_path / "enc"
+    manifest = encode_corpus(corpus, out, "splade-tiny", part_size=12, progress=False)
+    record = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    assert record["settings"]["dtype"] == "fp32"  # "auto", resolved
+    (run,) = record["kernels"]
+    assert (run["first_part"], run["dtype"], run["head"]) == (0, "fp32", "fp32-exact")
+    assert run["cpu"]["bf16_matmul"] == "slow" and run["cpu"]["capability"] == torch.backends.cpu.get_cpu_capability()
+    parts = {p.path: (out / p.path).read_bytes() for p in manifest.parts}
+
+    # A half-finished encode by a version that recorded no kernels: the rerun (on a "fast" CPU) resumes it.
+    record.pop("kernels")
+    record["parts"], record["complete"] = record["parts"][:1], False
+    (out / "manifest.json").write_text(json.dumps(record), encoding="utf-8")
+    monkeypatch.setenv(ENV_BF16_MATMUL, "fast")
+    resumed = encode_corpus(corpus, out, "splade-tiny", part_size=12, progress=False)
+    assert resumed.complete and {p.path: (out / p.path).read_bytes() for p in resumed.parts} == parts
+    (run,) = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["kernels"]
+    assert (run["first_part"], run["head"], run["cpu"]["bf16_matmul"]) == (1, "screened-bf16", "fast")
