@@ -238,6 +238,18 @@ def fresh_aside(final: str | os.PathLike) -> Path:
     return aside
 
 
+@contextmanager
+def building(final: str | os.PathLike) -> Iterator[Path]:
+    """A fresh aside folder for ``final`` for the block; removed again if the block fails (a failed build
+    leaves nothing behind; a killed one leaves the aside, which the next build starts over)."""
+    aside = fresh_aside(final)
+    try:
+        yield aside
+    except BaseException:
+        remove_temp(aside)
+        raise
+
+
 def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, flag: str,
             ours: Callable[[Path], bool] | None = None) -> Path:
     """Put the finished ``aside`` folder at ``final``; an existing ``final`` must be our ``kind`` output.
