@@ -12,8 +12,8 @@ anything. The rules it keeps:
 - A folder that must never be seen half-built is built aside (:func:`aside_path`, a stable name so a rerun can
   resume it) and swapped in by :func:`swap_in`; an older output of the same kind it replaces is removed only
   after the new one is in place.
-- One writer per output: :func:`locked` keeps ``PID`` and host in a lock file beside the target; a second
-  writer stops with an error, and a lock whose process is dead (same host) is taken over.
+- One writer per output: :func:`locked` keeps ``PID`` and host in a lock file beside the target; a second writer
+  stops with an error, and a dead process's lock (same host) is taken over.
 
 Test hook (documented, read at call time, never at import): ``LACONIC_TEST_STOP_AFTER_PARTS=N`` makes a writer
 that calls :func:`after_commit` exit at once with ``os._exit`` -- no cleanup, no ``finally``, as ``kill -9``
