@@ -392,10 +392,8 @@ def after_commit(committed: int) -> None:
     """Test hook, called by writers after each committed part (see the module docstring); free when unset."""
     stop, wait = os.environ.get(STOP_ENV), os.environ.get(WAIT_ENV)
     if stop and committed >= int(stop):
-        sys.stderr.write(f"{STOP_ENV}={stop}: exiting hard after {committed} committed part(s)\n")
-        sys.stderr.flush()
+        print(f"{STOP_ENV}={stop}: exiting hard after {committed} committed part(s)", file=sys.stderr, flush=True)
         os._exit(137)
     if wait and committed == int(wait):
-        sys.stderr.write(f"{WAIT_ENV}={wait}: waiting for standard input to close\n")
-        sys.stderr.flush()
+        print(f"{WAIT_ENV}={wait}: waiting for standard input to close", file=sys.stderr, flush=True)
         sys.stdin.read()
