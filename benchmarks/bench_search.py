@@ -181,7 +181,7 @@ def bm25_latency(args: argparse.Namespace, latency: dict) -> None:
     """BM25 on the topics' texts, toolkit (bulk) vs its per-hit path vs raw pyserini, into ``latency``."""
     from pyserini.search.lucene import LuceneSearcher
 
-    from laconic_pyserini.data import load_topics
+    from laconic_pyserini.topics import load_topics
     from laconic_pyserini.searchers.bm25 import Bm25Searcher
 
     texts = list(load_topics(args.topics, "test").values())

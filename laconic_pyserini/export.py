@@ -13,6 +13,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from .errors import cli
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,18 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from .integrations.st_export import ExportError, export_sentence_transformers
-    from .modeling.bidirectional import UnsupportedArchitectureError
-    from .spec import SpecError
+    from .integrations.st_export import export_sentence_transformers
 
-    try:
-        output = export_sentence_transformers(args.encoder, args.output, tokenizer=args.tokenizer)
-    except (ExportError, SpecError, UnsupportedArchitectureError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    output = export_sentence_transformers(args.encoder, args.output, tokenizer=args.tokenizer)
     print(output)
     return 0
 

@@ -12,8 +12,8 @@ anything. The rules it keeps:
 - A folder that must never be seen half-built is built aside (:func:`aside_path`, a stable name so a rerun can
   resume it) and swapped in by :func:`swap_in`; an older output of the same kind it replaces is removed only
   after the new one is in place.
-- One writer per output: :func:`locked` keeps ``PID`` and host in a lock file beside the target; a second
-  writer stops with an error, and a lock whose process is dead (same host) is taken over.
+- One writer per output: :func:`locked` keeps ``PID`` and host in a lock file beside the target; a second writer
+  stops with an error, and a dead process's lock (same host) is taken over.
 
 Test hook (documented, read at call time, never at import): ``LACONIC_TEST_STOP_AFTER_PARTS=N`` makes a writer
 that calls :func:`after_commit` exit at once with ``os._exit`` -- no cleanup, no ``finally``, as ``kill -9``
@@ -238,6 +238,18 @@ def fresh_aside(final: str | os.PathLike) -> Path:
     return aside
 
 
+@contextmanager
+def building(final: str | os.PathLike) -> Iterator[Path]:
+    """A fresh aside folder for ``final`` for the block; removed again if the block fails (a failed build
+    leaves nothing behind; a killed one leaves the aside, which the next build starts over)."""
+    aside = fresh_aside(final)
+    try:
+        yield aside
+    except BaseException:
+        remove_temp(aside)
+        raise
+
+
 def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, flag: str,
             ours: Callable[[Path], bool] | None = None) -> Path:
     """Put the finished ``aside`` folder at ``final``; an existing ``final`` must be our ``kind`` output.
@@ -380,10 +392,8 @@ def after_commit(committed: int) -> None:
     """Test hook, called by writers after each committed part (see the module docstring); free when unset."""
     stop, wait = os.environ.get(STOP_ENV), os.environ.get(WAIT_ENV)
     if stop and committed >= int(stop):
-        sys.stderr.write(f"{STOP_ENV}={stop}: exiting hard after {committed} committed part(s)\n")
-        sys.stderr.flush()
+        print(f"{STOP_ENV}={stop}: exiting hard after {committed} committed part(s)", file=sys.stderr, flush=True)
         os._exit(137)
     if wait and committed == int(wait):
-        sys.stderr.write(f"{WAIT_ENV}={wait}: waiting for standard input to close\n")
-        sys.stderr.flush()
+        print(f"{WAIT_ENV}={wait}: waiting for standard input to close", file=sys.stderr, flush=True)
         sys.stdin.read()

@@ -266,7 +266,8 @@ case("search --bm25 on an impact index")(lambda c: (
 case("recipe not UTF-8")(lambda c: (
     "reproduce", ["--recipe", c.write("bad.yaml", b"name: x\nconditions: [\xff]\n"), "--list"], ["bad.yaml:2", "UTF-8"]))
 case("index recipe not UTF-8")(lambda c: (
-    "index", ["--recipe", c.write("bad.yaml", b"name: x\n\xfe: 1\n")], ["bad.yaml:2", "UTF-8"]))
+    "index", ["--recipe", c.write("bad.yaml", b"name: x\n\xfe: 1\n"), "--condition", "splade-tiny", "--dataset",
+              "scifact"], ["bad.yaml:2", "UTF-8"]))
 case("training config not UTF-8")(lambda c: (
     "train", ["--config", c.write("bad.yaml", b"model: {}\n# \xe9\n")], ["bad.yaml:2", "UTF-8"]))
 case("training config missing")(lambda c: ("train", ["--config", "none.yaml"], ["none.yaml"]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import model_dir
-from laconic_pyserini.data import load_topics
+from laconic_pyserini.topics import load_topics
 from laconic_pyserini.run import write_trec_run
 from laconic_pyserini.search import main as search_main
 

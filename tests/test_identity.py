@@ -55,7 +55,7 @@ def scifact(encoded):
 
 @pytest.fixture(scope="module")
 def topics(data_root):
-    from laconic_pyserini.data import load_topics
+    from laconic_pyserini.topics import load_topics
 
     return dict(list(load_topics(data_root / "scifact", "test").items())[:QUERIES])
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import clean_temps, fresh_aside, locked
+from ..outputs import building, clean_temps, locked
 from .manifest import MANIFEST, IndexFolderError, claim_index, finish_build, read_index_manifest, write_index_manifest
 
 KIND = "faiss"
@@ -90,8 +90,8 @@ def rebuild_faiss_index(flat_dir: str | os.PathLike, output: str | os.PathLike, 
     ids = Path(flat_dir, "docid").read_text(encoding="utf-8").splitlines()
     output = Path(output)
     claim_index(output, KIND, [flat_dir], flag="--output")
-    with locked(output):
-        return _rebuild_into(fresh_aside(output), output, manifest, vectors, ids, flat_dir, index_type,
+    with locked(output), building(output) as partial:
+        return _rebuild_into(partial, output, manifest, vectors, ids, flat_dir, index_type,
                              dict(hnsw_m=hnsw_m, ef_construction=ef_construction, ef_search=ef_search))
 
 

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..outputs import TMP_PREFIX, fresh_aside, locked
+from ..outputs import TMP_PREFIX, building, locked
 from .lucene import lucene_document_count, run_index_collection
 from .manifest import IndexFolderError, claim_index, finish_build, read_index_manifest, write_index_manifest
 
@@ -48,13 +48,12 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
         raise IndexFolderError(f"{encoded_dir}: encoded with the dense encoder {spec.get('name')!r}; an impact index "
                                "needs sparse vectors (build a faiss index instead)")
     claim_index(index_dir, KIND, [encoded_dir])
-    with locked(index_dir):
-        return _build(manifest, encoded_dir, index_dir, threads, optimize)
+    with locked(index_dir), building(index_dir) as partial:
+        return _build(manifest, encoded_dir, partial, index_dir, threads, optimize)
 
 
-def _build(manifest, encoded_dir: Path, index_dir: Path, threads: int, optimize: bool) -> Path:
+def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads: int, optimize: bool) -> Path:
     spec = manifest.spec
-    partial = fresh_aside(index_dir)
     # Anserini reads every file under -input; the manifest's part list is the collection, nothing else.
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "impact-", dir=index_dir.parent) as tmp:
         for number, part in enumerate(manifest.parts):

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..data import corpus_file, iter_corpus, require_documents
-from ..outputs import TMP_PREFIX, fresh_aside, locked
+from ..outputs import TMP_PREFIX, building, locked
 from .manifest import IndexFolderError, claim_index, finish_build, write_index_manifest
 
 logger = logging.getLogger(__name__)
@@ -48,12 +48,11 @@ def build_bm25_index(source: str | os.PathLike, index_dir: str | os.PathLike, *,
         raise ValueError(f"fields must be one of {FIELDS}, not {fields!r}")
     index_dir = Path(index_dir)
     claim_index(index_dir, "bm25", [corpus_file(source)])
-    with locked(index_dir):
-        return _build_bm25(source, index_dir, fields, threads)
+    with locked(index_dir), building(index_dir) as partial:
+        return _build_bm25(source, partial, index_dir, fields, threads)
 
 
-def _build_bm25(source, index_dir: Path, fields: str, threads: int) -> Path:
-    partial = fresh_aside(index_dir)
+def _build_bm25(source, partial: Path, index_dir: Path, fields: str, threads: int) -> Path:
     count = 0
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "bm25-", dir=index_dir.parent) as tmp:
         collection = Path(tmp) / "docs.jsonl"
@@ -76,6 +75,6 @@ def _build_bm25(source, index_dir: Path, fields: str, threads: int) -> Path:
     indexed = lucene_document_count(partial)
     if indexed != count:
         raise IndexFolderError(f"{partial}: Anserini indexed {indexed} documents but the corpus has {count}; "
-                          "see the IndexCollection log above for skipped documents")
+                               "see the IndexCollection log above for skipped documents")
     write_index_manifest(partial, {"kind": "bm25", "fields": fields, "source": str(source), "documents": count})
     return finish_build(partial, index_dir, "bm25")

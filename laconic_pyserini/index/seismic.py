@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from ..fingerprint import FINGERPRINT_KEY
-from ..outputs import fresh_aside, swap_in
+from ..outputs import building, swap_in
 from .impact import read_impact_manifest
 from .manifest import IndexFolderError, write_index_manifest
 
@@ -74,15 +74,15 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
     vectors = _add_documents(dataset, iter_vectors(encoding), {term: number for number, term in enumerate(terms)})
     index = (seismic.SeismicIndexLV if large else seismic.SeismicIndex).build_from_dataset(
         dataset, num_threads=threads, **params)
-    partial = fresh_aside(folder)
-    index.save(str(partial / INDEX_STEM))
-    (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
-    # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
-    write_index_manifest(partial, {
-        "kind": KIND, "seismic_version": _seismic_version(), "large_vocabulary": large, "build": params,
-        "terms": len(terms), "documents": manifest["documents"], "indexed_vectors": vectors,
-        "encoded": str(manifest["encoded"]), "build_seconds": round(time.perf_counter() - start, 1)})
-    swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
+    with building(folder) as partial:  # a failed build leaves nothing behind
+        index.save(str(partial / INDEX_STEM))
+        (partial / VOCABULARY).write_text(json.dumps(terms, ensure_ascii=False), encoding="utf-8")
+        # Empty vectors are not indexed by Seismic (they could never score above 0 anyway).
+        write_index_manifest(partial, {
+            "kind": KIND, "seismic_version": _seismic_version(), "large_vocabulary": large, "build": params,
+            "terms": len(terms), "documents": manifest["documents"], "indexed_vectors": vectors,
+            "encoded": str(manifest["encoded"]), "build_seconds": round(time.perf_counter() - start, 1)})
+        swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
     logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
                 "large vocabulary" if large else "standard", len(terms), vectors, time.perf_counter() - start, folder)
     return folder

@@ -17,11 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
-from ..spec import EncoderSpec, SpecError, load_spec
+from ..errors import LaconicError
+from ..outputs import claim_folder, fresh_aside, remove_temp, swap_in
+from ..spec import EncoderSpec, load_spec
 from ..st_folder import HERE, TRANSFORMER_CONFIG, TRANSFORMER_FIELDS
 
 logger = logging.getLogger(__name__)
@@ -30,7 +31,7 @@ MARKER = "laconic_export.json"
 MARKER_KIND = "sentence-transformers-sparse-encoder"
 
 
-class ExportError(ValueError):
+class ExportError(LaconicError, ValueError):
     """An export that cannot be written; the message says what to do."""
 
 
@@ -40,49 +41,27 @@ def export_sentence_transformers(encoder: str, output: str | os.PathLike, *, tok
     if spec.kind == "dense":
         raise ExportError(f"encoder {spec.name!r} is dense; export writes sparse encoders (SparseEncoder folders)")
     output = Path(output)
-    _check_output(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    # A new or empty folder, or this command's own earlier export (its marker says so): nothing else is written.
+    claim_folder(output, MARKER_KIND, flag="--output", ours=_is_our_export)
+    staging = fresh_aside(output)
     try:
         weights = _write_laconic(spec, staging) if spec.kind == "decoder" else _write_splade(spec, staging)
         marker = {"kind": MARKER_KIND, "source": str(encoder), "weights": weights, "spec": spec.to_dict(),
                   "package_version": _version()}
         (staging / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-        _swap_in(staging, output)
+        swap_in(staging, output, MARKER_KIND, flag="--output", ours=_is_our_export)
     finally:
-        if staging.exists():
-            shutil.rmtree(staging)  # our own partial build
+        remove_temp(staging)  # our own partial build, if the swap did not happen
     logger.info("%s: %s (weights %s)", output, spec.name, weights)
     return output
 
 
-def _check_output(output: Path) -> None:
-    if not output.exists():
-        return
-    if not output.is_dir():
-        raise ExportError(f"--output {output}: exists and is not a folder; pass a new folder")
-    marker = output / MARKER
-    if any(output.iterdir()) and not (marker.exists() and _marker_kind(marker) == MARKER_KIND):
-        raise ExportError(f"--output {output}: a non-empty folder this command did not write (no {MARKER}); "
-                          f"pass a new folder")
-
-
-def _marker_kind(marker: Path) -> str | None:
+def _is_our_export(folder: Path) -> bool:
+    """An export of this command: it carries ``laconic_export.json`` (an ST folder has no manifest.json of ours)."""
     try:
-        return json.loads(marker.read_text(encoding="utf-8")).get("kind")
-    except (json.JSONDecodeError, AttributeError):
-        return None
-
-
-def _swap_in(staging: Path, output: Path) -> None:
-    """Replace ``output`` (absent, empty, or our own earlier export) by the finished ``staging`` folder."""
-    if not output.exists():
-        staging.rename(output)
-        return
-    old = output.with_name(f".{output.name}.old-{os.getpid()}")
-    output.rename(old)
-    staging.rename(output)
-    shutil.rmtree(old)  # checked by _check_output: empty or our own export
+        return json.loads((folder / MARKER).read_text(encoding="utf-8")).get("kind") == MARKER_KIND
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return False
 
 
 def _is_local(location: str | None) -> bool:
