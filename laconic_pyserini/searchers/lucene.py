@@ -15,7 +15,13 @@ same ``(score desc, id asc)`` sort, same ``ScoreTiesAdjusterReranker``) and read
 - integer-valued scores (impact indexes) need no Lucene sort at all (:meth:`BulkLucene.top_integer`), which at
   k=1000 is most of Lucene's own time;
 - queries go in the same way: an impact vector is one JSON string that Jackson turns into the ``Map<String,Float>``
-  Anserini's query generator takes (one call, where a ``HashMap.put`` per term was one call each).
+  Anserini's query generator takes (one call, where a ``HashMap.put`` per term was one call each);
+- the index's vocabulary comes out the same way (:func:`index_terms`): Jackson writes Anserini's terms iterator as
+  one JSON array, where pyserini's ``LuceneImpactSearcher`` makes several JNI calls per term to build an idf table.
+
+Searchers are opened here (:func:`open_java_searcher`) as Anserini's own Java classes, not through pyserini's
+Python wrappers: importing ``pyserini.search.lucene`` imports pyserini's encoders and with them torch and
+transformers, which is most of a search CLI's start-up when queries come pre-encoded or as BM25 texts.
 
 Hits are identical to Anserini's own ``search`` (ids, scores, order); tests/test_bulk_search.py checks that for
 every SciFact test query. ``threads > 1`` searches on that many Python threads: pyjnius releases the GIL inside
@@ -48,6 +54,31 @@ CONTENTS = "contents"
 EXACT_INTEGERS = float(2 ** 24)
 #: Largest index whose id table (Lucene doc number -> collection id, ~100 bytes a document) is kept in memory.
 ID_TABLE_LIMIT = 2_000_000
+
+
+#: Anserini's Java searchers, by what they search.
+JAVA_SEARCHERS = {"bm25": "io.anserini.search.SimpleSearcher", "impact": "io.anserini.search.SimpleImpactSearcher"}
+
+
+def open_java_searcher(kind: str, index_dir: str):
+    """Anserini's ``SimpleSearcher`` / ``SimpleImpactSearcher`` on ``index_dir`` (what pyserini's wrappers hold as
+    ``.object``), opened without importing pyserini's search package."""
+    from .. import jvm
+
+    return jvm.autoclass(JAVA_SEARCHERS[kind])(str(index_dir))
+
+
+def index_terms(reader) -> frozenset[str]:
+    """Every term of the index's ``contents`` field, in one JNI call.
+
+    The same terms pyserini's ``LuceneImpactSearcher.idf`` is keyed by (Anserini's ``IndexReaderUtils.getTerms``,
+    which both read); Jackson serialises the iterator as an array of ``{term, df, totalTF}``.
+    """
+    from .. import jvm
+
+    terms = jvm.autoclass("io.anserini.index.IndexReaderUtils").getTerms(reader)
+    mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+    return frozenset(entry["term"] for entry in json.loads(mapper.writeValueAsString(terms)))
 
 
 class BulkLucene:
