@@ -64,6 +64,7 @@ def old_init(cls, kind):
     cls.__init__ = init
 impact.open_java_searcher = bm25.open_java_searcher = old_open
 impact.index_terms = lambda reader: opened["impact"].idf
+impact.BulkLucene.open_impact = classmethod(lambda cls, index_dir: None)  # old: SimpleImpactSearcher only
 old_init(impact.LaconicSearcher, "impact")
 old_init(bm25.Bm25Searcher, "bm25")
 bm25.Bm25Searcher.batch_search = bm25.Bm25Searcher.batch_search_per_hit

@@ -10,11 +10,13 @@ A document's score is the dot product of the query's and the document's integer 
 
 Why we do not call ``LuceneImpactSearcher.search``: it keeps a query term only if ``idf[term] > min_idf`` with
 ``min_idf=0``, and ``idf = log(N / df)`` is 0 for a term found in every document, so such a term silently leaves the
-query and every score drops by its contribution. We open its Java searcher (its ``.object``) ourselves, read the
-index's vocabulary (the keys of its ``.idf``) in one JNI call (:func:`~laconic_pyserini.searchers.lucene.index_terms`),
-build the ``{term: impact}`` map ourselves and skip only terms the index lacks. pyserini's wrapper itself, whose
-import pulls in torch and whose idf table costs several JNI calls per indexed term, is opened only when asked for
-(:attr:`LaconicSearcher.lucene`: the tests' and the benchmark's reference).
+query and every score drops by its contribution. We open the index ourselves as its Java searcher does
+(:meth:`~laconic_pyserini.searchers.lucene.BulkLucene.open_impact`), read the index's vocabulary (the keys of its
+``.idf``) in one JNI call (:func:`~laconic_pyserini.searchers.lucene.index_terms`), build the ``{term: impact}``
+query ourselves and skip only terms the index lacks. pyserini's wrapper, whose import pulls in torch and whose idf
+table costs several JNI calls per indexed term, and Anserini's ``SimpleImpactSearcher``, whose class alone takes
+a second to load, are opened only when asked for (:attr:`LaconicSearcher.lucene`, :attr:`LaconicSearcher.java`:
+the per-hit path, the tests' and the benchmark's reference).
 
 Hits come out of Java in bulk (:class:`~laconic_pyserini.searchers.lucene.BulkLucene`: a constant number of JNI
 calls per query, where Anserini's ``ScoredDoc[]`` costs a Python wrapper and two calls per hit), identical to
@@ -58,13 +60,19 @@ class LaconicSearcher:
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
                                      device=device, dtype=dtype, index_fingerprint=self.manifest.get(FINGERPRINT_KEY))
-        self.java = open_java_searcher("impact", self.index_dir)
-        self.vocabulary = index_terms(self.java.reader)
+        self._java = self._pyserini = None
+        self.bulk = BulkLucene.open_impact(self.index_dir)
+        self.vocabulary = index_terms(self.bulk.reader if self.bulk is not None else self.java.reader)
         self._JArrayList, self._JHashMap, self._JInt = (
             jvm.autoclass(name) for name in ("java.util.ArrayList", "java.util.HashMap", "java.lang.Integer"))
         self._boxed: dict[int, object] = {}
-        self._pyserini = None
-        self.bulk = BulkLucene.open(self.java)
+
+    @property
+    def java(self):
+        """Anserini's ``SimpleImpactSearcher`` on the index, opened on first use (the per-hit path's)."""
+        if self._java is None:
+            self._java = open_java_searcher("impact", self.index_dir)
+        return self._java
 
     @property
     def lucene(self):
@@ -161,6 +169,9 @@ class LaconicSearcher:
         return {qid: self._hits(results[qid]) if qid in results else [] for qid in vectors}
 
     def close(self) -> None:
-        self.java.close()
+        if self.bulk is not None:
+            self.bulk.close()
+        if self._java is not None:
+            self._java.close()
         if self._pyserini is not None:
             self._pyserini.close()

@@ -52,6 +52,8 @@ ID_FIELD = "id"
 CONTENTS = "contents"
 #: Float32 holds every integer below 2**24 exactly, so integer-valued scores below it do not depend on sum order.
 EXACT_INTEGERS = float(2 ** 24)
+#: Why an index gets no bulk reader: Anserini searches a Lucene 8 index unsorted, ties in arbitrary order.
+LUCENE8 = "a Lucene 8 index is searched with Anserini's per-hit path"
 #: Largest index whose id table (Lucene doc number -> collection id, ~100 bytes a document) is kept in memory.
 ID_TABLE_LIMIT = 2_000_000
 
@@ -82,23 +84,22 @@ def index_terms(reader) -> frozenset[str]:
 
 
 class BulkLucene:
-    """Search one Anserini searcher's index the way Anserini does, reading hits out in bulk.
+    """Search one Anserini index the way Anserini does, reading hits out in bulk.
 
-    ``java_searcher`` is the ``SimpleSearcher`` / ``SimpleImpactSearcher`` (pyserini's ``.object``): its reader,
-    similarity and analyzer are shared, nothing is opened twice.
+    Made from an Anserini searcher (:meth:`open`: its reader, similarity and analyzer are shared, nothing is opened
+    twice), or for an impact index from the index folder itself (:meth:`open_impact`).
     """
 
-    def __init__(self, java_searcher) -> None:
-        from jnius import autoclass
+    def __init__(self, reader, similarity, analyzer=None) -> None:
+        from jnius import autoclass, cast
 
-        if java_searcher.backwardsCompatibilityLucene8:
-            # Anserini searches a Lucene 8 index unsorted, ties in arbitrary order: nothing to reproduce in bulk.
-            raise ValueError("a Lucene 8 index is searched with Anserini's per-hit path")
-
-        index_searcher = autoclass("org.apache.lucene.search.IndexSearcher")(java_searcher.reader)
-        index_searcher.setSimilarity(java_searcher.get_similarity())
+        self.reader, self._owns_reader = reader, False
+        # cast: pyjnius would otherwise match a DirectoryReader to IndexSearcher(IndexReaderContext) and fail.
+        index_searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", reader))
+        index_searcher.setSimilarity(similarity)
         self.searcher = index_searcher
-        self.analyzer = java_searcher.get_analyzer()
+        self.analyzer = analyzer
         sort_field = autoclass("org.apache.lucene.search.SortField")
         string_val = autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL
         # Anserini's BREAK_SCORE_TIES_BY_DOCID (private in both of its searchers): score, then collection id.
@@ -113,16 +114,40 @@ class BulkLucene:
         # entry point for it that pyjnius's overload resolution does not confuse with readValue(String, Class).
         self._float_map = self.mapper.readerForMapOf(autoclass("java.lang.Class").forName("java.lang.Float"))
 
-    # ------------------------------------------------------------------------------------------ queries
-
     @classmethod
     def open(cls, java_searcher) -> BulkLucene | None:
-        """The bulk reader of ``java_searcher``'s index, or None where only Anserini's per-hit path applies."""
-        try:
-            return cls(java_searcher)
-        except ValueError as exc:
-            logger.info("%s", exc)
+        """The bulk reader of ``java_searcher``'s index (``SimpleSearcher`` / ``SimpleImpactSearcher``, pyserini's
+        ``.object``), or None where only Anserini's per-hit path applies."""
+        if java_searcher.backwardsCompatibilityLucene8:
+            logger.info(LUCENE8)
             return None
+        return cls(java_searcher.reader, java_searcher.get_similarity(), java_searcher.get_analyzer())
+
+    @classmethod
+    def open_impact(cls, index_dir: str) -> BulkLucene | None:
+        """The bulk reader of an impact index, opened as ``SimpleImpactSearcher`` opens it (the index's reader,
+        Anserini's ``ImpactSimilarity``) but without that class, whose loading is most of a searcher's opening;
+        None for a Lucene 8 index. :meth:`close` closes the reader."""
+        from .. import jvm
+
+        directory = jvm.autoclass("org.apache.lucene.store.FSDirectory").open(
+            jvm.autoclass("java.io.File")(str(index_dir)).toPath())
+        if jvm.autoclass("org.apache.lucene.index.SegmentInfos").readLatestCommit(directory) \
+                .getIndexCreatedVersionMajor() < 9:
+            directory.close()
+            logger.info(LUCENE8)
+            return None
+        reader = jvm.autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+        bulk = cls(reader, jvm.autoclass("io.anserini.search.similarity.ImpactSimilarity")())
+        bulk._owns_reader = True
+        return bulk
+
+    def close(self) -> None:
+        """Close the reader if :meth:`open_impact` opened it (a searcher's own reader is the searcher's to close)."""
+        if self._owns_reader:
+            self.reader.close()
+
+    # ------------------------------------------------------------------------------------------ queries
 
     def weighted_query(self, weights: dict[str, int | float]):
         """The query Anserini builds from a ``{term: weight}`` map, made from one JSON string (one JNI call)."""
