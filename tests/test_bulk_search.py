@@ -128,3 +128,46 @@ def test_impact_query_map_goes_in_as_json_terms_and_all(impact):
     expected = impact.bulk.generator.buildQuery("contents", per_term).toString()
     got = impact.bulk.weighted_query(awkward).toString()
     assert sorted(got.split(" ")) == sorted(expected.split(" ")) and len(got.split(" ")) == len(awkward)
+
+
+def test_vocabulary_read_in_one_call_is_pyserinis_idf_terms(impact):
+    """The query-term filter's vocabulary (one Jackson call) holds exactly the terms pyserini's idf table is keyed by."""
+    assert isinstance(impact.vocabulary, frozenset) and len(impact.vocabulary) > 5000
+    assert impact.vocabulary == frozenset(impact.lucene.idf)
+
+
+#: Run in a fresh interpreter: the search CLI, then which heavy modules it imported.
+_CLI_IMPORTS = """
+import sys
+from laconic_pyserini.search import main
+code = main(sys.argv[1:])
+heavy = sorted(name for name in ("torch", "transformers", "pyserini.search", "pyserini.encode") if name in sys.modules)
+print("heavy:", heavy)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("kind", ["bm25", "impact"])
+def test_cli_without_query_encoding_imports_no_torch_and_writes_the_per_hit_run(kind, bm25, impact, bm25_index,
+                                                                               encoded, data_root, topics,
+                                                                               impact_vectors, tmp_path):
+    """BM25 texts and pre-encoded impact vectors need no model: the CLI must not import torch (nor pyserini's search
+    package, which imports it), and its run is still byte for byte the per-hit path's."""
+    import subprocess
+    import sys
+
+    if kind == "bm25":
+        argv = ["--index", str(bm25_index("scifact")), "--topics", str(data_root / "scifact")]
+        reference = bm25.batch_search_per_hit(topics, 1000, threads=1)
+    else:
+        queries = tmp_path / "queries.tsv"
+        queries.write_text("".join(f"{qid}\t{' '.join(t for t, w in v.items() for _ in range(w))}\n"
+                                   for qid, v in impact_vectors.items()), encoding="utf-8")
+        argv = ["--index", str(encoded("splade-tiny", "scifact")["index"]), "--pre-encoded", str(queries)]
+        reference = impact.batch_search_vectors_per_hit(impact_vectors, 1000, threads=1)
+    out = tmp_path / "cli.run"
+    done = subprocess.run([sys.executable, "-c", _CLI_IMPORTS, *argv, "--output", str(out), "--hits", "1000"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "heavy: []" in done.stdout, done.stdout
+    assert out.read_bytes() == write_trec_run(reference, tmp_path / "per-hit.run").read_bytes()

@@ -1,8 +1,10 @@
-"""BM25 over an Anserini index built by ``laconic_pyserini.index --bm25``, through pyserini's LuceneSearcher.
+"""BM25 over an Anserini index built by ``laconic_pyserini.index --bm25``, through Anserini's SimpleSearcher.
 
 Hits come out of Java in bulk (:class:`~laconic_pyserini.searchers.lucene.BulkLucene`), identical to Anserini's
 own ``search``: BM25 scores are real numbers, so Lucene's own ``(score desc, id asc)`` sort is kept as is. The
-per-hit path (pyserini's ``search``/``batch_search``) stays as ``search_per_hit`` / ``batch_search_per_hit``.
+Java searcher is opened directly (importing pyserini's ``LuceneSearcher`` imports torch); the per-hit path,
+pyserini's ``search``/``batch_search``, stays as ``search_per_hit`` / ``batch_search_per_hit`` on a pyserini
+``LuceneSearcher`` opened on first use (:attr:`Bm25Searcher.searcher`).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import os
 
 from ..run import Hits, Run
-from .lucene import BulkLucene
+from .lucene import BulkLucene, open_java_searcher
 
 
 class Bm25Searcher:
@@ -23,20 +25,28 @@ class Bm25Searcher:
         from ..index.manifest import read_index_manifest
 
         manifest = read_index_manifest(index_dir)
-        jvm.start()
-        from pyserini.pyclass import JFloat, JHashMap
-        from pyserini.search.lucene import LuceneSearcher
-
         self.index_dir = str(index_dir)
-        self.searcher = LuceneSearcher(self.index_dir)
-        self.searcher.set_bm25(k1, b)
+        self.k1, self.b = float(k1), float(b)
+        self.java = open_java_searcher("bm25", self.index_dir)
+        self.java.set_bm25(self.k1, self.b)  # what pyserini's LuceneSearcher.set_bm25 calls
         self.fields = {"contents": 1.0, "title": 1.0} if manifest.get("fields") == "multifield" else {}
-        self.bulk = BulkLucene.open(self.searcher.object)
+        self.bulk = BulkLucene.open(self.java)
+        self._pyserini = None
         self._java_fields = None
         if self.fields:
-            self._java_fields = JHashMap()
+            self._java_fields = jvm.autoclass("java.util.HashMap")()
             for field, boost in self.fields.items():
-                self._java_fields.put(field, JFloat(boost))
+                self._java_fields.put(field, jvm.autoclass("java.lang.Float")(boost))
+
+    @property
+    def searcher(self):
+        """pyserini's ``LuceneSearcher`` on the same index and BM25 settings, opened on first use (the per-hit path)."""
+        if self._pyserini is None:
+            from pyserini.search.lucene import LuceneSearcher
+
+            self._pyserini = LuceneSearcher(self.index_dir)
+            self._pyserini.set_bm25(self.k1, self.b)
+        return self._pyserini
 
     def search(self, query: str, k: int = 1000) -> Hits:
         if self.bulk is None:

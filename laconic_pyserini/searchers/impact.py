@@ -1,4 +1,4 @@
-"""Exact learned-sparse search over an Anserini impact index, through pyserini's ``LuceneImpactSearcher``.
+"""Exact learned-sparse search over an Anserini impact index, through Anserini's ``SimpleImpactSearcher``.
 
 ::
 
@@ -10,8 +10,13 @@ A document's score is the dot product of the query's and the document's integer 
 
 Why we do not call ``LuceneImpactSearcher.search``: it keeps a query term only if ``idf[term] > min_idf`` with
 ``min_idf=0``, and ``idf = log(N / df)`` is 0 for a term found in every document, so such a term silently leaves the
-query and every score drops by its contribution. We keep its Java searcher (``.object``) and its vocabulary
-(``.idf``, all indexed terms), build the ``{term: impact}`` map ourselves and skip only terms the index lacks.
+query and every score drops by its contribution. We open the index ourselves as its Java searcher does
+(:meth:`~laconic_pyserini.searchers.lucene.BulkLucene.open_impact`), read the index's vocabulary (the keys of its
+``.idf``) in one JNI call (:func:`~laconic_pyserini.searchers.lucene.index_terms`), build the ``{term: impact}``
+query ourselves and skip only terms the index lacks. pyserini's wrapper, whose import pulls in torch and whose idf
+table costs several JNI calls per indexed term, and Anserini's ``SimpleImpactSearcher``, whose class alone takes
+a second to load, are opened only when asked for (:attr:`LaconicSearcher.lucene`, :attr:`LaconicSearcher.java`:
+the per-hit path, the tests' and the benchmark's reference).
 
 Hits come out of Java in bulk (:class:`~laconic_pyserini.searchers.lucene.BulkLucene`: a constant number of JNI
 calls per query, where Anserini's ``ScoredDoc[]`` costs a Python wrapper and two calls per hit), identical to
@@ -27,7 +32,7 @@ import os
 from ..fingerprint import FINGERPRINT_KEY
 from ..run import Hits, Run
 from ..spec import EncoderSpec
-from .lucene import BulkLucene
+from .lucene import BulkLucene, index_terms, open_java_searcher
 from .queries import QueryEncoding, QueryVector, scorable_terms
 
 logger = logging.getLogger(__name__)
@@ -55,16 +60,29 @@ class LaconicSearcher:
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
                                      device=device, dtype=dtype, index_fingerprint=self.manifest.get(FINGERPRINT_KEY))
-        jvm.start()
-        from pyserini.pyclass import JArrayList, JHashMap, JInt
-        from pyserini.search.lucene import LuceneImpactSearcher
-
-        self._JArrayList, self._JHashMap, self._JInt = JArrayList, JHashMap, JInt
-        # query_encoder=None gives pyserini's whitespace token counter, which we never call.
-        self.lucene = LuceneImpactSearcher(self.index_dir, None)
-        self.vocabulary = self.lucene.idf  # every indexed term (its idf is not used)
+        self._java = self._pyserini = None
+        self.bulk = BulkLucene.open_impact(self.index_dir)
+        self.vocabulary = index_terms(self.bulk.reader if self.bulk is not None else self.java.reader)
+        self._JArrayList, self._JHashMap, self._JInt = (
+            jvm.autoclass(name) for name in ("java.util.ArrayList", "java.util.HashMap", "java.lang.Integer"))
         self._boxed: dict[int, object] = {}
-        self.bulk = BulkLucene.open(self.lucene.object)
+
+    @property
+    def java(self):
+        """Anserini's ``SimpleImpactSearcher`` on the index, opened on first use (the per-hit path's)."""
+        if self._java is None:
+            self._java = open_java_searcher("impact", self.index_dir)
+        return self._java
+
+    @property
+    def lucene(self):
+        """pyserini's ``LuceneImpactSearcher`` on the same index, opened on first use (not by searches)."""
+        if self._pyserini is None:
+            from pyserini.search.lucene import LuceneImpactSearcher
+
+            # query_encoder=None gives pyserini's whitespace token counter, which we never call.
+            self._pyserini = LuceneImpactSearcher(self.index_dir, None)
+        return self._pyserini
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -128,7 +146,7 @@ class LaconicSearcher:
         query = self._java_query(vector)
         if query is None:
             return []
-        return self._hits(self.lucene.object.search(query, int(k)))
+        return self._hits(self.java.search(query, int(k)))
 
     def batch_search_vectors_per_hit(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
         """Anserini's own Java-threaded ``batch_search``, hits read one by one."""
@@ -146,9 +164,14 @@ class LaconicSearcher:
             logger.warning("%d queries share no term with the index and get no hits (e.g. %s)", len(empty), empty[0])
         results = {}
         if len(empty) < len(vectors):
-            found = self.lucene.object.batch_search(java_queries, qids, int(k), int(threads))
+            found = self.java.batch_search(java_queries, qids, int(k), int(threads))
             results = {entry.getKey(): entry.getValue() for entry in found.entrySet().toArray()}
         return {qid: self._hits(results[qid]) if qid in results else [] for qid in vectors}
 
     def close(self) -> None:
-        self.lucene.close()
+        if self.bulk is not None:
+            self.bulk.close()
+        if self._java is not None:
+            self._java.close()
+        if self._pyserini is not None:
+            self._pyserini.close()

@@ -15,7 +15,13 @@ same ``(score desc, id asc)`` sort, same ``ScoreTiesAdjusterReranker``) and read
 - integer-valued scores (impact indexes) need no Lucene sort at all (:meth:`BulkLucene.top_integer`), which at
   k=1000 is most of Lucene's own time;
 - queries go in the same way: an impact vector is one JSON string that Jackson turns into the ``Map<String,Float>``
-  Anserini's query generator takes (one call, where a ``HashMap.put`` per term was one call each).
+  Anserini's query generator takes (one call, where a ``HashMap.put`` per term was one call each);
+- the index's vocabulary comes out the same way (:func:`index_terms`): Jackson writes Anserini's terms iterator as
+  one JSON array, where pyserini's ``LuceneImpactSearcher`` makes several JNI calls per term to build an idf table.
+
+Searchers are opened here (:func:`open_java_searcher`) as Anserini's own Java classes, not through pyserini's
+Python wrappers: importing ``pyserini.search.lucene`` imports pyserini's encoders and with them torch and
+transformers, which is most of a search CLI's start-up when queries come pre-encoded or as BM25 texts.
 
 Hits are identical to Anserini's own ``search`` (ids, scores, order); tests/test_bulk_search.py checks that for
 every SciFact test query. ``threads > 1`` searches on that many Python threads: pyjnius releases the GIL inside
@@ -46,28 +52,54 @@ ID_FIELD = "id"
 CONTENTS = "contents"
 #: Float32 holds every integer below 2**24 exactly, so integer-valued scores below it do not depend on sum order.
 EXACT_INTEGERS = float(2 ** 24)
+#: Why an index gets no bulk reader: Anserini searches a Lucene 8 index unsorted, ties in arbitrary order.
+LUCENE8 = "a Lucene 8 index is searched with Anserini's per-hit path"
 #: Largest index whose id table (Lucene doc number -> collection id, ~100 bytes a document) is kept in memory.
 ID_TABLE_LIMIT = 2_000_000
 
 
-class BulkLucene:
-    """Search one Anserini searcher's index the way Anserini does, reading hits out in bulk.
+#: Anserini's Java searchers, by what they search.
+JAVA_SEARCHERS = {"bm25": "io.anserini.search.SimpleSearcher", "impact": "io.anserini.search.SimpleImpactSearcher"}
 
-    ``java_searcher`` is the ``SimpleSearcher`` / ``SimpleImpactSearcher`` (pyserini's ``.object``): its reader,
-    similarity and analyzer are shared, nothing is opened twice.
+
+def open_java_searcher(kind: str, index_dir: str):
+    """Anserini's ``SimpleSearcher`` / ``SimpleImpactSearcher`` on ``index_dir`` (what pyserini's wrappers hold as
+    ``.object``), opened without importing pyserini's search package."""
+    from .. import jvm
+
+    return jvm.autoclass(JAVA_SEARCHERS[kind])(str(index_dir))
+
+
+def index_terms(reader) -> frozenset[str]:
+    """Every term of the index's ``contents`` field, in one JNI call.
+
+    The same terms pyserini's ``LuceneImpactSearcher.idf`` is keyed by (Anserini's ``IndexReaderUtils.getTerms``,
+    which both read); Jackson serialises the iterator as an array of ``{term, df, totalTF}``.
+    """
+    from .. import jvm
+
+    terms = jvm.autoclass("io.anserini.index.IndexReaderUtils").getTerms(reader)
+    mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+    return frozenset(entry["term"] for entry in json.loads(mapper.writeValueAsString(terms)))
+
+
+class BulkLucene:
+    """Search one Anserini index the way Anserini does, reading hits out in bulk.
+
+    Made from an Anserini searcher (:meth:`open`: its reader, similarity and analyzer are shared, nothing is opened
+    twice), or for an impact index from the index folder itself (:meth:`open_impact`).
     """
 
-    def __init__(self, java_searcher) -> None:
-        from jnius import autoclass
+    def __init__(self, reader, similarity, analyzer=None) -> None:
+        from jnius import autoclass, cast
 
-        if java_searcher.backwardsCompatibilityLucene8:
-            # Anserini searches a Lucene 8 index unsorted, ties in arbitrary order: nothing to reproduce in bulk.
-            raise ValueError("a Lucene 8 index is searched with Anserini's per-hit path")
-
-        index_searcher = autoclass("org.apache.lucene.search.IndexSearcher")(java_searcher.reader)
-        index_searcher.setSimilarity(java_searcher.get_similarity())
+        self.reader, self._owns_reader = reader, False
+        # cast: pyjnius would otherwise match a DirectoryReader to IndexSearcher(IndexReaderContext) and fail.
+        index_searcher = autoclass("org.apache.lucene.search.IndexSearcher")(
+            cast("org.apache.lucene.index.IndexReader", reader))
+        index_searcher.setSimilarity(similarity)
         self.searcher = index_searcher
-        self.analyzer = java_searcher.get_analyzer()
+        self.analyzer = analyzer
         sort_field = autoclass("org.apache.lucene.search.SortField")
         string_val = autoclass("org.apache.lucene.search.SortField$Type").STRING_VAL
         # Anserini's BREAK_SCORE_TIES_BY_DOCID (private in both of its searchers): score, then collection id.
@@ -82,16 +114,40 @@ class BulkLucene:
         # entry point for it that pyjnius's overload resolution does not confuse with readValue(String, Class).
         self._float_map = self.mapper.readerForMapOf(autoclass("java.lang.Class").forName("java.lang.Float"))
 
-    # ------------------------------------------------------------------------------------------ queries
-
     @classmethod
     def open(cls, java_searcher) -> BulkLucene | None:
-        """The bulk reader of ``java_searcher``'s index, or None where only Anserini's per-hit path applies."""
-        try:
-            return cls(java_searcher)
-        except ValueError as exc:
-            logger.info("%s", exc)
+        """The bulk reader of ``java_searcher``'s index (``SimpleSearcher`` / ``SimpleImpactSearcher``, pyserini's
+        ``.object``), or None where only Anserini's per-hit path applies."""
+        if java_searcher.backwardsCompatibilityLucene8:
+            logger.info(LUCENE8)
             return None
+        return cls(java_searcher.reader, java_searcher.get_similarity(), java_searcher.get_analyzer())
+
+    @classmethod
+    def open_impact(cls, index_dir: str) -> BulkLucene | None:
+        """The bulk reader of an impact index, opened as ``SimpleImpactSearcher`` opens it (the index's reader,
+        Anserini's ``ImpactSimilarity``) but without that class, whose loading is most of a searcher's opening;
+        None for a Lucene 8 index. :meth:`close` closes the reader."""
+        from .. import jvm
+
+        directory = jvm.autoclass("org.apache.lucene.store.FSDirectory").open(
+            jvm.autoclass("java.io.File")(str(index_dir)).toPath())
+        if jvm.autoclass("org.apache.lucene.index.SegmentInfos").readLatestCommit(directory) \
+                .getIndexCreatedVersionMajor() < 9:
+            directory.close()
+            logger.info(LUCENE8)
+            return None
+        reader = jvm.autoclass("org.apache.lucene.index.DirectoryReader").open(directory)
+        bulk = cls(reader, jvm.autoclass("io.anserini.search.similarity.ImpactSimilarity")())
+        bulk._owns_reader = True
+        return bulk
+
+    def close(self) -> None:
+        """Close the reader if :meth:`open_impact` opened it (a searcher's own reader is the searcher's to close)."""
+        if self._owns_reader:
+            self.reader.close()
+
+    # ------------------------------------------------------------------------------------------ queries
 
     def weighted_query(self, weights: dict[str, int | float]):
         """The query Anserini builds from a ``{term: weight}`` map, made from one JSON string (one JNI call)."""
