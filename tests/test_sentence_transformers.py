@@ -96,7 +96,9 @@ def test_tiny_llama_sparse_encoder_equals_ours_term_for_term(tiny_llama):
     from laconic_pyserini.modeling import load_sparse_encoder
     from laconic_pyserini.spec import load_spec
 
-    ours = load_sparse_encoder(load_spec(str(tiny_llama["model"]), tokenizer=str(tiny_llama["tokenizer"])))
+    # fp32 on both sides: the ST module loads in fp32 unless told otherwise, ours would pick bf16 on a bf16 CPU.
+    ours = load_sparse_encoder(load_spec(str(tiny_llama["model"]), tokenizer=str(tiny_llama["tokenizer"])),
+                               dtype="fp32")
     st = SparseEncoder(str(tiny_llama["st"]), trust_remote_code=True, device="cpu")
     assert st.prompts["query"] == "query: " and st.prompts["document"] == "passage: " and st.max_active_dims == 512
     _assert_same_vectors(_st_vectors(st, TEXTS), ours.encode_queries(TEXTS))
@@ -153,7 +155,7 @@ def test_smollm2_sparse_encoder_equals_ours_term_for_term(tmp_path):
     assert not list(exported.glob("*.safetensors")) and not list(exported.glob("*.gguf"))
     spec = load_spec(str(exported))
     assert load_spec("smollm2-135m").mismatch(spec) is None  # the same encoder: an index of either serves both
-    ours = load_sparse_encoder(load_spec("smollm2-135m"))
+    ours = load_sparse_encoder(load_spec("smollm2-135m"), dtype="fp32")  # as the ST module loads it
     st = SparseEncoder(str(exported), trust_remote_code=True, device="cpu")
     _assert_same_vectors(_st_vectors(st, TEXTS[:3]), ours.encode_queries(TEXTS[:3]))
     _assert_same_vectors(_st_documents(st, TEXTS[:3]), ours.encode_documents(TEXTS[:3]))

@@ -58,7 +58,7 @@ class LaconicTransformer(InputModule):
     def __init__(self, name: str, model: str, kind: str = "decoder", tokenizer: str | None = None,
                  base_model: str | None = None, gguf_file: str | None = None, add_special_tokens: bool = False,
                  max_length: int = 256, bidirectional: bool = True, quant_scale: float = 100.0, *,
-                 folder: str | None = None, dtype: str = "fp32", screen: bool = True) -> None:
+                 folder: str | None = None, dtype: str = "fp32", screen: bool | str = "auto") -> None:
         super().__init__()
         self._saved = dict(name=name, model=model, kind=kind, tokenizer=tokenizer, base_model=base_model,
                            gguf_file=gguf_file, add_special_tokens=add_special_tokens, max_length=max_length,

@@ -76,7 +76,8 @@ def _write_laconic(spec: EncoderSpec, folder: Path) -> str:
     saved = {field: getattr(spec, field) for field in TRANSFORMER_FIELDS}
     copy = _is_local(spec.model)
     if copy:
-        loaded = load_model(spec)  # LoRA merged, GGUF dequantised, bidirectional switch applied
+        # fp32 whatever this CPU runs fast: the copy must hold the weights as they are, not rounded to bf16.
+        loaded = load_model(spec, dtype="fp32")  # LoRA merged, GGUF dequantised, bidirectional switch applied
         loaded.model.save_pretrained(folder, safe_serialization=True)
         loaded.tokenizer.save_pretrained(folder)
         saved.update(model=HERE, tokenizer=None, base_model=None, gguf_file=None)
@@ -124,7 +125,7 @@ def _write_splade(spec: EncoderSpec, folder: Path) -> str:
 
     from ..modeling.loading import load_model
 
-    loaded = load_model(spec)
+    loaded = load_model(spec, dtype="fp32")
     with tempfile.TemporaryDirectory(prefix=".hf-", dir=folder) as hf:
         loaded.model.save_pretrained(hf, safe_serialization=True)
         loaded.tokenizer.save_pretrained(hf)
