@@ -240,9 +240,13 @@ def _seed_index(report: Path, condition: str, dataset: str, index: Path) -> None
     The index comes from the same typed functions the cell's encode/index commands call; encoding SciFact and
     NFCorpus again here would double the suite's slowest part. The search and eval steps still run for real.
     """
-    target = report / "beir" / condition / dataset / "index"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(index, target)
+    from laconic_pyserini.outputs import open_folder
+    from laconic_pyserini.reproduce import CELL_KIND
+
+    # The cell folder is made as the runner makes it (its manifest says it is a cell of ours), then seeded.
+    cell = open_folder(report / "beir" / condition / dataset, CELL_KIND, flag="--report", recipe="beir",
+                       condition=condition, dataset=dataset)
+    shutil.copytree(index, cell / "index")
 
 
 @pytest.mark.slow
