@@ -3,6 +3,10 @@
 An impact is ``rint(weight * scale)`` (round half to even, as numpy's ``rint``); terms whose impact is ≤ 0 are
 dropped, because Anserini's impact postings cannot hold them and a zero would only waste a posting. Query texts
 become impacts through :func:`query_impacts`, whichever caller (the query-file writer, the searchers) asks.
+
+Integer impacts are the Lucene contract. Backends that score floats (Seismic, Milvus) may take the encoder's own
+weights instead (``query_vectors(..., weights="float")``: positive weights kept as they are, the LACONIC authors'
+``use_float_weights=True``); both kinds come from this one place.
 """
 
 from __future__ import annotations
@@ -38,13 +42,37 @@ def quantize_tensor(weights, scale: float = 100.0):
     return scaled.round().clamp_min(0)
 
 
-def query_impacts(encoder, texts: list[str], *, batch_size: int = 32) -> list[dict[str, int]]:
-    """The impacts of query texts: ``encoder.encode_queries`` (which adds the spec's query prefix) in batches of
-    ``batch_size``, each vector quantised with the encoder's ``spec.quant_scale``."""
+#: What a query vector may hold: ``impact`` (integers, ``rint(w * scale)``) or ``float`` (the encoder's weights).
+QUERY_WEIGHTS = ("impact", "float")
+
+
+def positive_weights(vector: dict[str, float]) -> dict[str, float]:
+    """The float counterpart of :func:`quantize`: positive, finite weights as floats; a NaN or inf raises."""
+    kept = {}
+    for term, weight in vector.items():
+        weight = float(weight)
+        if not math.isfinite(weight):
+            raise ValueError(f"term {term!r} has weight {weight!r}; a NaN or infinite weight cannot be searched")
+        if weight > 0:
+            kept[term] = weight
+    return kept
+
+
+def query_vectors(encoder, texts: list[str], *, batch_size: int = 32, weights: str = "impact") -> list[dict]:
+    """Query texts as vectors: ``encoder.encode_queries`` (which adds the spec's query prefix) in batches of
+    ``batch_size``; ``weights="impact"`` quantises each with ``spec.quant_scale``, ``"float"`` keeps the weights."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
-    impacts = []
+    if weights not in QUERY_WEIGHTS:
+        raise ValueError(f"query weights must be one of {QUERY_WEIGHTS}, not {weights!r}")
+    vectors = []
     for start in range(0, len(texts), batch_size):
-        for weights in encoder.encode_queries(texts[start:start + batch_size]):
-            impacts.append(quantize(weights, encoder.spec.quant_scale))
-    return impacts
+        for vector in encoder.encode_queries(texts[start:start + batch_size]):
+            vectors.append(quantize(vector, encoder.spec.quant_scale) if weights == "impact"
+                           else positive_weights(vector))
+    return vectors
+
+
+def query_impacts(encoder, texts: list[str], *, batch_size: int = 32) -> list[dict[str, int]]:
+    """The impacts of query texts (:func:`query_vectors` with ``weights="impact"``)."""
+    return query_vectors(encoder, texts, batch_size=batch_size, weights="impact")

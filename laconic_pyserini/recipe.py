@@ -27,7 +27,6 @@ from .eval import DEFAULT_MEASURES
 from .yaml_file import read_yaml_mapping
 
 
-
 class RecipeError(LaconicError, ValueError):
     """A recipe that cannot be used as written; the message names the file and the entry."""
 
@@ -79,6 +78,7 @@ class Condition:
     vars: dict[str, str] = field(default_factory=dict)
     expected_averages: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
+    approximates: str | None = None  # the exact condition this approximate one is shown beside (same vectors)
 
 
 @dataclass(frozen=True)
@@ -178,6 +178,10 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
         if cond.name in conditions:
             raise RecipeError(f"{where}: condition {cond.name!r} is listed twice")
         conditions[cond.name] = cond
+    for cond in conditions.values():
+        if cond.approximates is not None and conditions.get(cond.approximates, cond) is cond:
+            raise RecipeError(f"{where}: condition {cond.name!r} approximates {cond.approximates!r}, which is not "
+                              "another condition of this recipe")
     evaluate = raw.get("evaluate")
     if not isinstance(evaluate, str) or "${run}" not in evaluate:
         raise RecipeError(f"{where}: 'evaluate' must be a command template that scores ${{run}}")
@@ -280,7 +284,8 @@ def _condition(entry, where: str, metrics: tuple[str, ...], default_tol: Toleran
         tolerance=_tolerance(entry.get("tolerance"), default_tol, f"{where}.tolerance"),
         requires_encoders=tuple(requires.get("encoders") or ()), requires_models=tuple(requires.get("models") or ()),
         requires_modules=tuple(requires.get("modules") or ()),
-        vars=_strings(entry.get("vars"), f"{where}.vars"), note=str(entry.get("note") or "").strip())
+        vars=_strings(entry.get("vars"), f"{where}.vars"), note=str(entry.get("note") or "").strip(),
+        approximates=None if entry.get("approximates") is None else str(entry["approximates"]))
 
 
 # ------------------------------------------------------------------------------------------------ what is here

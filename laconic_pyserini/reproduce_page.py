@@ -3,6 +3,9 @@ obtained scores side by side, then every cell's commands, ready to copy.
 
 Written by ``python -m laconic_pyserini.reproduce --recipe R --page FILE``; obtained numbers are read from the
 cells finished under ``--report`` (so a page can be regenerated without rerunning anything: add ``--dry-run``).
+A condition that ``approximates`` another (Seismic beside exact Lucene, same encoder) gets a second table: both
+columns, their difference, and the recall@10 of the approximate top 10 against the exact one, read from the two
+cells' run files.
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from pathlib import Path
 
 from . import __version__
 from .recipe import DEFAULT_REPORT, SCORES_FILE, Recipe, cell_commands, summarize, work_dir
+from .run import Run, read_trec_run
+
+#: The depth at which an approximate run's agreement with the exact one is measured.
+AGREEMENT_DEPTH = 10
 
 _MARK = {"OK": "✓", "OKish": "≈", "FAIL": "✗"}
 
@@ -68,6 +75,16 @@ def render_page(recipe: Recipe, *, report: Path = DEFAULT_REPORT, argv: Sequence
     for group, members in recipe.groups.items():
         lines += ["", f"### {group} ({len(members)} forums; the row above is their mean)", ""]
         lines += _table(recipe, conditions, list(members), obtained, metric, with_summaries=False)
+    pairs = [c for c in conditions if c.approximates]
+    if pairs:
+        lines += ["", f"## Exact and approximate, side by side ({metric})", "",
+                  "Each approximate condition beside the exact one it approximates (same encoder, same vectors): "
+                  "*expected / obtained* for both, their difference (approximate − exact, obtained numbers), and "
+                  f"R@{AGREEMENT_DEPTH} vs exact: the fraction of the exact top {AGREEMENT_DEPTH} that the approximate "
+                  f"top {AGREEMENT_DEPTH} also holds, averaged over queries (from the two cells' runs).", ""]
+        for condition in pairs:
+            lines += _pair_table(recipe, recipe.conditions[condition.approximates], condition, obtained, metric,
+                                 report) + [""]
     lines += ["", "## Conditions", ""]
     for condition in conditions:
         lines += [f"### {condition.name}", "", f"{condition.title}.", "", f"*Source:* {condition.source}", "",
@@ -106,6 +123,39 @@ def _table(recipe, conditions, datasets, obtained, metric, *, with_summaries: bo
             row.append(_judged(condition, expected, got.get(name, {}).get(metric)))
         label = f"**{name}**" + (" (mean)" if name in recipe.groups else "")
         lines.append(f"| {label} | " + " | ".join(row) + " |")
+    return lines
+
+
+def recall_against(approximate: Run, exact: Run, k: int = AGREEMENT_DEPTH) -> float | None:
+    """Mean over the exact run's answered queries of ``|approx top k ∩ exact top k| / |exact top k|`` (None when the
+    exact run answers nothing). Hits are taken in run order, as :func:`laconic_pyserini.run.read_trec_run` keeps it."""
+    shares = []
+    for qid, hits in exact.items():
+        top = {doc for doc, _ in hits[:k]}
+        if top:
+            shares.append(len(top & {doc for doc, _ in approximate.get(qid, [])[:k]}) / len(top))
+    return sum(shares) / len(shares) if shares else None
+
+
+def _run_of(recipe: Recipe, condition, dataset, report: Path) -> Run | None:
+    work = work_dir(report, recipe, condition.name, dataset.name)
+    path = Path(recipe.variables(condition, dataset, str(work))["run"])
+    return read_trec_run(path) if path.is_file() else None
+
+
+def _pair_table(recipe, exact, approximate, obtained, metric, report: Path) -> list[str]:
+    lines = [f"| dataset | exact: {exact.name} | approximate: {approximate.name} | difference | "
+             f"R@{AGREEMENT_DEPTH} vs exact |", "|---|---|---|---:|---:|"]
+    for name, dataset in recipe.datasets.items():
+        pair = [(c, obtained.get(c.name, {}).get(name)) for c in (exact, approximate)]
+        values = [cell["scores"].get(metric) if cell else None for _, cell in pair]
+        if all(v is None for v in values) and not any(name in c.expected for c, _ in pair):
+            continue
+        columns = [_judged(c, c.expected.get(name, {}).get(metric), v) for (c, _), v in zip(pair, values)]
+        difference = f"{values[1] - values[0]:+.4f}" if None not in values else ""
+        runs = [_run_of(recipe, c, dataset, report) if cell else None for c, cell in pair]
+        agreement = recall_against(runs[1], runs[0]) if None not in runs else None
+        lines.append(f"| {name} | {columns[0]} | {columns[1]} | {difference} | {_fmt(agreement)} |")
     return lines
 
 

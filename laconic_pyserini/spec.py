@@ -31,8 +31,9 @@ POOLINGS = ("max", "mean", "last", "cls")
 ACTIVATIONS = ("log1p_relu", "relu")
 
 # Hub ids whose local copy (unpacked by ../shared/assets/fetch-models.sh) lives under a different folder name than
-# the last part of the id. All Llama-3 / 3.1 / 3.2 bases share one 128,256-token tokenizer.
+# the last part of the id. All Llama-3 / 3.1 / 3.2 bases share one 128,256-token tokenizer (unsloth's: ungated).
 _LOCAL_NAMES = {
+    "unsloth/Llama-3.2-1B": "llama3-tokenizer",
     "meta-llama/Llama-3.2-1B": "llama3-tokenizer",
     "meta-llama/Llama-3.2-3B": "llama3-tokenizer",
     "meta-llama/Llama-3.1-8B": "llama3-tokenizer",
@@ -166,8 +167,9 @@ def current_spec_dict(recorded: dict) -> dict:
 
 
 def _same_location(a: str, b: str) -> bool:
-    # A hub id and the local copy it resolves to (e.g. --tokenizer $LACONIC_MODELS/llama3-tokenizer) are one thing.
-    return a == b or resolve_model_location(a) == resolve_model_location(b)
+    # A hub id, its local copy and another hub copy of one tokenizer (meta-llama's, unsloth's) are one thing.
+    same_copy = _LOCAL_NAMES.get(a, a) == _LOCAL_NAMES.get(b)
+    return a == b or same_copy or resolve_model_location(a) == resolve_model_location(b)
 
 
 def _is_local(model: str) -> bool:

@@ -54,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--max-length", type=int, default=None, help="overrides the spec's max length (256)")
     enc.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (cuda under torchrun: cuda:$LOCAL_RANK)")
-    enc.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+    enc.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                      help="auto (default): resume in the folder's dtype, else bf16 for a decoder where this CPU runs "
-                          "bf16 fast and fp32 otherwise; the choice and the CPU are recorded in manifest.json")
+                          "bf16 fast and fp32 otherwise; fp16: GPU only; the choice and the CPU are recorded in "
+                          "manifest.json")
     enc.add_argument("--window-batches", type=int, default=DEFAULT_WINDOW_BATCHES,
                      help="batches per length-sorting window")
     enc.add_argument("--no-progress", action="store_true", help="no progress bar")

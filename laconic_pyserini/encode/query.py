@@ -131,8 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None, help="overrides the spec's max length")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="auto (default): bf16 for a decoder where this CPU runs bf16 fast, else fp32")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                        help="auto (default): bf16 for a decoder where this CPU runs bf16 fast, else fp32; "
+                             "fp16: GPU only")
     return parser
 
 

@@ -208,17 +208,26 @@ def warn_once(key: str, message: str) -> None:
 
 def resolve_dtype(dtype: str, *, decoder: bool, device: str = "cpu",
                   decision: KernelDecision | None = None) -> str:
-    """``fp32`` or ``bf16`` for a requested ``auto``/``fp32``/``bf16`` (aliases ``float32``/``bfloat16``).
+    """``fp32``, ``bf16`` or ``fp16`` for a requested ``auto``/``fp32``/``bf16``/``fp16`` (aliases ``float32``/
+    ``bfloat16``/``float16``).
 
     ``auto``: on CPU a decoder runs in bf16 only where bf16 matmuls are fast; on CUDA in bf16 where the GPU supports
     it; everything else (MLM, encoder-only dense models) in fp32. An explicit ``bf16`` on a CPU where bf16 is slow
-    is kept, with one warning per process.
+    is kept, with one warning per process. ``fp16`` (the LACONIC authors' GPU encoding) is for GPUs: on a CPU it is
+    refused (:class:`~laconic_pyserini.errors.UsageError`), since CPU fp16 matmuls are emulated or unsupported.
     """
-    aliases = {"float32": "fp32", "bfloat16": "bf16"}
+    from ..errors import UsageError
+
+    aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}
     dtype = aliases.get(dtype, dtype)
-    if dtype not in ("auto", "fp32", "bf16"):
-        raise ValueError(f"dtype {dtype!r} is not one of auto, fp32, bf16")
+    if dtype not in ("auto", "fp32", "bf16", "fp16"):
+        raise ValueError(f"dtype {dtype!r} is not one of auto, fp32, bf16, fp16")
     on_cpu = str(device).split(":")[0] == "cpu"
+    if dtype == "fp16":
+        if on_cpu:
+            raise UsageError("--dtype fp16 is for GPU encoding (--device cuda); on a CPU use --dtype fp32, bf16 or "
+                             "auto (what this CPU runs fast)")
+        return dtype
     if dtype == "bf16":
         if on_cpu and not (decision or kernel_decision()).bf16_fast:
             warn_once("bf16-dtype", "dtype bf16 was asked for, but bf16 matmuls are slow on this CPU (emulated, "

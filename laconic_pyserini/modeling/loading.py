@@ -2,13 +2,17 @@
 
 Handled: merged checkpoints (safetensors folders), LoRA adapters (peft) over ``spec.base_model``, GGUF files through
 transformers' gguf support, a tokenizer from a separate location (LACONIC checkpoints ship none), fp32, bf16 or
-``auto`` (decided by what the CPU does fast, :func:`.cpu.resolve_dtype`), cpu or cuda. ``trust_remote_code`` is
-always off and HF folders must hold safetensors (no pickled weights).
+``auto`` (decided by what the CPU does fast, :func:`.cpu.resolve_dtype`), fp16 on a GPU, cpu or cuda.
+``trust_remote_code`` is always off and HF folders must hold safetensors (no pickled weights). A download the hub
+refuses for want of an accepted licence (a gated repository: ``GatedRepoError``, HTTP 401/403) becomes one
+:class:`~laconic_pyserini.spec.SpecError` naming the licence page and the ungated way (:func:`gated_error`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +23,8 @@ from .bidirectional import check_supported, make_bidirectional
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
 
 
 @dataclass
@@ -28,14 +33,14 @@ class LoadedModel:
     tokenizer: object
     location: str            # where the weights came from (a local folder, or a hub id)
     tokenizer_location: str
-    dtype: str = "fp32"      # what the weights were loaded as (``auto`` resolved): fp32 or bf16
+    dtype: str = "fp32"      # what the weights were loaded as (``auto`` resolved): fp32, bf16 or fp16 (GPU)
 
 
 def torch_dtype(dtype: str) -> torch.dtype:
     try:
         return DTYPES[dtype]
     except KeyError:
-        raise ValueError(f"dtype {dtype!r} is not one of fp32, bf16") from None
+        raise ValueError(f"dtype {dtype!r} is not one of fp32, bf16, fp16") from None
 
 
 def _pretrained_kwargs(gguf_file: str | None, dtype: torch.dtype) -> dict:
@@ -51,6 +56,45 @@ def _is_adapter(location: str) -> bool:
     return (Path(location) / "adapter_config.json").exists()
 
 
+#: Where a gated model's licence is accepted: the repository's own page on the hub.
+HUB_PAGE = "https://huggingface.co/{repo}"
+
+
+def gated_error(exc: BaseException, repo: str) -> SpecError | None:
+    """The error to show when loading ``repo`` failed because the hub wants an accepted licence, else None.
+
+    transformers re-raises huggingface_hub's ``GatedRepoError`` (or a 401/403 ``HfHubHTTPError``) as an OSError;
+    the cause chain is walked to find it.
+    """
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError
+
+    seen = exc
+    while seen is not None:
+        response = getattr(seen, "response", None)
+        status = getattr(response, "status_code", None)
+        if isinstance(seen, GatedRepoError) or (isinstance(seen, HfHubHTTPError) and status in (401, 403)):
+            page = HUB_PAGE.format(repo=repo)
+            return SpecError(
+                f"{repo} is a gated repository and the hub refused the download (HTTP {status or 'gated'}): accept "
+                f"its licence at {page} and log in (`hf auth login` or $HF_TOKEN), or use an ungated copy of the "
+                "same files (for the Llama-3 tokenizer: --tokenizer "
+                f"unsloth/Llama-3.2-1B), or a local folder under $LACONIC_MODELS")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def hub_access(repo: str) -> Iterator[None]:
+    """Turn a gated-repository refusal while loading ``repo`` into :func:`gated_error`'s message."""
+    try:
+        yield
+    except OSError as exc:
+        error = gated_error(exc, repo)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def load_tokenizer(spec: EncoderSpec, location: str):
     """The spec's tokenizer: its own location if it names one, else the model's (or the GGUF file's)."""
     from transformers import AutoTokenizer
@@ -63,7 +107,8 @@ def load_tokenizer(spec: EncoderSpec, location: str):
         where, kwargs = resolve_model_location(spec.base_model), {}
     else:
         where, kwargs = location, {}
-    return AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs), where
+    with hub_access(where):
+        return AutoTokenizer.from_pretrained(where, trust_remote_code=False, **kwargs), where
 
 
 def load_model(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto") -> LoadedModel:
@@ -92,7 +137,8 @@ def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtyp
     weights_location = resolve_model_location(spec.base_model) if adapter else location
     kwargs = _pretrained_kwargs(spec.gguf_file, torch_type)
     config_kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
-    config = AutoConfig.from_pretrained(weights_location, trust_remote_code=False, **config_kwargs)
+    with hub_access(weights_location):
+        config = AutoConfig.from_pretrained(weights_location, trust_remote_code=False, **config_kwargs)
     _check_kind(spec, family, config, weights_location)
     if family == "decoder" and spec.bidirectional:
         check_supported(config)  # before reading gigabytes of weights

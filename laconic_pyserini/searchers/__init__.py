@@ -156,7 +156,10 @@ def _milvus(location, **options) -> Searcher:
 _ENCODER = Option("--encoder", help="query encoder (spec name, model folder or hub id); default: the index's own")
 _BATCH = Option("--batch-size", int, "query-encoding batch size (default 32)")
 _DEVICE = Option("--device", help="query-encoding device (default cpu)")
-_DTYPE = Option("--dtype", help="query-encoding dtype: auto (default: what this CPU runs fast), fp32 or bf16")
+_DTYPE = Option("--dtype", help="query-encoding dtype: auto (default: what this CPU runs fast), fp32, bf16, or fp16 "
+                                "(GPU only)")
+_QUERY_WEIGHTS = Option("--query-weights", help="seismic, milvus sparse: impact (integer, Lucene's scores; default) or "
+                                                "float (the encoder's weights, as the LACONIC authors search)")
 
 register(Backend("bm25", "lucene", _bm25))
 register(Backend("impact", "lucene", _lucene_impact,
@@ -164,11 +167,10 @@ register(Backend("impact", "lucene", _lucene_impact,
 register(Backend("impact", "seismic", _seismic,
                  (_ENCODER, _BATCH, _DEVICE, _DTYPE,
                   Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
-                  Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)")), takes_vectors=True))
+                  Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)"), _QUERY_WEIGHTS),
+                 takes_vectors=True))
 register(Backend("faiss", "faiss", _faiss,
                  (_ENCODER, _BATCH, _DEVICE, _DTYPE, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
                                                                         "index's)"))))
 register(Backend("milvus", "milvus", _milvus,
-                 (_ENCODER, _BATCH, _DEVICE, Option("--query-weights", help="milvus sparse: impact (integer, "
-                                                    "Lucene's scores; default) or float (the encoder's weights)")),
-                 takes_vectors=True, scheme="milvus"))
+                 (_ENCODER, _BATCH, _DEVICE, _QUERY_WEIGHTS), takes_vectors=True, scheme="milvus"))

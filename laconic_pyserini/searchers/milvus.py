@@ -20,13 +20,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..index.milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
 from ..index.milvus_uri import MilvusError
+from ..quantize import QUERY_WEIGHTS
 from ..run import Hits, Run
 from ..spec import EncoderSpec, load_spec
 from .queries import QueryEncoding, check_spec
 
 logger = logging.getLogger(__name__)
 
-QUERY_WEIGHTS = ("impact", "float")
 #: Milvus's largest top-k.
 MAX_K = 16_384
 
@@ -48,7 +48,7 @@ class MilvusSearcher:
         self._dense_encoder = None
         if self.vectors_kind == "sparse":
             self.queries = QueryEncoding(self.spec, encoder, where=f"collection {uri}", batch_size=batch_size,
-                                         device=device, dtype=dtype)
+                                         device=device, dtype=dtype, weights=query_weights)
             self.term_ids = vocabulary(self.spec)
             check_term_ids(self.location, self.manifest, self.spec, self.term_ids)
         else:
@@ -60,15 +60,7 @@ class MilvusSearcher:
     # ------------------------------------------------------------------------------------------ queries
 
     def _sparse_vectors(self, queries: dict) -> dict[str, dict[int, float]]:
-        if self.query_weights == "float":
-            if not all(isinstance(q, str) for q in queries.values()):
-                raise ValueError("float query weights come from the encoder: give query texts, not impact vectors")
-            texts, weights = list(queries.values()), []
-            for start in range(0, len(texts), self.batch_size):
-                weights.extend(self.queries.encoder.encode_queries(texts[start:start + self.batch_size]))
-            vectors = dict(zip(queries, ({t: float(w) for t, w in v.items() if w > 0} for v in weights)))
-        else:
-            vectors = self.queries.vectors(queries)
+        vectors = self.queries.vectors(queries)  # impacts or float weights, as query_weights says
         unknown = 0
         out = {}
         for qid, vector in vectors.items():

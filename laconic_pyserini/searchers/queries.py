@@ -1,7 +1,9 @@
 """Query vectors for sparse searchers: encoded on the fly with the index's spec, or read pre-encoded.
 
-Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.query_impacts`, with the
+Both ways end in the same integer impacts as the documents (:func:`laconic_pyserini.quantize.query_vectors`, with the
 spec's scale), so Lucene's score is the dot product of two quantised vectors, whichever way a query came in.
+Backends that score floats may ask for the encoder's float weights instead (``weights="float"``, the LACONIC
+authors' way); pre-encoded vectors then may hold any positive numbers.
 An encoder whose tokenisation contract differs from the index's, or whose weights or tokenizer files differ from
 those the index was built with (:mod:`laconic_pyserini.fingerprint`), is refused before any query is encoded.
 """
@@ -18,12 +20,14 @@ from pathlib import Path
 from ..data import DataError, iter_jsonl, iter_lines
 from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity, check_same_encoder
 from ..ids import trec_id
-from ..quantize import query_impacts
+from ..quantize import QUERY_WEIGHTS, query_vectors
 from ..spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
 
 QueryVector = dict[str, int]
+#: A query vector of a float-scoring backend (``weights="float"``): the encoder's positive weights.
+FloatQueryVector = dict[str, float]
 
 
 class QueryEncoding:
@@ -34,13 +38,18 @@ class QueryEncoding:
     only pre-encoded vectors never imports torch.
 
     ``index_fingerprint`` is the fingerprint recorded in the index's manifest (None for an older one): an explicit
-    ``encoder`` is checked against it at once, the index's own encoder just before it loads.
+    ``encoder`` is checked against it at once, the index's own encoder just before it loads. ``weights`` is
+    ``impact`` (integers, the Lucene contract) or ``float`` (for backends that score floats).
     """
 
     def __init__(self, index_spec: EncoderSpec, encoder=None, *, where: str = "the index", batch_size: int = 32,
-                 device: str = "cpu", dtype: str = "auto", index_fingerprint: dict | None = None) -> None:
+                 device: str = "cpu", dtype: str = "auto", index_fingerprint: dict | None = None,
+                 weights: str = "impact") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
+        if weights not in QUERY_WEIGHTS:
+            raise ValueError(f"query weights must be one of {QUERY_WEIGHTS}, not {weights!r}")
+        self.weights = weights
         self.index_spec = index_spec
         self._encoder = None
         if encoder is None:
@@ -61,6 +70,10 @@ class QueryEncoding:
         self.spec = spec
         self.batch_size = batch_size
         self.device, self.dtype = device, dtype
+        if dtype in ("fp16", "float16"):
+            from ..modeling.cpu import resolve_dtype
+
+            resolve_dtype(dtype, decoder=spec.kind == "decoder", device=device)  # refused on a CPU before any load
 
     @property
     def encoder(self):
@@ -73,12 +86,12 @@ class QueryEncoding:
             self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype)
         return self._encoder
 
-    def encode(self, texts: list[str]) -> list[QueryVector]:
-        """Quantised vectors of query texts (the spec's query prefix is added by the encoder)."""
-        return query_impacts(self.encoder, texts, batch_size=self.batch_size)
+    def encode(self, texts: list[str]) -> list[QueryVector | FloatQueryVector]:
+        """Vectors of query texts, quantised or float as ``weights`` says (the encoder adds the query prefix)."""
+        return query_vectors(self.encoder, texts, batch_size=self.batch_size, weights=self.weights)
 
-    def vectors(self, queries: dict[str, str | QueryVector]) -> dict[str, QueryVector]:
-        """``{qid: impacts}``: texts are encoded in batches, vectors (pre-encoded queries) pass through."""
+    def vectors(self, queries: dict[str, str | QueryVector]) -> dict[str, QueryVector | FloatQueryVector]:
+        """``{qid: vector}``: texts are encoded in batches, vectors (pre-encoded queries) pass through."""
         texts = {qid: q for qid, q in queries.items() if isinstance(q, str)}
         encoded = dict(zip(texts, self.encode(list(texts.values())))) if texts else {}
         out = {}
@@ -86,6 +99,9 @@ class QueryEncoding:
             if isinstance(query, str):
                 out[qid] = encoded[qid]
             elif isinstance(query, dict):
+                if self.weights == "float":
+                    out[qid] = _float_vector(qid, query)
+                    continue
                 if not all(isinstance(w, numbers.Integral) for w in query.values()):
                     raise ValueError(f"query {qid!r}: a query vector holds integer impacts; quantise float weights "
                                      "with laconic_pyserini.quantize.quantize(weights, spec.quant_scale)")
@@ -93,6 +109,12 @@ class QueryEncoding:
             else:
                 raise TypeError(f"query {qid!r}: expected a text or a {{term: impact}} dict, not {type(query)}")
         return out
+
+
+def _float_vector(qid: str, query: dict) -> FloatQueryVector:
+    if not all(isinstance(w, numbers.Real) and not isinstance(w, bool) for w in query.values()):
+        raise ValueError(f"query {qid!r}: a float query vector holds numbers ({{term: weight}})")
+    return {term: float(w) for term, w in query.items() if w > 0}
 
 
 def scorable_terms(vector: QueryVector, vocabulary) -> QueryVector:

@@ -3,11 +3,14 @@
 ::
 
     python -m laconic_pyserini.search --index DIR --backend seismic --topics scifact --output RUN \\
-        [--query-cut 10] [--heap-factor 0.7]
+        [--query-cut 10] [--heap-factor 0.7] [--query-weights impact|float]
 
 The first search builds ``DIR/seismic/`` from the same encoded collection the Lucene index was built from (the
 path is in ``DIR/manifest.json``) and later searches load it. Documents keep their integer impacts as float32
-values, so a Seismic score is the same dot product Lucene computes; Seismic only skips work:
+values, so with ``query_weights="impact"`` (the default) a Seismic score is the same dot product Lucene computes;
+``query_weights="float"`` sends the encoder's float query weights instead, as the LACONIC authors search (their
+``use_float_weights=True``; scores are then ``Σ w_q · impact_d``, the ranking the authors' float documents give up
+to the 1/``quant_scale`` rounding of each document weight). Seismic only skips work:
 
 - ``query_cut``: only the query's ``query_cut`` highest-weighted terms are looked up (more: better recall, slower);
 - ``heap_factor``: a block of postings is scanned only if its summary's score exceeds ``heap_factor`` times the
@@ -26,7 +29,7 @@ from ..index.seismic import INDEX_STEM, VOCABULARY, build_seismic_index, read_se
 from ..run import Hits, Run
 from ..fingerprint import FINGERPRINT_KEY
 from ..spec import EncoderSpec
-from .queries import QueryEncoding, QueryVector
+from .queries import FloatQueryVector, QueryEncoding, QueryVector
 
 DEFAULT_QUERY_CUT = 10
 DEFAULT_HEAP_FACTOR = 0.7
@@ -39,14 +42,17 @@ class SeismicSearcher:
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, query_cut: int = DEFAULT_QUERY_CUT,
                  heap_factor: float = DEFAULT_HEAP_FACTOR, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "auto", large_vocabulary: bool | None = None, build: dict | None = None) -> None:
+                 dtype: str = "auto", large_vocabulary: bool | None = None, build: dict | None = None,
+                 query_weights: str = "impact") -> None:
         if query_cut < 1 or not 0 < heap_factor <= 1:
             raise ValueError(f"query_cut must be >= 1 and heap_factor in (0, 1]; got {query_cut}, {heap_factor}")
         self.index_dir = str(index_dir)
         manifest = read_impact_manifest(index_dir)
         self.spec = EncoderSpec.from_dict(manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
-                                     device=device, dtype=dtype, index_fingerprint=manifest.get(FINGERPRINT_KEY))
+                                     device=device, dtype=dtype, index_fingerprint=manifest.get(FINGERPRINT_KEY),
+                                     weights=query_weights)
+        self.query_weights = query_weights
         folder = build_seismic_index(index_dir, large_vocabulary=large_vocabulary, **(build or {}))
         self.info = read_seismic_build(folder)
         seismic = seismic_module()
@@ -57,7 +63,7 @@ class SeismicSearcher:
         self.query_cut, self.heap_factor = int(query_cut), float(heap_factor)
         self._string = seismic.get_seismic_string()
 
-    def _arrays(self, vector: QueryVector):
+    def _arrays(self, vector: QueryVector | FloatQueryVector):
         import numpy as np
 
         kept = [(self.term_ids[t], w) for t, w in vector.items() if t in self.term_ids]
@@ -66,7 +72,7 @@ class SeismicSearcher:
     def search(self, query: str | QueryVector, k: int = 10) -> Hits:
         return self.batch_search({"q": query}, k)["q"]
 
-    def encode_query(self, text: str) -> QueryVector:
+    def encode_query(self, text: str) -> QueryVector | FloatQueryVector:
         return self.queries.encode([text])[0]
 
     def search_encoded(self, encoded: QueryVector, k: int) -> Hits:
