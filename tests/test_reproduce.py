@@ -185,7 +185,8 @@ def test_mteb_recipe_conventions():
     assert values["cqadupstack"]["nDCG@10"] == pytest.approx(0.4132, abs=1e-4)
     assert sum(values[m]["nDCG@10"] for m in members) / 15 == pytest.approx(0.4195, abs=1e-4)
     assert summarize(recipe, minilm)[average]["nDCG@10"] == pytest.approx(0.4195, abs=1e-4)
-    assert recipe.conditions["laconic-8b"].expected_averages[average] == {"nDCG@10": 0.602}
+    # The paper's number was searched with Seismic: it is the approximate condition's.
+    assert recipe.conditions["laconic-8b-seismic"].expected_averages[average] == {"nDCG@10": 0.602}
 
 
 def test_skips_say_why_and_touch_no_network(data_root, tmp_path):
