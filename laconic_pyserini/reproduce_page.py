@@ -81,7 +81,9 @@ def render_page(recipe: Recipe, *, report: Path = DEFAULT_REPORT, argv: Sequence
                   "Each approximate condition beside the exact one it approximates (same encoder, same vectors): "
                   "*expected / obtained* for both, their difference (approximate − exact, obtained numbers), and "
                   f"R@{AGREEMENT_DEPTH} vs exact: the fraction of the exact top {AGREEMENT_DEPTH} that the approximate "
-                  f"top {AGREEMENT_DEPTH} also holds, averaged over queries (from the two cells' runs).", ""]
+                  f"top {AGREEMENT_DEPTH} also holds, averaged over queries (from the two cells' runs). The "
+                  "difference is all the approximate method changes at once: the index's skipping and, for the "
+                  "`-seismic` conditions, float query weights instead of integer impacts.", ""]
         for condition in pairs:
             lines += _pair_table(recipe, recipe.conditions[condition.approximates], condition, obtained, metric,
                                  report) + [""]
@@ -156,6 +158,8 @@ def _pair_table(recipe, exact, approximate, obtained, metric, report: Path) -> l
         runs = [_run_of(recipe, c, dataset, report) if cell else None for c, cell in pair]
         agreement = recall_against(runs[1], runs[0]) if None not in runs else None
         lines.append(f"| {name} | {columns[0]} | {columns[1]} | {difference} | {_fmt(agreement)} |")
+    if len(lines) == 2:
+        return [f"{approximate.name} beside {exact.name}: no published number and no cell run here yet."]
     return lines
 
 
