@@ -129,7 +129,7 @@ def test_default_build_is_seismics_own_default_and_searcher_runs_the_authors_set
 # ---------------------------------------------------------------------------------------------- float weights
 
 
-def test_float_query_weights_are_the_encoders_and_seismic_scores_them_exactly(encoded, data_root):
+def test_float_query_weights_are_the_encoders_and_seismic_scores_them_exactly(encoded, data_root, tmp_path, capsys):
     require("seismic", "pip install 'laconic-pyserini[seismic]' (pyseismic-lsr)")
     model_dir("splade-tiny")
     from laconic_pyserini.encode.manifest import iter_vectors
@@ -158,6 +158,17 @@ def test_float_query_weights_are_the_encoders_and_seismic_scores_them_exactly(en
     # Float vectors given directly search the same; integer impacts are still what the default sends.
     assert searcher.batch_search(dict(zip(topics, floats)), 10) == run
     assert all(float(w).is_integer() for v in SeismicSearcher(index).queries.encode(["aspirin"]) for w in v.values())
+    # From the search CLI: a bad --query-weights, or fp16 on a CPU, is one error line, exit 2, no run written.
+    from laconic_pyserini.search import main as search_main
+
+    out = tmp_path / "run.txt"
+    common = ["--index", str(index), "--backend", "seismic", "--topics", str(data_root / "scifact"),
+              "--output", str(out)]
+    assert search_main(common + ["--query-weights", "floats"]) == 2
+    assert "error: --query-weights floats: choose impact or float" in capsys.readouterr().err
+    assert search_main(common + ["--query-weights", "float", "--dtype", "fp16"]) == 2
+    assert "error: --dtype fp16 is for GPU encoding" in capsys.readouterr().err
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------------------------------------- fp16
@@ -196,7 +207,8 @@ def test_laconic_specs_name_an_ungated_tokenizer_that_matches_the_gated_one(llam
         assert spec.tokenizer == "unsloth/Llama-3.2-1B"
         assert resolve_model_location(spec.tokenizer) == str(llama3_tokenizer)
         text = (REPO / "encoders" / f"laconic-{size}.yaml").read_text()
-        assert "--tokenizer meta-llama/Llama-3.2-1B" in text and "https://huggingface.co/meta-llama/Llama-3.2-1B" in text
+        assert "--tokenizer meta-llama/Llama-3.2-1B" in text
+        assert "https://huggingface.co/meta-llama/Llama-3.2-1B" in text
         # Vectors made with the gated original (or an index of an older spec) still match: one tokenizer.
         for gated in ("meta-llama/Llama-3.2-1B", "meta-llama/Llama-3.1-8B"):
             assert spec.mismatch(load_spec(f"laconic-{size}", tokenizer=gated)) is None
@@ -207,7 +219,8 @@ def _hub_error(cls, status: int, repo: str):
     import httpx2
 
     url = f"https://huggingface.co/{repo}/resolve/main/tokenizer.json"
-    return cls(f"{status} Client Error for url: {url}", response=httpx2.Response(status, request=httpx2.Request("GET", url)))
+    response = httpx2.Response(status, request=httpx2.Request("GET", url))
+    return cls(f"{status} Client Error for url: {url}", response=response)
 
 
 @pytest.mark.parametrize("status", [401, 403])

@@ -19,6 +19,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 
 from ..index.milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
+from ..errors import UsageError
 from ..index.milvus_uri import MilvusError
 from ..quantize import QUERY_WEIGHTS
 from ..run import Hits, Run
@@ -37,7 +38,7 @@ class MilvusSearcher:
     def __init__(self, uri: str, encoder=None, *, batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
                  query_weights: str = "impact", search_batch: int = 64) -> None:
         if query_weights not in QUERY_WEIGHTS:
-            raise ValueError(f"query_weights must be one of {QUERY_WEIGHTS}, not {query_weights!r}")
+            raise UsageError(f"--query-weights {query_weights}: choose {' or '.join(QUERY_WEIGHTS)}")
         self.uri = uri
         self.location, self.client, self.manifest = open_collection(uri)
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{uri} (its manifest)")

@@ -18,6 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from ..data import DataError, iter_jsonl, iter_lines
+from ..errors import UsageError
 from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity, check_same_encoder
 from ..ids import trec_id
 from ..quantize import QUERY_WEIGHTS, query_vectors
@@ -48,7 +49,7 @@ class QueryEncoding:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         if weights not in QUERY_WEIGHTS:
-            raise ValueError(f"query weights must be one of {QUERY_WEIGHTS}, not {weights!r}")
+            raise UsageError(f"--query-weights {weights}: choose {' or '.join(QUERY_WEIGHTS)}")
         self.weights = weights
         self.index_spec = index_spec
         self._encoder = None
