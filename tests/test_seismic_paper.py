@@ -142,7 +142,8 @@ def test_float_query_weights_are_the_encoders_and_seismic_scores_them_exactly(en
     topics = dict(list(load_topics(data_root / "scifact", "test").items())[:8])
     encoder = searcher.queries.encoder
     weights = encoder.encode_queries(list(topics.values()))
-    floats = query_vectors(encoder, list(topics.values()), batch_size=3, weights="float")
+    # One batch, as the searcher encodes them (another batching pads differently and may move a last bit).
+    floats = query_vectors(encoder, list(topics.values()), batch_size=len(topics), weights="float")
     assert floats == [{t: w for t, w in v.items() if w > 0} for v in weights]
     assert query_vectors(encoder, list(topics.values()), weights="impact") == \
         [quantize(v, encoder.spec.quant_scale) for v in weights]
