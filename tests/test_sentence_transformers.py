@@ -141,6 +141,9 @@ def test_sentence_transformers_6_asks_for_its_flag_so_open_sparse_encoder_import
     (foreign / "modules.json").write_text(json.dumps(modules))
     with pytest.raises(OpenError, match=r"foreign/modules.json: module type 'os.system'"):
         open_sparse_encoder(foreign)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(OpenError, match=r"empty: no modules.json; export the encoder with"):
+        open_sparse_encoder(tmp_path / "empty")
 
 
 def test_laconic_folder_loads_back_as_encoder(tiny_llama):
