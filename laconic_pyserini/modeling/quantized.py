@@ -22,6 +22,8 @@ import warnings
 
 import torch
 
+from ..spec import SpecError
+
 logger = logging.getLogger(__name__)
 
 from . import QUANTIZE_SCHEMES as SCHEMES
@@ -30,20 +32,22 @@ ACTIVATION_DTYPE = {"int8": torch.float32, "int4": torch.bfloat16}
 INT4_GROUP_SIZES = (128, 64, 32)
 
 
-def check_scheme(scheme: str, kind: str, *, device: str = "cpu", dtype: str = "auto") -> None:
-    """Refuse a quantisation this toolkit does not run: only decoder encoders, on CPU, in their own dtype."""
+def check_scheme(scheme: str, kind: str, *, device: str = "cpu", dtype: str = "auto") -> str:
+    """The dtype a quantised encoder runs its activations in (``dtype`` itself for ``none``); refuses
+    (:class:`~laconic_pyserini.spec.SpecError`) what this toolkit does not run: only decoders, on CPU."""
     if scheme not in SCHEMES:
-        raise ValueError(f"--quantize {scheme!r} is not one of {', '.join(SCHEMES)}")
+        raise SpecError(f"--quantize {scheme!r} is not one of {', '.join(SCHEMES)}")
     if scheme == "none":
-        return
+        return dtype
     if kind != "decoder":
-        raise ValueError(f"--quantize {scheme} is for decoder (LACONIC) encoders; this encoder is {kind}: "
+        raise SpecError(f"--quantize {scheme} is for decoder (LACONIC) encoders; this encoder is {kind}: "
                          "leave --quantize out (or use --quantize none)")
     if str(device) != "cpu":
-        raise ValueError(f"--quantize {scheme} runs torch's CPU int kernels; use --device cpu or leave --quantize out")
+        raise SpecError(f"--quantize {scheme} runs torch's CPU int kernels; use --device cpu or leave --quantize out")
     if dtype not in ("auto", _dtype_name(ACTIVATION_DTYPE[scheme])):
-        raise ValueError(f"--quantize {scheme} runs its activations in {_dtype_name(ACTIVATION_DTYPE[scheme])}; "
+        raise SpecError(f"--quantize {scheme} runs its activations in {_dtype_name(ACTIVATION_DTYPE[scheme])}; "
                          f"leave --dtype out (auto) rather than --dtype {dtype}")
+    return _dtype_name(ACTIVATION_DTYPE[scheme])
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

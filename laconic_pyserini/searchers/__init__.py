@@ -157,12 +157,14 @@ _ENCODER = Option("--encoder", help="query encoder (spec name, model folder or h
 _BATCH = Option("--batch-size", int, "query-encoding batch size (default 32)")
 _DEVICE = Option("--device", help="query-encoding device (default cpu)")
 _DTYPE = Option("--dtype", help="query-encoding dtype: auto (default: what this CPU runs fast), fp32 or bf16")
+_QUANTIZE = Option("--quantize", help="query encoding, decoder (LACONIC) encoders on CPU: none (default), int8 or "
+                                      "int4; the index may be full precision (the run's manifest records both)")
 
 register(Backend("bm25", "lucene", _bm25))
 register(Backend("impact", "lucene", _lucene_impact,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE), takes_vectors=True))
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE), takes_vectors=True))
 register(Backend("impact", "seismic", _seismic,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE,
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE,
                   Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
                   Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)")), takes_vectors=True))
 register(Backend("faiss", "faiss", _faiss,
