@@ -4,9 +4,9 @@ A batch-1 query of ~20 tokens reads every weight once, so its latency is the wei
 bandwidth. ``quantize_model`` swaps a loaded decoder's ``nn.Linear`` layers (the LM head included) and its input
 embeddings for modules that hold the weights in fewer bits, with torch's own CPU kernels (no new dependency):
 
-- ``int8``: per-output-channel symmetric int8 weights, activations quantised per tensor on the fly
-  (``quantized::linear_dynamic``, oneDNN/fbgemm ``x86`` engine: VNNI/AMX int8 products where the CPU has them);
-  the rest of the model (norms, attention scores) runs in fp32;
+- ``int8``: per-output-channel symmetric int8 weights, activations quantised per token on the fly, products in
+  torch's int8 GEMM (``torch._int_mm``: VNNI / AMX-int8 where the CPU has them); the rest of the model (norms,
+  attention scores) runs in fp32;
 - ``int4``: grouped asymmetric 4-bit weights (``_weight_int4pack_mm_for_cpu``, bf16 activations), the LM head in
   int8 as above (the 4-bit kernel is slower than the int8 one on the vocabulary projection).
 
@@ -18,7 +18,6 @@ another model: the encoder fingerprint (:mod:`laconic_pyserini.fingerprint`) sta
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
 
@@ -55,33 +54,32 @@ def _dtype_name(dtype: torch.dtype) -> str:
 
 
 class Int8Linear(torch.nn.Module):
-    """``y = x Wᵀ + b`` with W in per-channel int8 and x quantised per call (dynamic quantisation)."""
+    """``y = x Wᵀ + b`` with W in per-output-channel int8 and each token's activations quantised to int8 per call
+    (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor); the product is
+    torch's int8 GEMM (``torch._int_mm``, oneDNN: VNNI / AMX-int8 where the CPU has them)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
         weight = weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
-        with warnings.catch_warnings():
-            # torch 2.13 calls its quantised tensor types deprecated; the int8 kernels behind them are what we use.
-            warnings.simplefilter("ignore")
-            if torch.backends.quantized.engine not in ("x86", "onednn", "fbgemm"):
-                torch.backends.quantized.engine = "x86"
-            qweight = torch.quantize_per_channel(weight, scale, torch.zeros_like(scale, dtype=torch.long), 0,
-                                                 torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(
-                qweight, None if bias is None else bias.detach().float())
+        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
+        self.register_buffer("qweight", torch.round(weight / scale[:, None]).to(torch.int8), persistent=False)
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().float(), persistent=False)
 
     @property
     def weight(self) -> torch.Tensor:
         """The dequantised weight (a transient fp32 copy: for shapes and checks, not for the forward)."""
-        qweight, _ = torch.ops.quantized.linear_unpack(self._packed)
-        return qweight.dequantize()
+        return self.qweight.float() * self.scale[:, None]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
-        # reduce_range: 7-bit activations, which fbgemm's AVX2 path needs to avoid int16 saturation.
-        out = torch.ops.quantized.linear_dynamic(flat, self._packed, True)
+        token_scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
+        quantized = torch.round(flat / token_scale).to(torch.int8)
+        # The (N, K) weight seen as K×N without a copy: the layout oneDNN's int8 GEMM runs fastest here.
+        out = torch._int_mm(quantized, self.qweight.t()).float() * (token_scale * self.scale)
+        if self.bias is not None:
+            out = out + self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
@@ -167,9 +165,6 @@ def weight_bytes(model: torch.nn.Module) -> int:
     (an embedding lookup reads the query's rows only, so int8 tables do not count)."""
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     for module in model.modules():
-        if isinstance(module, Int8Linear):
-            total += module.out_features * module.in_features + 4 * module.out_features
-        elif isinstance(module, Int4Linear):
-            total += module.packed.numel() * module.packed.element_size() \
-                + module.scales_zeros.numel() * module.scales_zeros.element_size()
+        if isinstance(module, (Int8Linear, Int4Linear)):
+            total += sum(b.numel() * b.element_size() for b in module.buffers(recurse=False))
     return total
