@@ -126,7 +126,6 @@ def _queries(args: argparse.Namespace) -> dict:
     return {qid: vectors[qid] for qid in wanted}
 
 
-@cli
 def _write_run_manifest(args: argparse.Namespace, searcher, backend: Backend) -> None:
     """``RUN.manifest.json`` beside the run when queries were encoded here: the query encoder's kernels
     (``quantize`` among them) beside the index's encoding, which may differ (an int8 query encoder searching a
@@ -143,6 +142,7 @@ def _write_run_manifest(args: argparse.Namespace, searcher, backend: Backend) ->
         "index_encoding": {"quantize": index_manifest.get("encoding_quantize", "none")}})
 
 
+@cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
