@@ -2,7 +2,7 @@
 
 Same model folder (splade-tiny), same SciFact documents (the first ``--docs``), batch size 32, max length 256.
 Rows: ours as a user gets it (``screen="auto"``: the kernels this CPU runs fast, laconic_pyserini.modeling.cpu),
-ours with the bf16 screen forced, ours with the exact fp32 head forced (``screen=False``: packed real tokens),
+ours with the bf16 screen forced, ours with the exact fp32 head forced (``screen=False``: real tokens, cache-sized vocabulary blocks),
 ours with the B×L×V chunked fp32 head (the path before issue 18), and pyserini. Every row of ours must write
 byte-identical part files (checked). The CPU model, torch capability, flags and the bf16 decision are printed at
 the start and recorded in the JSON (``cpu``). Ours is timed end to end (read, length-sort, encode, quantise,
@@ -12,8 +12,8 @@ starts. Wall time and this process's CPU time are reported (the machine is share
 other processes), with the FLOPs each document costs and the fraction of the 2-core matmul limit reached.
 
     .venv/bin/python benchmarks/bench_encode_splade.py [--docs 320] [--rounds 1] [--json OUT]
-    # an AVX2-only CPU, emulated on an AVX-512 one:
-    ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/bench_encode_splade.py ...
+    # an AVX2-only CPU, emulated on an AVX-512 one (torch's kernels, oneDNN and MKL all held to AVX2):
+    MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 .venv/bin/python benchmarks/bench_encode_splade.py ...
 """
 
 from __future__ import annotations

@@ -43,11 +43,13 @@ import numpy as np
 
 SEISMIC_SETTINGS = [(5, 0.9), (10, 0.7), (20, 0.7), (50, 0.5)]
 
-#: Today's search CLI before hits came in bulk: the searchers' per-hit batch paths, and their old start-up
+#: Today's search CLI before hits came in bulk: the searchers' per-hit batch paths, and their old start-up (the
+#: JVM's default JIT, where the CLI now starts short runs with C1 only: ``jvm.expect_queries``)
 #: (pyserini's wrappers opened, so ``pyserini.search.lucene`` imported with torch and transformers, and for an
 #: impact index pyserini's idf table built as the vocabulary).
 PER_HIT_CLI = """
-import sys
+import os, sys
+os.environ.setdefault("LACONIC_JVM_JIT", "full")  # the old start-up: Java's default tiered JIT whatever the run
 from laconic_pyserini import jvm
 from laconic_pyserini.searchers import bm25, impact
 opened = {}

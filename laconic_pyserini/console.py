@@ -21,6 +21,7 @@ from typing import TextIO
 PROGRESS_ENV = "LACONIC_PROGRESS"
 
 _console: TextIO | None = None  # the terminal's stderr while fds 1/2 are captured; None: sys.stderr itself
+_log: Path | None = None  # the file fds 1/2 append to while captured
 _said: set[str] = set()  # warnings already shown on the console in this process
 
 #: Lines on a captured fd that are warnings with a known cause and nothing for the user to do.
@@ -114,16 +115,18 @@ def log_file(path: str | os.PathLike, level: int = logging.INFO) -> Iterator[Pat
 
 
 @contextlib.contextmanager
-def captured(path: str | os.PathLike | None) -> Iterator[None]:
-    """File descriptors 1 and 2 append to ``path`` while the block runs (``None``: nothing changes).
+def captured(path: str | os.PathLike | None, *, shown_as: str | os.PathLike | None = None) -> Iterator[Path | None]:
+    """File descriptors 1 and 2 append to ``path`` while the block runs (``None``: nothing changes); yields the
+    file they append to (an outer block's, when nested), or None.
 
     The JVM writes straight to the descriptors, so redirecting ``sys.stdout`` would not be enough. Nested blocks
     keep the outer capture. On leaving, the warnings among the captured lines that are not :data:`KNOWN_NOISE` are
-    said once on the console, with the log's path.
+    said once on the console, with the log's path (``shown_as``: where the log will be once the block's output is
+    swapped into place).
     """
-    global _console
+    global _console, _log
     if path is None or _console is not None:
-        yield
+        yield _log
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -136,8 +139,9 @@ def captured(path: str | os.PathLike | None) -> Iterator[None]:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+    _log = path
     try:
-        yield
+        yield path
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -146,11 +150,11 @@ def captured(path: str | os.PathLike | None) -> Iterator[None]:
         for fd in saved:
             os.close(fd)
         _console.close()
-        _console = None
-        _report_warnings(path, start)
+        _console, _log = None, None
+        _report_warnings(path, start, Path(shown_as) if shown_as is not None else path)
 
 
-def _report_warnings(path: Path, start: int) -> None:
+def _report_warnings(path: Path, start: int, shown_as: Path) -> None:
     with open(path, "rb") as f:
         f.seek(start)
         text = f.read().decode("utf-8", errors="replace")
@@ -161,4 +165,49 @@ def _report_warnings(path: Path, start: int) -> None:
         message = (found.group(1) or found.group(2) or "").strip()
         if message not in _said:
             _said.add(message)
-            say(f"warning: {message} (details in {path})")
+            say(f"warning: {message} (details in {shown_as})")
+
+
+@contextlib.contextmanager
+def counter_bar(log: Path | None, pattern: re.Pattern, *, total: int | None, desc: str,
+                unit: str = "doc", every: float = 0.5) -> Iterator[None]:
+    """A progress bar fed by a counter another program writes into ``log`` (a captured file): the bar shows the
+    last ``pattern`` group 1 (digits, commas allowed) written since the block began, read again every ``every`` s
+    and once more at the end.
+
+    For work that runs in one blocking call (Anserini's indexer) the program's own counter is the only honest
+    measure; the bar moves as often as the program reports. No log, or bars off: the block just runs.
+    """
+    import threading
+
+    bar = progress_bar(total=total, desc=desc, unit=unit)
+    if log is None or bar.disable:
+        with bar:
+            yield
+        return
+    offset, stop = log.stat().st_size if log.exists() else 0, threading.Event()
+
+    def follow() -> None:
+        nonlocal offset
+        while True:
+            stopping = stop.wait(every)
+            with open(log, "rb") as f:
+                f.seek(offset)
+                chunk = f.read()
+            cut = chunk.rfind(b"\n") + 1  # whole lines only; the rest is read next time
+            offset += cut
+            text = chunk[:cut].decode("utf-8", "replace")
+            counts = [int(m.group(1).replace(",", "")) for m in pattern.finditer(text)]
+            if counts and counts[-1] > bar.n:
+                bar.update(counts[-1] - bar.n)
+            if stopping:
+                return
+
+    thread = threading.Thread(target=follow, name="counter-bar", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        bar.close()

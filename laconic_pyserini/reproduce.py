@@ -142,6 +142,7 @@ def run_recipe(recipe: Recipe, conditions: list[str], datasets: list[str], *, re
                data_root: Path | None = None, dry_run: bool = False, overrides: dict[str, str] | None = None,
                echo: Callable[[str], None] = print) -> list[Cell]:
     cells = []
+    bar, echo = _cells_bar(len(conditions) * len(datasets), echo, enabled=False if dry_run else None)
     for name in conditions:
         condition = recipe.conditions[name]
         for dataset_name in datasets:
@@ -155,7 +156,22 @@ def run_recipe(recipe: Recipe, conditions: list[str], datasets: list[str], *, re
             elif cell.status == "ERROR":
                 echo(f"  ERROR: {cell.reason}")
             cells.append(cell)
+            bar.update()
+    bar.close()
     return cells
+
+
+def _cells_bar(total: int, echo: Callable[[str], None], *, enabled: bool | None):
+    """A bar of cells done / total (rate, ETA; on a terminal only) and an ``echo`` that lifts it off to write."""
+    from .console import progress_bar
+
+    bar = progress_bar(total=total, desc="cells", unit="cell", enabled=enabled)
+
+    def lifted(line: str) -> None:
+        with bar.external_write_mode():
+            echo(line)
+
+    return bar, lifted
 
 
 def _score_text(cell: Cell, metric: str, condition: Condition) -> str:

@@ -26,6 +26,7 @@ import sys
 import time
 from collections.abc import Sequence
 
+from . import jvm
 from .data import DataError
 from .console import progress_bar, progress_enabled
 from .errors import cli, require_at_least, require_output_file
@@ -160,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backend = find_backend(kind, args.backend, where=args.index)
     options = searcher_options(args, backend, args.index)
     topics = _queries(args)
+    jvm.expect_queries(len(topics))  # a short run starts Anserini's JVM with its quick compiler
     searcher = backend.open(args.index, **options)
     start = time.perf_counter()
     run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads,

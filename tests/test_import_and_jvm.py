@@ -44,3 +44,17 @@ def test_jvm_keeps_a_users_openai_key():
     env = dict(os.environ, OPENAI_API_KEY="sk-user-value")
     code = "from laconic_pyserini import jvm; jvm.start(); import os; print(os.environ['OPENAI_API_KEY'])"
     assert _python(code, env) == "sk-user-value"
+
+
+@pytest.mark.parametrize(("queries", "env", "quick"), [(300, None, True), (2001, None, False), (300, "full", False),
+                                                      (5000, "quick", True)])
+def test_a_short_run_starts_the_jvm_with_its_quick_compiler(queries, env, quick):
+    """``expect_queries`` (the search CLI calls it) picks C1 only for runs of up to QUICK_JIT_QUERIES queries;
+    LACONIC_JVM_JIT wins; the JVM's own input arguments say what it got."""
+    environ = {k: v for k, v in os.environ.items() if k != "LACONIC_JVM_JIT"}
+    if env:
+        environ["LACONIC_JVM_JIT"] = env
+    code = (f"from laconic_pyserini import jvm; jvm.expect_queries({queries}); "
+            "args = jvm.autoclass('java.lang.management.ManagementFactory').getRuntimeMXBean().getInputArguments(); "
+            "print('-XX:TieredStopAtLevel=1' in [args.get(i) for i in range(args.size())])")
+    assert _python(code, environ) == str(quick)

@@ -233,10 +233,10 @@ def test_laconic_vectors_equal_naive_reference(tiny_llama_dir, screen):
     encoder = load_sparse_encoder(spec, dtype="fp32", screen=screen)
     assert encoder.vocab_size == 128_256
     assert (encoder._screened is not None) == screen  # screen=True forces the bf16 screen on any CPU
-    # A small chunk budget forces many chunks, the case the naive reference does not have.
-    encoder.budget_bytes = 4 * 128_256 * 4 * 3
+    # Small blocks force many vocabulary blocks per sequence, the case the naive reference does not have.
+    encoder.block_bytes = 64 * 1024
     if screen:
-        encoder._screened.budget_bytes = 128_256 * 2 * 3  # three positions of a row at a time
+        encoder._screened.block_bytes = 64 * 1024
     tokenizer = transformers.AutoTokenizer.from_pretrained(LLAMA3_TOKENIZER)
     docs = encoder.encode_documents(TEXTS)
     queries = encoder.encode_queries(TEXTS[:2])

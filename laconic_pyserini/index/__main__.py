@@ -16,6 +16,9 @@ index it, check the dataset's document count (:mod:`laconic_pyserini.index.recip
 
     python -m laconic_pyserini.index --recipe eval/beir.yaml --condition splade-tiny --dataset scifact [--work DIR]
 
+What Anserini, Lucene and the JVM print goes to ``DIR/logs/index.log``; the console shows a bar on Anserini's
+document counter (on a terminal) and the warnings that matter, once each.
+
 Every index folder gets a ``manifest.json`` (what was indexed, with what, how many documents) that searchers read.
 A build goes to ``.laconic-tmp-DIR`` and is swapped in when complete, so a crash never leaves a half index under
 ``DIR``. ``DIR`` must be new, empty, or an index of the same kind built here (rebuilding replaces it); any other
@@ -32,7 +35,7 @@ from collections.abc import Sequence
 
 from ..errors import cli, require_at_least
 from .impact import build_impact_index
-from .lucene import FIELDS, build_bm25_index
+from .lucene import FIELDS, LOG_FILE, build_bm25_index
 from .manifest import read_index_manifest
 from .recipe import IndexRecipe
 
@@ -103,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents")
+    if (path / LOG_FILE).is_file():
+        from ..console import say
+
+        say(f"log: {path / LOG_FILE} (Anserini's and the JVM's output)")
     return 0
 
 

@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ..outputs import TMP_PREFIX, building, locked
-from .lucene import lucene_document_count, run_index_collection
+from .lucene import index_collection
 from .manifest import IndexFolderError, claim_index, finish_build, read_index_manifest, write_index_manifest
 
 logger = logging.getLogger(__name__)
@@ -64,12 +64,12 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
                 "-threads", str(threads)]
         if optimize:
             args.append("-optimize")
-        run_index_collection(args)
-    indexed = lucene_document_count(partial)
+        indexed = index_collection(args, partial, index_dir, documents=manifest.documents,
+                                   desc=f"index {index_dir.name} (impact)")
     if indexed != manifest.documents:
         raise IndexFolderError(
             f"{partial}: Anserini indexed {indexed} documents but {encoded_dir / 'manifest.json'} lists "
-            f"{manifest.documents}; see the IndexCollection log above (unindexable / empty / errors) and re-encode "
+            f"{manifest.documents}; Anserini's warnings above say why (unindexable / empty / errors); re-encode "
             "the folder if its files were changed")
     write_index_manifest(partial, {
         "kind": KIND,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,12 @@ from .manifest import IndexFolderError, claim_index, finish_build, write_index_m
 logger = logging.getLogger(__name__)
 
 FIELDS = ("flat", "multifield")
+#: Inside the index folder: what Anserini, Lucene and the JVM wrote while it was built (the console gets only
+#: the warnings that matter, once, and a bar on Anserini's own document counter).
+LOG_FILE = Path("logs") / "index.log"
+#: Anserini's counter: ``… of files completed, 1,234 documents indexed`` (about once a minute), and at the end
+#: ``Indexing Complete! 5,183 documents indexed``.
+_COUNTER = re.compile(r"([\d,]+) documents indexed")
 
 
 def run_index_collection(args: Sequence[str]) -> None:
@@ -29,6 +36,20 @@ def run_index_collection(args: Sequence[str]) -> None:
 
     logger.info("IndexCollection %s", " ".join(args))
     jvm.autoclass("io.anserini.index.IndexCollection").main(list(args))
+
+
+def index_collection(args: Sequence[str], partial: Path, index_dir: Path, *, documents: int, desc: str) -> int:
+    """Run ``IndexCollection`` into ``partial`` with its output in ``partial/logs/index.log`` (``index_dir``'s
+    once swapped in) and a progress bar on Anserini's counter; returns the documents the built index holds.
+
+    Inside an outer capture (``compare``'s log) the output joins that log instead.
+    """
+    from ..console import captured, counter_bar
+
+    with captured(partial / LOG_FILE, shown_as=index_dir / LOG_FILE) as log, \
+            counter_bar(log, _COUNTER, total=documents, desc=desc):
+        run_index_collection(args)
+        return lucene_document_count(partial)
 
 
 def lucene_document_count(index_dir: str | os.PathLike) -> int:
@@ -71,10 +92,9 @@ def _build_bm25(source, partial: Path, index_dir: Path, fields: str, threads: in
                 "-storePositions", "-storeDocvectors", "-storeRaw"]
         if fields == "multifield":
             args += ["-fields", "title"]
-        run_index_collection(args)
-    indexed = lucene_document_count(partial)
+        indexed = index_collection(args, partial, index_dir, documents=count, desc=f"index {index_dir.name} (BM25)")
     if indexed != count:
         raise IndexFolderError(f"{partial}: Anserini indexed {indexed} documents but the corpus has {count}; "
-                               "see the IndexCollection log above for skipped documents")
+                               "Anserini's warnings above name the skipped documents")
     write_index_manifest(partial, {"kind": "bm25", "fields": fields, "source": str(source), "documents": count})
     return finish_build(partial, index_dir, "bm25")

@@ -1,7 +1,7 @@
-"""A LACONIC-style sparse encoder as sentence-transformers modules: ``SparseEncoder(folder, trust_remote_code=True)``.
+"""A LACONIC-style sparse encoder as sentence-transformers modules, opened by :func:`.st_load.open_sparse_encoder`.
 
-``modules.json`` names two classes of this package, which sentence-transformers imports by name from the installed
-package (the folder carries no code):
+``modules.json`` names two classes of this package, imported by name from the installed package (the folder carries
+no code):
 
 - :class:`LaconicTransformer` (input module): loads the model through :func:`laconic_pyserini.modeling.load_model`
   (safetensors or GGUF, the bidirectional switch, LoRA merged, ``trust_remote_code`` always off), tokenises with
@@ -14,10 +14,10 @@ The prompts (``query: `` / ``passage: `` as the ``query`` / ``document`` prompts
 live in ``config_sentence_transformers.json``, so ``encode_query`` / ``encode_document`` add the prefixes themselves.
 BEIR Quora and CQADupStack documents are questions: encode them with ``encode_document(texts, prompt_name="query")``.
 
-Why ``trust_remote_code=True``: since sentence-transformers 6.0, ``SparseEncoder`` imports a ``modules.json`` class
-outside its own namespace only with that flag, even from an installed package and a local folder. Here it lets
-sentence-transformers import these two classes; it is not passed on: the model and tokenizer always load with
-``trust_remote_code=False``, and no code is read from the folder or the hub.
+Opening: ``open_sparse_encoder(folder)`` builds a real ``sentence_transformers.SparseEncoder`` from these modules.
+sentence-transformers 6's own ``SparseEncoder(folder)`` refuses to import a ``modules.json`` class outside its
+namespace unless its remote-code flag is set (:mod:`.st_load` says which line and why nothing else serves). Either
+way the model and tokenizer load with ``trust_remote_code=False`` and no code is read from the folder or the hub.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class LaconicTransformer(InputModule):
     def load(cls, model_name_or_path: str, subfolder: str = "", token: bool | str | None = None,
              cache_folder: str | None = None, revision: str | None = None, local_files_only: bool = False,
              model_kwargs: dict[str, Any] | None = None, **kwargs) -> "LaconicTransformer":
-        # kwargs carry trust_remote_code among others: deliberately unused (see the module docstring).
+        # kwargs may carry ST's remote-code flag among others: deliberately unused (see the module docstring).
         hub = dict(token=token, cache_folder=cache_folder, revision=revision, local_files_only=local_files_only)
         config = cls.load_config(model_name_or_path, subfolder=subfolder, **hub)
         if not config:

@@ -1,10 +1,11 @@
 """Write an encoder spec as a folder that sentence-transformers' ``SparseEncoder`` opens.
 
 - a decoder (LACONIC) spec → ``LaconicTransformer`` + ``LaconicPooling`` (:mod:`.sentence_transformers`); open it
-  with ``SparseEncoder(folder, trust_remote_code=True)`` (why the flag: that module's docstring). Weights named by a
-  hub id stay **referenced** (the folder is a few JSON files; the model loads from ``$LACONIC_MODELS`` or the hub
-  through our loader, as ``--encoder`` does), weights in a local folder or GGUF file are **copied** as safetensors
-  (LoRA merged, GGUF dequantised), so the folder moves between machines; a local tokenizer is copied too;
+  with ``laconic_pyserini.integrations.open_sparse_encoder(folder)`` (why not ``SparseEncoder(folder)``:
+  :mod:`.st_load`). Weights named by a hub id stay **referenced** (the folder is a few JSON files; the model
+  loads from ``$LACONIC_MODELS`` or the hub through our loader, as ``--encoder`` does), weights in a local folder
+  or GGUF file are **copied** as safetensors (LoRA merged, GGUF dequantised), so the folder moves between
+  machines; a local tokenizer is copied too;
 - an mlm (SPLADE) spec → sentence-transformers' own ``Transformer`` (fill-mask) + ``SpladePooling`` (max, relu =
   log1p(relu)), weights copied as safetensors: a standard SPLADE folder, ``SparseEncoder(folder)`` with no argument.
 

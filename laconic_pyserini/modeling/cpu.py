@@ -52,7 +52,8 @@ RELEVANT_FLAGS = ("sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw",
                   "bf16", "sve", "asimd")
 _HARDWARE_BF16 = ("avx512_bf16", "amx_bf16", "avx_ne_convert")
 #: Environment variables that limit the instruction sets torch and oneDNN use (recorded when set).
-ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", ENV_BF16_MATMUL, "OMP_NUM_THREADS")
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS", ENV_BF16_MATMUL,
+           "OMP_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -118,20 +119,25 @@ def cpuinfo() -> tuple[str, tuple[str, ...]]:
 
 
 def probe_gflops(dtype, shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int = 3) -> float:
-    """Best-of-``repeats`` GFLOP per process CPU-second of an ``M × K`` by ``K × N`` product in ``dtype`` (on the
-    current threads: CPU time adds the threads up, which is what a loaded machine cannot distort)."""
+    """Best-of-``repeats`` GFLOP per process CPU-second of an ``M × K`` by ``K × N`` product in ``dtype``, taken
+    as the sparse heads take theirs (cache-sized blocks of columns, each reduced by a max at once:
+    :func:`.sparse_head.sequence_max_pool`), on the current threads (CPU time adds the threads up, which is what a
+    loaded machine cannot distort)."""
     import torch
+
+    from .sparse_head import sequence_max_pool
 
     m, k, n = shape
     generator = torch.Generator().manual_seed(0)
     left = torch.randn(m, k, generator=generator).to(dtype)
     right = torch.randn(n, k, generator=generator).to(dtype)
+    out = torch.empty(n, dtype=dtype)
     with torch.inference_mode():
-        torch.matmul(left, right.T)  # warm-up: first-call dispatch and packing
+        sequence_max_pool(left, right, None, out)  # warm-up: first-call dispatch and packing
         best = float("inf")
         for _ in range(repeats):
             start = time.process_time()
-            torch.matmul(left, right.T)
+            sequence_max_pool(left, right, None, out)
             best = min(best, time.process_time() - start)
     return 2 * m * k * n / max(best, 1e-9) / 1e9
 

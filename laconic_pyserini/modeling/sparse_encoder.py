@@ -11,7 +11,8 @@ from ..spec import EncoderSpec
 from .cpu import KernelDecision, kernel_decision, warn_once
 from .loading import LoadedModel, load_model
 from .screened_head import LinearHead, ScreenedHead, split_head
-from .sparse_head import DEFAULT_CHUNK_BYTES, activate, exact_max_pool, keep_top_k, lm_head_function, sparse_pool
+from .sparse_head import (DEFAULT_BLOCK_BYTES, DEFAULT_CHUNK_BYTES, activate, exact_max_pool, keep_top_k,
+                          lm_head_function, sparse_pool)
 from .tokenization import SpecTokenizer
 
 logger = logging.getLogger(__name__)
@@ -39,12 +40,12 @@ class SparseEncoder:
     Weights are post-activation (log1p(relu) of the max-pooled logits), top-k applied when the spec asks for it;
     terms are raw vocabulary strings (``Ġheart`` for Llama-3, ``heart`` / ``##ing`` for BERT wordpieces).
 
-    The head of an fp32 model runs one of two kernels with byte-identical output (``self.head_kernel``):
+    The head of an fp32 model runs one of two kernels with identical impacts (floats equal up to fp32 rounding) (``self.head_kernel``):
 
     - ``screened-bf16``: the vocabulary projection is screened in bf16 and only the terms that can survive
       activation and top-k are computed in fp32 (:mod:`.screened_head`); fast where bf16 matmuls are;
-    - ``fp32-exact``: every logit in fp32, over the batch's real tokens only, packed into large products
-      (:func:`.sparse_head.exact_max_pool`); the fast one where bf16 is emulated (AVX2-only CPUs).
+    - ``fp32-exact``: every logit in fp32, over each sequence's real tokens only, a cache-sized block of the
+      vocabulary at a time (:func:`.sparse_head.exact_max_pool`); the fast one where bf16 is emulated (AVX2-only).
 
     ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision` on CPU, and screens on CUDA (as before);
     ``True``/``False`` force one (a forced screen on a CPU where bf16 is slow logs one warning). A bf16 model, or a head that cannot be split, runs the
@@ -52,15 +53,17 @@ class SparseEncoder:
     """
 
     def __init__(self, spec: EncoderSpec, loaded: LoadedModel, *, device: str = "cpu",
-                 budget_bytes: int = DEFAULT_CHUNK_BYTES, screen: bool | str = "auto",
-                 decision: KernelDecision | None = None, quantized: dict | None = None) -> None:
+                 budget_bytes: int = DEFAULT_CHUNK_BYTES, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 screen: bool | str = "auto", decision: KernelDecision | None = None,
+                 quantized: dict | None = None) -> None:
         self.spec = spec
         #: What :func:`.quantized.quantize_model` made of the model, or None (full precision).
         self.quantized = quantized
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = torch.device(device)
-        self.budget_bytes = budget_bytes
+        self.budget_bytes = budget_bytes  # the model-dtype (chunked) head's logits per chunk
+        self.block_bytes = block_bytes    # the fp32-exact and screened heads' logits per vocabulary block
         if spec.kind == "decoder":
             self._body = self.model.get_decoder()
             self._head = lm_head_function(self.model)
@@ -75,7 +78,7 @@ class SparseEncoder:
         self.decision = decision or kernel_decision()
         self._split: LinearHead | None = split_head(self.model, spec.kind)
         self.head_kernel = self._choose_head(screen)
-        self._screened = ScreenedHead(self._split, budget_bytes=budget_bytes) \
+        self._screened = ScreenedHead(self._split, block_bytes=block_bytes) \
             if self.head_kernel == "screened-bf16" else None
 
     def _choose_head(self, screen: bool | str) -> str:
@@ -141,7 +144,7 @@ class SparseEncoder:
         elif self.head_kernel == "fp32-exact":
             # Split afresh: a caller may have replaced the head's weight since (train.probe centres it).
             weights = activate(exact_max_pool(hidden, attention_mask, split_head(self.model, self.spec.kind),
-                                              budget_bytes=self.budget_bytes), activation, offset)
+                                              block_bytes=self.block_bytes), activation, offset)
         else:
             weights = sparse_pool(hidden, attention_mask, self._head, self.vocab_size, activation=activation,
                                   offset=offset, budget_bytes=self.budget_bytes)

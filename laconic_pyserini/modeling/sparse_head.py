@@ -16,8 +16,11 @@ import torch
 # Bytes of logits one chunk may hold (B × chunk × V × element size).
 DEFAULT_CHUNK_BYTES = 256 * 2**20
 # Products of at most 3 rows take BLAS's matrix-vector kernel, whose roundings differ (measured on MKL, AVX2 and
-# AVX-512): exact_max_pool keeps every product at least this tall so that its floats equal the B×L×V path's.
+# AVX-512): exact_max_pool keeps every product at least this tall.
 MIN_PRODUCT_ROWS = 4
+# Logits one vocabulary block of one sequence may hold: well inside a core's L2 cache (1-2 MB on current x86).
+DEFAULT_BLOCK_BYTES = 512 * 2**10
+MIN_BLOCK_COLUMNS = 64
 
 
 def chunk_positions(batch_size: int, vocab_size: int, element_size: int,
@@ -128,53 +131,57 @@ class _LinearMaxPool(torch.autograd.Function):
         return grad_hidden, grad_weight, grad_bias, None, None
 
 
-def exact_max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, head, *,
-                   budget_bytes: int = DEFAULT_CHUNK_BYTES) -> torch.Tensor:
-    """:func:`max_pool_logits` for a split linear head (a :class:`~.screened_head.LinearHead`), inference only:
-    the same fp32 floats, with no padding position projected.
+def vocab_columns(rows: int, vocab_size: int, element_size: int, block_bytes: int = DEFAULT_BLOCK_BYTES) -> int:
+    """Vocabulary columns per product so that one sequence's block of logits (``rows`` × columns) stays within
+    ``block_bytes``: 546 columns for a 240-token SciFact document in fp32, the whole vocabulary for short queries."""
+    return max(MIN_BLOCK_COLUMNS, min(vocab_size, block_bytes // max(1, rows * element_size)))
 
-    The batch's real tokens are packed into one ``N × H`` matrix and projected in products of about
-    ``budget_bytes`` of logits (2,198 rows for a 30,522-term vocabulary); each row's maximum is taken over its own
-    slice. Of the exact fp32 paths measured on AVX2 (B×L×V chunks, one sequence at a time in 32-256-position
-    chunks, packed products of 512 or 2,048 rows; issue 18) this was the fastest: a product with few
-    rows pays the packing of the whole ``V × H`` weight again for little work. Each logit is the same dot
-    product as in the B×L×V path and max is exact, so the output is byte-identical. One exception is kept out: a
-    product of at most three rows takes a different (matrix-vector) kernel with other roundings, so every product
-    here has at least :data:`MIN_PRODUCT_ROWS` rows, as the B×L×V path's have (``tests/test_cpu_dispatch.py``
-    checks ``torch.equal`` on SciFact with splade-tiny and on a random Llama).
+
+def sequence_max_pool(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, out: torch.Tensor,
+                      block_bytes: int = DEFAULT_BLOCK_BYTES) -> torch.Tensor:
+    """``out[v] = max_t (tokens[t] · weight[v] + bias[v])`` for one sequence's T×H ``tokens`` (T ≥ 1), computed a
+    block of vocabulary columns at a time, each block's logits reduced while they are still in cache."""
+    vocab = weight.shape[0]
+    columns = vocab_columns(tokens.shape[0], vocab, tokens.element_size(), block_bytes)
+    for start in range(0, vocab, columns):
+        stop = min(start + columns, vocab)
+        logits = torch.nn.functional.linear(tokens, weight[start:stop], None if bias is None else bias[start:stop])
+        torch.amax(logits, dim=0, out=out[start:stop])
+    return out
+
+
+def exact_max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, head, *,
+                   block_bytes: int = DEFAULT_BLOCK_BYTES) -> torch.Tensor:
+    """:func:`max_pool_logits` for a split linear head (a :class:`~.screened_head.LinearHead`), inference only:
+    every logit in fp32, no padding position projected.
+
+    One sequence at a time, its real tokens times a block of vocabulary columns whose logits fit in a core's L2
+    cache (:func:`vocab_columns`), reduced at once: the B×L×V path writes each logit to memory and reads it back,
+    which took as long as the products themselves (issue 18: 34.7 → 18.4 ms per SciFact document on AVX2, 29.0 →
+    11.4 on AVX-512, splade-tiny, one thread). Each logit is the same fp32 dot product as in the B×L×V path, but a
+    BLAS may pick another kernel (another order of its K-loop) for another shape, so floats can differ from that
+    path by a few units in the last place (MKL's AVX2 kernels do; its AVX-512 ones did not): the quantised impacts
+    are the same, and ``tests/test_cpu_dispatch.py`` checks both. A sequence of at most three tokens is padded
+    with copies of its first (a copy's logits cannot change a maximum) so that no product takes BLAS's
+    matrix-vector kernel. A sequence without tokens gets −inf.
     """
-    batch, length = attention_mask.shape
     keep = attention_mask.bool()
     weight, bias = head.weight.detach(), None if head.bias is None else head.bias.detach()
-    vocab = weight.shape[0]
-    if batch * length < MIN_PRODUCT_ROWS:  # the B×L×V path's one product is short too: take its kernel
-        def whole(states):
-            states = head.transform(states) if head.transform is not None else states
-            return torch.nn.functional.linear(states, weight, bias)
-        return max_pool_logits(hidden, attention_mask, whole, vocab, budget_bytes=budget_bytes)
-    pooled = hidden.new_full((batch, vocab), float("-inf"))
-    tokens = hidden[keep]  # row-major: row 0's tokens, then row 1's, ...
-    count = tokens.shape[0]
-    if count == 0:
+    pooled = hidden.new_full((attention_mask.shape[0], weight.shape[0]), float("-inf"))
+    counts = keep.sum(dim=1).tolist()
+    if sum(counts) == 0:
         return pooled
-    if count < MIN_PRODUCT_ROWS:  # copies of a real token: their logits are computed and ignored
-        tokens = torch.cat([tokens, tokens[:1].expand(MIN_PRODUCT_ROWS - count, -1)])
+    tokens = hidden[keep]  # row-major: row 0's tokens, then row 1's, ...
     if head.transform is not None:
         tokens = head.transform(tokens)
-    rows = max(MIN_PRODUCT_ROWS, chunk_positions(1, vocab, tokens.element_size(), budget_bytes))
-    bounds = list(range(0, count, rows)) + [count]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] < MIN_PRODUCT_ROWS:
-        del bounds[-2]  # a short tail joins the product before it
-    ends = torch.cumsum(keep.sum(dim=1), 0).tolist()
-    starts = [0] + ends[:-1]
-    for low, high in zip(bounds[:-1], bounds[1:]):
-        logits = torch.nn.functional.linear(tokens[low:max(high, MIN_PRODUCT_ROWS)], weight, bias)
-        for row in range(batch):
-            first, last = max(starts[row], low), min(ends[row], high)
-            if first < last:
-                part = logits[first - low:last - low].amax(dim=0)
-                torch.maximum(pooled[row], part, out=pooled[row])
-        del logits
+    start = 0
+    for row, count in enumerate(counts):
+        if count:
+            own = tokens[start:start + count]
+            if count < MIN_PRODUCT_ROWS:
+                own = torch.cat([own, own[:1].expand(MIN_PRODUCT_ROWS - count, -1)])
+            sequence_max_pool(own, weight, bias, pooled[row], block_bytes)
+        start += count
     return pooled
 
 
