@@ -22,10 +22,10 @@ import logging
 import torch
 
 from ..spec import SpecError
+from . import QUANTIZE_SCHEMES as SCHEMES
 
 logger = logging.getLogger(__name__)
 
-from . import QUANTIZE_SCHEMES as SCHEMES
 #: The dtype of the activations (and of the layers left unquantised) per scheme.
 ACTIVATION_DTYPE = {"int8": torch.float32, "int4": torch.bfloat16}
 INT4_GROUP_SIZES = (128, 64, 32)
