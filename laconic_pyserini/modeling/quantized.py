@@ -156,8 +156,22 @@ def quantize_model(model: torch.nn.Module, scheme: str) -> dict:
                     setattr(parent, name, body(child.weight, child.bias))
         model.to(activation)
     model.config.tie_word_embeddings = False  # nothing left to tie: transformers must not re-tie on a later call
+    _return_freed_memory()
     return {"quantize": scheme, "body": f"{scheme}-{'dynamic' if scheme == 'int8' else 'weight-only'}",
             "lm_head": "int8-dynamic", "embeddings": "int8", "activations": _dtype_name(activation)}
+
+
+def _return_freed_memory() -> None:
+    """Hand the freed full-precision weights back to the OS: glibc keeps freed small blocks in its heap, which
+    would otherwise stay in the resident set the quantisation was meant to shrink."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to trim this way
 
 
 def weight_bytes(model: torch.nn.Module) -> int:
