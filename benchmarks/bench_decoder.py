@@ -3,6 +3,8 @@
     python benchmarks/bench_decoder.py memory   [--lengths 64 128 256] [--batch 16]
     python benchmarks/bench_decoder.py smollm2  [--docs 16] [--batch 8]
     python benchmarks/bench_decoder.py laconic1b [--queries 50] [--docs 32] [--batch 8]
+    python benchmarks/bench_decoder.py queries --shape laconic-1b [--shape laconic-3b] --quantize none int8 int4
+                                              [--queries 50] [--docs 16] [--batch 8] --output FILE.json
 
 Every measured configuration runs in its own process, so a peak resident set (VmHWM, reset with
 ``/proc/self/clear_refs`` after the model is loaded) belongs to that configuration's encoding alone.
@@ -105,11 +107,17 @@ def worker(task: dict) -> dict:
         return _smollm2_worker(task)
     if task["bench"] == "laconic1b":
         return _laconic1b_worker(task)
+    if task["bench"] == "queries":
+        from decoder_queries import query_worker
+
+        return query_worker(task, _random_llama_encoder, scifact_queries, scifact_docs, rss_mib, reset_peak_rss)
     raise ValueError(task["bench"])
 
 
-def _random_llama_encoder(config_kwargs: dict, dtype: str, tmp: Path):
-    """A random-weight Llama saved as safetensors and loaded through the toolkit's own loader."""
+def _random_llama_encoder(config_kwargs: dict, dtype: str, tmp: Path, *, quantize: str = "none",
+                          saved: str | None = None):
+    """A random-weight Llama saved as safetensors (in ``saved``, default ``dtype``) and loaded through the toolkit's
+    own loader, in ``dtype`` or quantised (``quantize``: :mod:`laconic_pyserini.modeling.quantized`)."""
     import torch
     import transformers
 
@@ -119,11 +127,12 @@ def _random_llama_encoder(config_kwargs: dict, dtype: str, tmp: Path):
     import hashlib
 
     # One folder per shape and dtype, reused across the processes of one benchmark.
-    key = hashlib.sha1(json.dumps([config_kwargs, dtype], sort_keys=True).encode()).hexdigest()[:12]
+    saved = saved or dtype
+    key = hashlib.sha1(json.dumps([config_kwargs, saved], sort_keys=True).encode()).hexdigest()[:12]
     folder = tmp / f"random-llama-{key}"
     if not (folder / "config.json").exists():
         config = transformers.LlamaConfig(**config_kwargs)
-        torch_type = torch.bfloat16 if dtype == "bf16" else torch.float32
+        torch_type = torch.bfloat16 if saved == "bf16" else torch.float32
         previous = torch.get_default_dtype()
         torch.set_default_dtype(torch_type)  # initialise in the target dtype: no fp32 copy of 1.2B weights
         try:
@@ -133,7 +142,7 @@ def _random_llama_encoder(config_kwargs: dict, dtype: str, tmp: Path):
         model.save_pretrained(folder, safe_serialization=True)
         del model
     spec = load_spec(str(folder), tokenizer=str(models_root() / "llama3-tokenizer"))
-    return load_sparse_encoder(spec, dtype=dtype)
+    return load_sparse_encoder(spec, dtype=dtype, quantize=quantize)
 
 
 def _memory_worker(task: dict) -> dict:
@@ -244,7 +253,8 @@ def run_worker(task: dict) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.update(task)
     result["loadavg_1m"] = os.getloadavg()[0]
-    print(json.dumps({k: v for k, v in result.items() if k not in ("top20", "top")}), file=sys.stderr, flush=True)
+    print(json.dumps({k: v for k, v in result.items() if k not in ("top20", "top", "top64")}), file=sys.stderr,
+          flush=True)
     return result
 
 
@@ -332,7 +342,14 @@ def main(argv: list[str] | None = None) -> None:
     big.add_argument("--queries", type=int, default=50)
     big.add_argument("--docs", type=int, default=32)
     big.add_argument("--batch", type=int, default=8)
-    for p in (memory, smol, big):
+    queries = sub.add_parser("queries", help="batch-1 query latency: full precision against --quantize variants")
+    queries.add_argument("--shape", action="append", choices=("laconic-1b", "laconic-3b", "laconic-8b", "tiny"),
+                         help="repeatable (default: laconic-1b)")
+    queries.add_argument("--quantize", nargs="+", default=["none", "int8", "int4"], choices=("none", "int8", "int4"))
+    queries.add_argument("--queries", type=int, default=50)
+    queries.add_argument("--docs", type=int, default=16, help="documents encoded per variant (indicative rate)")
+    queries.add_argument("--batch", type=int, default=8, help="document batch")
+    for p in (memory, smol, big, queries):
         p.add_argument("--output", type=Path, help="write the results as JSON here")
         p.add_argument("--tmp", type=Path, default=Path("/tmp/laconic-bench-decoder"))
     work = sub.add_parser("worker")
@@ -348,8 +365,14 @@ def main(argv: list[str] | None = None) -> None:
 
     decision = kernel_decision()
     print(decision.summary())
-    result = {"memory": bench_memory, "smollm2": bench_smollm2, "laconic1b": bench_laconic1b}[args.bench](args,
-                                                                                                      args.tmp)
+    if args.bench == "queries":
+        from decoder_queries import bench_queries
+
+        args.shape = args.shape or ["laconic-1b"]
+        result = bench_queries(args, args.tmp, run_worker, decision)
+    else:
+        result = {"memory": bench_memory, "smollm2": bench_smollm2, "laconic1b": bench_laconic1b}[args.bench](
+            args, args.tmp)
     result = {"cpu": decision.to_dict(), **result} if isinstance(result, dict) else {"cpu": decision.to_dict(),
                                                                                      "result": result}
     if args.output:

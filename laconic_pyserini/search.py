@@ -127,6 +127,22 @@ def _queries(args: argparse.Namespace) -> dict:
     return {qid: vectors[qid] for qid in wanted}
 
 
+def _write_run_manifest(args: argparse.Namespace, searcher, backend: Backend) -> None:
+    """``RUN.manifest.json`` beside the run when queries were encoded here: the query encoder's kernels
+    (``quantize`` among them) beside the index's encoding, which may differ (an int8 query encoder searching a
+    full-precision index is the point of ``--quantize``)."""
+    record = getattr(getattr(searcher, "queries", None), "record", lambda: None)()
+    if record is None:
+        return
+    from .outputs import write_json_atomic
+
+    index_manifest = getattr(searcher, "manifest", None) or {}
+    write_json_atomic(f"{args.output}.manifest.json", {
+        "format": "laconic-pyserini/run", "run": str(args.output), "index": str(args.index),
+        "backend": backend.name, "query_encoding": record,
+        "index_encoding": {"quantize": index_manifest.get("encoding_quantize", "none")}})
+
+
 @cli
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
@@ -152,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         progress=None)
     elapsed = time.perf_counter() - start
     write_trec_run(run, args.output)
+    _write_run_manifest(args, searcher, backend)
     logger.info("%d queries in %.1f s (%.1f q/s) -> %s", len(run), elapsed, len(run) / max(elapsed, 1e-9), args.output)
     return 0
 

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 
 from ..data import require_documents
 from ..errors import cli, require_at_least
+from ..modeling import QUANTIZE_HELP, QUANTIZE_SCHEMES
 from .corpus import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, encode_corpus
 from .shards import merge_shards, verify_collection
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="auto (default): resume in the folder's dtype, else bf16 for a decoder where this CPU runs "
                           "bf16 fast and fp32 otherwise; fp16: GPU only; the choice and the CPU are recorded in "
                           "manifest.json")
+    enc.add_argument("--quantize", default="none", choices=QUANTIZE_SCHEMES, help=QUANTIZE_HELP)
     enc.add_argument("--window-batches", type=int, default=DEFAULT_WINDOW_BATCHES,
                      help="batches per length-sorting window")
     enc.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -106,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
     manifest = encode_corpus(args.corpus, args.embeddings, spec, batch_size=args.batch_size,
-                             device=_device(args.device), dtype=args.dtype, shard_id=args.shard_id,
+                             device=_device(args.device), dtype=args.dtype, quantize=args.quantize, shard_id=args.shard_id,
                              shard_num=args.shard_num, skip_invalid=args.skip_invalid,
                              docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
                              part_size=args.part_size, window_batches=args.window_batches,

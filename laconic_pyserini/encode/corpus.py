@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_PART_SIZE = 10_000
 DEFAULT_WINDOW_BATCHES = 50
 # Settings that change the bytes written; a rerun into the same folder must repeat them.
-_CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "fields", "docs_as_queries", "skip_invalid")
+# ``quantize`` is recorded only when not ``none``, so folders begun before it existed still resume.
+_CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "fields", "docs_as_queries",
+                      "skip_invalid")
 
 
 def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, spec=None, *,
@@ -37,7 +39,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                   shard_id: int | None = None, shard_num: int | None = None, skip_invalid: bool = False,
                   docs_as_queries: bool | None = None, fields: tuple[str, ...] = ("title", "text"),
                   part_size: int = DEFAULT_PART_SIZE, window_batches: int = DEFAULT_WINDOW_BATCHES,
-                  progress: bool | None = None, merge: bool = True) -> Manifest:
+                  progress: bool | None = None, merge: bool = True, quantize: str = "none") -> Manifest:
     """Encode ``corpus`` into an Anserini JsonVectorCollection under ``embeddings_dir``; resume if begun.
 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
@@ -46,7 +48,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). ``dtype="auto"`` resumes in the dtype the
     folder was begun with, and otherwise takes what this CPU runs fast
     (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
-    kernels and CPU decision. ``progress=None`` draws a bar when the console is a terminal
+    kernels and CPU decision. ``quantize`` (``int8``/``int4``, decoders on CPU: :mod:`laconic_pyserini.modeling.quantized`)
+    is a contract setting too, and fixes the dtype to the one its kernels take. ``progress=None`` draws a bar when the console is a terminal
     (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
     the merged one when this shard finished last and ``merge``).
 
@@ -64,10 +67,16 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
     start, end = shard_range(shard_id, shard_num, described["lines"])
     root = Path(embeddings_dir)
+    if encoder is not None:
+        quantize = encoder.kernels.get("quantize", "none")
+    elif quantize != "none":
+        from ..modeling.quantized import check_scheme
+
+        dtype = check_scheme(quantize, spec.kind, device=device, dtype=dtype)
     dtype = _run_dtype(dtype, spec, device, encoder, manifest_path(root, shard_id, shard_num))
     settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
-                "skip_invalid": bool(skip_invalid)}
+                "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {})}
     claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
@@ -141,8 +150,10 @@ class _Job:
         if self.encoder is None:
             from ..modeling import load_sparse_encoder
 
+            quantize = self.settings.get("quantize", "none")
             self.encoder = load_sparse_encoder(self.spec, device=self.settings["device"],
-                                               dtype=self.settings["dtype"])
+                                               dtype="auto" if quantize != "none" else self.settings["dtype"],
+                                               quantize=quantize)
         # Per run: what this process runs (dtype, head kernel, CPU decision), from the first part it writes.
         self.manifest.kernels.append({"first_part": first_part, **self.encoder.kernels})
         self._save()

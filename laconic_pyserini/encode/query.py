@@ -28,6 +28,7 @@ from pathlib import Path
 
 from ..errors import cli, require_at_least, require_output_file
 from ..fingerprint import FINGERPRINT_KEY, encoder_fingerprint
+from ..modeling import QUANTIZE_HELP, QUANTIZE_SCHEMES
 from ..outputs import atomic_open, claim_file
 from ..quantize import query_impacts
 from ..topics import load_topics
@@ -66,14 +67,14 @@ def _topics_path(topics: str | os.PathLike) -> Path | None:
 
 def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.PathLike, spec=None, *,
                   encoder=None, split: str | None = "test", fmt: str | None = None, batch_size: int = 32,
-                  device: str = "cpu", dtype: str = "auto") -> dict[str, dict[str, int]]:
+                  device: str = "cpu", dtype: str = "auto", quantize: str = "none") -> dict[str, dict[str, int]]:
     """Encode topics (a BEIR folder or name, a topics file, or ``{qid: text}``) into ``output``.
 
     ``fmt`` defaults to the output's suffix (``.tsv`` or ``.jsonl``). Returns ``{qid: {term: impact}}``.
     A query whose vector is empty is an error in TSV (pyserini 1.6's reader, Anserini's ``TsvStringTopicReader``,
     refuses the *whole file* when one line is ``qid<TAB>`` alone) and is written as ``{}`` in JSONL.
     ``dtype="auto"``: what this CPU runs fast (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the sidecar
-    ``FILE.manifest.json`` records the dtype, head kernel and CPU decision used (``kernels``).
+    ``FILE.manifest.json`` records the dtype, head kernel, ``quantize`` and CPU decision used (``kernels``).
     """
     output = Path(output)
     fmt = fmt or output.suffix.lstrip(".").lower()
@@ -91,7 +92,7 @@ def encode_topics(topics: str | os.PathLike | dict[str, str], output: str | os.P
         from ..spec import load_spec
 
         spec = spec if hasattr(spec, "to_dict") else load_spec(str(spec))
-        encoder = load_sparse_encoder(spec, device=device, dtype=dtype)
+        encoder = load_sparse_encoder(spec, device=device, dtype=dtype, quantize=quantize)
     spec = encoder.spec
     qids, texts = list(queries), list(queries.values())
     impacts = query_impacts(encoder, texts, batch_size=batch_size)
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
                         help="auto (default): bf16 for a decoder where this CPU runs bf16 fast, else fp32; "
                              "fp16: GPU only")
+    parser.add_argument("--quantize", default="none", choices=QUANTIZE_SCHEMES, help=QUANTIZE_HELP)
     return parser
 
 
@@ -147,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
     encode_topics(args.topics, args.output, spec, split=None if args.all_queries else args.split,
-                  fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype)
+                  fmt=args.format, batch_size=args.batch_size, device=args.device, dtype=args.dtype,
+                  quantize=args.quantize)
     return 0
 
 

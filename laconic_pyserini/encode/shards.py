@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 _SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.json$")
 # Settings that must agree between shards; batch size and device only change speed.
-_SHARED_SETTINGS = ("part_size", "window_batches", "dtype", "fields", "docs_as_queries", "skip_invalid")
+_SHARED_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "fields", "docs_as_queries",
+                    "skip_invalid")
 
 
 def resolve_shard(shard_id: int | None, shard_num: int | None) -> tuple[int, int]:

@@ -79,6 +79,7 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
         "encoded": str(encoded_dir),
         "corpus": manifest.corpus,
         "encoding_counts": manifest.counts,
+        "encoding_quantize": manifest.settings.get("quantize", "none"),
         "empty_vector_term": _empty_term(),
         "anserini": {"collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
                      "impact": True, "pretokenized": True, "optimize": optimize},

@@ -17,6 +17,13 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
+#: ``--quantize`` of every CLI that encodes with a sparse encoder (:mod:`.quantized`); plain names, so that the CLIs
+#: build their flags without importing torch.
+QUANTIZE_SCHEMES = ("none", "int8", "int4")
+QUANTIZE_HELP = ("decoder (LACONIC) encoders on CPU: none (default: full precision), int8 (int8 weights and "
+                 "dynamically quantised activations, the fast one) or int4 (4-bit body weights: a quarter of the "
+                 "memory); recorded in the manifest as an inference setting")
+
 
 def __getattr__(name: str):
     if name in _EXPORTS:

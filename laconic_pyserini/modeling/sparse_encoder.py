@@ -54,8 +54,11 @@ class SparseEncoder:
 
     def __init__(self, spec: EncoderSpec, loaded: LoadedModel, *, device: str = "cpu",
                  budget_bytes: int = DEFAULT_CHUNK_BYTES, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                 screen: bool | str = "auto", decision: KernelDecision | None = None) -> None:
+                 screen: bool | str = "auto", decision: KernelDecision | None = None,
+                 quantized: dict | None = None) -> None:
         self.spec = spec
+        #: What :func:`.quantized.quantize_model` made of the model, or None (full precision).
+        self.quantized = quantized
         self.model = loaded.model
         self.tokenizer = loaded.tokenizer
         self.device = torch.device(device)
@@ -95,7 +98,9 @@ class SparseEncoder:
     def kernels(self) -> dict:
         """What this encoder runs: its dtype, its head kernel and the CPU decision behind them (JSON)."""
         dtype = {torch.float32: "fp32", torch.bfloat16: "bf16"}.get(self.model.dtype, str(self.model.dtype))
-        return {"dtype": dtype, "head": self.head_kernel, "device": str(self.device), "cpu": self.decision.to_dict()}
+        return {"dtype": dtype, "head": self.head_kernel, "device": str(self.device),
+                "quantize": (self.quantized or {}).get("quantize", "none"),
+                **({"quantized": self.quantized} if self.quantized else {}), "cpu": self.decision.to_dict()}
 
     # ---------------------------------------------------------------------------------------- tokenising
 
@@ -168,7 +173,15 @@ class SparseEncoder:
 
 
 def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto",
-                        screen: bool | str = "auto") -> SparseEncoder:
+                        screen: bool | str = "auto", quantize: str = "none") -> SparseEncoder:
     """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`);
-    ``dtype`` and ``screen`` default to what this CPU runs fast (:mod:`.cpu`)."""
-    return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device, screen=screen)
+    ``dtype`` and ``screen`` default to what this CPU runs fast (:mod:`.cpu`). ``quantize`` (``int8``/``int4``,
+    decoders on CPU only) loads the weights in bf16 and quantises them (:mod:`.quantized`)."""
+    if quantize == "none":
+        return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device, screen=screen)
+    from .quantized import check_scheme, quantize_model
+
+    check_scheme(quantize, spec.kind, device=device, dtype=dtype)
+    loaded = load_model(spec, device=device, dtype="bf16")  # half the transient memory of an fp32 load
+    quantized = quantize_model(loaded.model, quantize)
+    return SparseEncoder(spec, loaded, device=device, screen=screen, quantized=quantized)

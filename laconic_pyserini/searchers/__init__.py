@@ -160,12 +160,14 @@ _DTYPE = Option("--dtype", help="query-encoding dtype: auto (default: what this 
                                 "(GPU only)")
 _QUERY_WEIGHTS = Option("--query-weights", help="seismic, milvus sparse: impact (integer, Lucene's scores; default) or "
                                                 "float (the encoder's weights, as the LACONIC authors search)")
+_QUANTIZE = Option("--quantize", help="query encoding, decoder (LACONIC) encoders on CPU: none (default), int8 or "
+                                      "int4; the index may be full precision (the run's manifest records both)")
 
 register(Backend("bm25", "lucene", _bm25))
 register(Backend("impact", "lucene", _lucene_impact,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE), takes_vectors=True))
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE), takes_vectors=True))
 register(Backend("impact", "seismic", _seismic,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE,
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE,
                   Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
                   Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)"), _QUERY_WEIGHTS),
                  takes_vectors=True))

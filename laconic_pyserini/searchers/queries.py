@@ -38,14 +38,16 @@ class QueryEncoding:
     :class:`~laconic_pyserini.modeling.SparseEncoder`. The model loads on the first text query, so a searcher fed
     only pre-encoded vectors never imports torch.
 
-    ``index_fingerprint`` is the fingerprint recorded in the index's manifest (None for an older one): an explicit
-    ``encoder`` is checked against it at once, the index's own encoder just before it loads. ``weights`` is
-    ``impact`` (integers, the Lucene contract) or ``float`` (for backends that score floats).
+    ``quantize`` (``int8``/``int4``) quantises the query encoder (:mod:`laconic_pyserini.modeling.quantized`); the
+    index may have been encoded at full precision. ``index_fingerprint`` is the fingerprint recorded in the index's
+    manifest (None for an older one): an explicit ``encoder`` is checked against it at once, the index's own encoder
+    just before it loads. ``weights`` is ``impact`` (integers, the Lucene contract) or ``float`` (for backends that
+    score floats).
     """
 
     def __init__(self, index_spec: EncoderSpec, encoder=None, *, where: str = "the index", batch_size: int = 32,
-                 device: str = "cpu", dtype: str = "auto", index_fingerprint: dict | None = None,
-                 weights: str = "impact") -> None:
+                 device: str = "cpu", dtype: str = "auto", quantize: str = "none",
+                 index_fingerprint: dict | None = None, weights: str = "impact") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         if weights not in QUERY_WEIGHTS:
@@ -70,11 +72,15 @@ class QueryEncoding:
                 f"this one and rebuild the index"))
         self.spec = spec
         self.batch_size = batch_size
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype, self.quantize = device, dtype, quantize
         if dtype in ("fp16", "float16"):
             from ..modeling.cpu import resolve_dtype
 
             resolve_dtype(dtype, decoder=spec.kind == "decoder", device=device)  # refused on a CPU before any load
+        if quantize != "none":  # refused before any query is read, not at the first text query
+            from ..modeling.quantized import check_scheme
+
+            check_scheme(quantize, spec.kind, device=device, dtype=dtype)
 
     @property
     def encoder(self):
@@ -84,8 +90,16 @@ class QueryEncoding:
             if not self._identity_checked:
                 check_encoder_identity(self.index_fingerprint, self.spec, where=self.where, fix=(
                     "its model files changed since; restore them, or re-encode the collection and rebuild the index"))
-            self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype)
+            self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype,
+                                                quantize=self.quantize)
         return self._encoder
+
+    def record(self) -> dict | None:
+        """What encoded this searcher's text queries (spec name and kernels, ``quantize`` among them), for a run's
+        manifest; None when no text query was encoded."""
+        if self._encoder is None:
+            return None
+        return {"encoder": self.spec.name, "kernels": self._encoder.kernels}
 
     def encode(self, texts: list[str]) -> list[QueryVector | FloatQueryVector]:
         """Vectors of query texts, quantised or float as ``weights`` says (the encoder adds the query prefix)."""

@@ -1,0 +1,134 @@
+"""``bench_decoder.py queries``: batch-1 query latency of full-precision and quantised LACONIC-shaped encoders.
+
+Random weights of the exact shapes (Llama-3.2-1B / 3B, Llama-3.1-8B), real SciFact test queries, batch 1; every
+variant (``none`` → ``full``: the fastest full-precision dtype here, bf16 where bf16 matmuls are fast, fp32
+otherwise; ``int8``; ``int4``) in its own process, all in one run. The floor of each variant is its weight bytes
+over the read bandwidth measured here (a one-pass sum over a 1 GiB buffer, best of 5, the workers' thread count).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+_ROPE_32 = {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+            "original_max_position_embeddings": 8192, "rope_type": "llama3"}
+_COMMON = dict(vocab_size=128_256, max_position_embeddings=131_072, rms_norm_eps=1e-5, rope_theta=500_000.0)
+SHAPES = {
+    "laconic-1b": dict(_COMMON, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                       num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
+                       rope_scaling=_ROPE_32),
+    "laconic-3b": dict(_COMMON, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                       num_attention_heads=24, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+                       rope_scaling=_ROPE_32),
+    "laconic-8b": dict(_COMMON, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
+                       num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
+                       rope_scaling={**_ROPE_32, "factor": 8.0}),
+    # For smoke runs of the benchmark itself (the real vocabulary, a toy body).
+    "tiny": dict(_COMMON, hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=64, tie_word_embeddings=True),
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def read_bandwidth_gbs(mib: int = 1024, repeats: int = 5) -> float:
+    """GB/s of one pass over a buffer far larger than the caches (what a batch-1 forward does to its weights)."""
+    import torch
+
+    buffer = torch.ones(mib * 2**20 // 4, dtype=torch.float32)
+    buffer.sum()
+    best = min(_timed(buffer.sum) for _ in range(repeats))
+    return buffer.numel() * 4 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def query_worker(task: dict, load_encoder, scifact_queries, scifact_docs, rss_mib, reset_peak_rss) -> dict:
+    """One variant of one shape: load (timed), query latencies at batch 1, peak RSS, top-64 terms, doc rate."""
+    import torch
+
+    from laconic_pyserini.modeling.quantized import weight_bytes
+
+    start = time.perf_counter()
+    encoder = load_encoder(SHAPES[task["shape"]], task["dtype"], Path(task["tmp"]), quantize=task["quantize"],
+                           saved="bf16")
+    load_seconds = time.perf_counter() - start
+    queries = scifact_queries(task["queries"], encoder.spec)
+    for query in queries[:2]:
+        encoder.encode_weights([query])  # warm-up: allocator, packed kernels
+    rss_before = rss_mib("VmRSS")
+    reset_peak_rss()
+    latencies, cpu_times, tops = [], [], []
+    for query in queries:
+        start, cpu = time.perf_counter(), time.process_time()
+        weights = encoder.encode_weights([query])
+        latencies.append(time.perf_counter() - start)
+        cpu_times.append(time.process_time() - cpu)
+        tops.append(weights[0].topk(64).indices.tolist())
+    query_peak = rss_mib()
+    docs = scifact_docs(task["docs"], encoder.spec)
+    start = time.perf_counter()
+    for b in range(0, len(docs), task["batch"]):
+        encoder.encode_weights(docs[b:b + task["batch"]])
+    doc_seconds = time.perf_counter() - start
+    return {"p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * percentile(latencies, 0.95),
+            "cpu_p50_ms": 1000 * statistics.median(cpu_times), "rss_mib": query_peak,
+            "rss_before_mib": rss_before, "load_seconds": load_seconds,
+            "weight_bytes": weight_bytes(encoder.model),
+            "query_tokens_mean": statistics.mean(encoder.tokenize_lengths(queries)),
+            "docs_per_s": len(docs) / doc_seconds, "doc_tokens_mean": statistics.mean(encoder.tokenize_lengths(docs)),
+            "kernels": {k: v for k, v in encoder.kernels.items() if k != "cpu"},
+            "threads": torch.get_num_threads(), "top64": tops}
+
+
+def bench_queries(args, tmp: Path, run_worker, decision) -> dict:
+    """Every shape × variant in its own process; overlaps and ratios against ``full`` of the same run."""
+    full_dtype = "bf16" if decision.bf16_fast else "fp32"
+    bandwidth = read_bandwidth_gbs()
+    print(f"read bandwidth {bandwidth:.1f} GB/s (1 GiB sum, best of 5); full precision here: {full_dtype}")
+    shapes = {}
+    for shape in args.shape:
+        rows = {}
+        for variant in args.quantize:
+            name = "full" if variant == "none" else variant
+            rows[name] = run_worker({"bench": "queries", "shape": shape, "quantize": variant,
+                                     "dtype": full_dtype if variant == "none" else "auto",
+                                     "queries": args.queries, "docs": args.docs, "batch": args.batch,
+                                     "tmp": str(tmp)})
+        shapes[shape] = _summarise(shape, rows, bandwidth, full_dtype)
+    first = next(iter(shapes.values()))
+    return {"memory_bandwidth_gbs": bandwidth, "full_dtype": full_dtype, "query_latency": first["query_latency"],
+            "shapes": shapes}
+
+
+def _summarise(shape: str, rows: dict, bandwidth: float, full_dtype: str) -> dict:
+    full = rows.get("full")
+    table = {}
+    print(f"\n{shape}: | variant | p50 ms | p95 ms | RSS MiB | top-64 overlap | × full | floor ms | p50/floor "
+          f"| docs/s |\n|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        floor_ms = 1000 * r["weight_bytes"] / (bandwidth * 1e9)
+        entry = {k: r[k] for k in ("p50_ms", "p95_ms", "cpu_p50_ms", "rss_mib", "rss_before_mib", "load_seconds",
+                                   "weight_bytes", "query_tokens_mean", "docs_per_s", "doc_tokens_mean",
+                                   "kernels", "threads", "loadavg_1m")}
+        entry["dtype"] = r["kernels"]["dtype"] if name != "full" else full_dtype
+        entry["floor_ms"], entry["p50_over_floor"] = floor_ms, r["p50_ms"] / floor_ms
+        if full is not None:
+            entry["top_terms_overlap"] = statistics.mean(
+                len(set(a) & set(b)) / 64 for a, b in zip(r["top64"], full["top64"]))
+            entry["speedup_vs_full"] = full["p50_ms"] / r["p50_ms"]
+            entry["doc_speedup_vs_full"] = r["docs_per_s"] / full["docs_per_s"]
+        table[name] = entry
+        print(f"| {name} ({entry['dtype']}) | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['rss_mib']:.0f} | "
+              f"{entry.get('top_terms_overlap', float('nan')):.3f} | {entry.get('speedup_vs_full', float('nan')):.2f} "
+              f"| {floor_ms:.0f} | {entry['p50_over_floor']:.1f} | {r['docs_per_s']:.2f} |")
+    return {"query_latency": table}
