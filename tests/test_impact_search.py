@@ -111,9 +111,12 @@ def test_vector_eval_impact_run_equals_the_lucene_index(tmp_path, data_root, sci
     lucene = scifact_searcher.batch_search(topics, 1000, threads=2)
     ours = read_trec_run(tmp_path / "run.impact.trec")
     for qid in topics:
-        assert [s for _, s in ours[qid][:10]] == [s for _, s in lucene[qid][:10]], qid
+        # The same scores; a document re-encoded here may carry a one-unit impact flip (conftest's
+        # assert_same_impacts: MKL's AVX2 kernels round by shape), which moves a score by at most the query's
+        # impacts of the flipped terms: a relative 1e-3 covers it and no real difference of hits.
+        assert [s for _, s in ours[qid][:10]] == pytest.approx([s for _, s in lucene[qid][:10]], rel=1e-3), qid
     qrels = load_qrels(data_root / "scifact", "test")
-    assert result["impact"]["nDCG@10"] == pytest.approx(evaluate(qrels, lucene)["nDCG@10"], abs=1e-4)
+    assert result["impact"]["nDCG@10"] == pytest.approx(evaluate(qrels, lucene)["nDCG@10"], abs=5e-4)
     assert result["full"]["nDCG@10"] == pytest.approx(result["impact"]["nDCG@10"], abs=5e-3)
     assert (result["documents"], result["queries"]) == (SCIFACT_DOCS, 300)
     # A rerun with the same arguments reuses the results.

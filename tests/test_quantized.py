@@ -98,9 +98,10 @@ def test_smollm2_int8_queries_keep_their_top_terms(data_root):
     for name, kwargs in (("bf16", {"dtype": "bf16"}), ("int8", {"quantize": "int8"}), ("int4", {"quantize": "int4"})):
         encoder = load_sparse_encoder(spec, **kwargs)
         mean[name] = statistics.mean(_overlap(encoder.encode_weights([t])[0], w, 20) for t, w in zip(texts, want))
-    # Measured: bf16 0.81, int8 0.645, int4 0.45 (SmolLM2 was not trained for LACONIC: its query vectors are flat,
-    # so even bf16 reorders the top 20). A broken kernel (wrong scale, transposed weight) gives ~0.
-    assert mean["int8"] >= max(0.55, mean["bf16"] - 0.2) and mean["int4"] >= 0.35, mean
+    # Measured: bf16 0.81, int8 0.645, int4 0.45 with AVX-512; bf16 0.755, int8 0.5525, int4 0.435 with AVX2
+    # (emulated). SmolLM2 was not trained for LACONIC: its query vectors are flat, so even bf16 reorders the top 20.
+    # A broken kernel (wrong scale, transposed weight) gives ~0.
+    assert mean["int8"] >= max(0.5, mean["bf16"] - 0.25) and mean["int4"] >= 0.35, mean
 
 
 def test_quantize_refused_where_it_does_not_apply(tmp_path, capsys, splade_tiny_dir, data_root):

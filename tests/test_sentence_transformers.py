@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, model_dir
+from conftest import REPO, assert_same_impacts, model_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -291,9 +291,10 @@ def test_scifact_through_the_st_folder_as_encoder_gives_the_same_run(splade_tiny
     reference_ndcg = _lucene_ndcg(reference["index"], None, data_root)
     assert reference_ndcg == pytest.approx(0.6436, abs=0.0005)
     encode_corpus(data_root / "scifact", tmp_path / "encoded", str(splade_tiny_st), batch_size=32, progress=False)
-    assert dict(iter_vectors(tmp_path / "encoded")) == dict(iter_vectors(reference["encoded"]))
+    assert_same_impacts(dict(iter_vectors(tmp_path / "encoded")), dict(iter_vectors(reference["encoded"])))
     index = build_impact_index(tmp_path / "encoded", tmp_path / "index", threads=2)
-    assert _lucene_ndcg(index, str(splade_tiny_st), data_root) == reference_ndcg
+    # Equal where BLAS rounds alike (AVX-512 here); a flipped impact may move a hit (AVX2): 3 decimals.
+    assert _lucene_ndcg(index, str(splade_tiny_st), data_root) == pytest.approx(reference_ndcg, abs=5e-4)
 
 
 @pytest.mark.slow
