@@ -9,12 +9,12 @@ rebuilding over it replaces it, which is how an index is rebuilt -- and anything
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from .. import __version__
 from ..errors import LaconicError
+from ..json_file import read_json_file
 from ..outputs import claim_folder, swap_in, write_json_atomic
 
 MANIFEST = "manifest.json"
@@ -30,13 +30,9 @@ def read_index_manifest(index_dir: str | os.PathLike) -> dict:
     path = index_dir / MANIFEST
     if not index_dir.is_dir():
         raise IndexFolderError(f"{index_dir}: no such index folder (build it with `python -m laconic_pyserini.index`)")
-    if not path.is_file():
-        raise IndexFolderError(f"{path}: missing; {index_dir} was not built by laconic_pyserini.index "
-                          "(rebuild it, or pass an index built with `python -m laconic_pyserini.index`)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise IndexFolderError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); rebuild the index") from None
+    return read_json_file(path, IndexFolderError, invalid="rebuild the index", missing=(
+        f"{index_dir} was not built by laconic_pyserini.index (rebuild it, or pass an index built with "
+        "`python -m laconic_pyserini.index`)"))
 
 
 def write_index_manifest(index_dir: Path, manifest: dict) -> None:

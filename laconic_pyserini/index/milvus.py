@@ -20,7 +20,6 @@ existing collection of another source, encoder or kind is refused, never overwri
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .. import __version__
+from ..json_file import read_json_file
 from .milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, bounded_call, check_field, read_manifest,
                               side_name, term_ids_record, vector_field, vocabulary, write_manifest)
 from .milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
@@ -75,13 +75,9 @@ def export_to_milvus(source: str | os.PathLike, uri: str, *, batch_size: int = D
 
 
 def _read_json(path: Path) -> dict:
-    if not path.is_file():
-        raise MilvusError(f"{path}: missing; --input must be an encoded collection (python -m laconic_pyserini.encode)"
-                          " or a faiss folder (python -m laconic_pyserini.encode.dense)")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise MilvusError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); re-encode the folder") from None
+    return read_json_file(path, MilvusError, invalid="re-encode the folder", missing=(
+        "--input must be an encoded collection (python -m laconic_pyserini.encode) or a faiss folder "
+        "(python -m laconic_pyserini.encode.dense)"))
 
 
 def _base(vectors: str, spec: dict, documents: int, source: dict, index: dict, raw: dict) -> dict:
