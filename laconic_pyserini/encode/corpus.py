@@ -53,10 +53,9 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     folder was begun with, and otherwise takes what this CPU runs fast
     (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
     kernels and CPU decision. ``quantize`` (``int8``/``int4``, decoders on CPU: :mod:`laconic_pyserini.modeling.quantized`)
-    is a contract setting too, and fixes the dtype to the one its kernels take. ``weights`` (a contract setting,
-    recorded only when ``float``) is what the vectors hold: ``impact`` (``rint(w * quant_scale)``, dropping ≤ 0) or
-    ``float`` (the encoder's positive top-``top_k`` weights, :func:`laconic_pyserini.quantize.weigh`). ``progress=None`` draws a bar when the console is a terminal
-    (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
+    is a contract setting too, and fixes the dtype to the one its kernels take. So is ``weights`` (recorded when
+    ``float``): ``impact`` (``rint(w * quant_scale)``) or ``float`` (positive weights), see :mod:`..quantize`.
+    ``progress=None`` draws a bar when the console is a terminal (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
     the merged one when this shard finished last and ``merge``).
 
     The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
@@ -64,12 +63,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     re-encodes only the parts that are missing or damaged.
     """
     spec = _resolve_spec(spec, encoder)
-    if batch_size < 1 or part_size < 1 or window_batches < 1:
-        raise EncodeError("--batch-size, part size and window must be positive")
-    if weights not in WEIGHTS:
-        raise EncodeError(f"--weights {weights}: choose {' or '.join(WEIGHTS)}")
-    if not fields or any(f not in ("title", "text") for f in fields):
-        raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
+    _check_options(batch_size, part_size, window_batches, fields, weights)
     shard_id, shard_num = resolve_shard(shard_id, shard_num)
     described = describe_corpus(corpus)
     docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
@@ -103,6 +97,15 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         else:
             job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _check_options(batch_size: int, part_size: int, window_batches: int, fields, weights: str) -> None:
+    if batch_size < 1 or part_size < 1 or window_batches < 1:
+        raise EncodeError("--batch-size, part size and window must be positive")
+    if weights not in WEIGHTS:
+        raise EncodeError(f"--weights {weights}: choose {' or '.join(WEIGHTS)}")
+    if not fields or any(f not in ("title", "text") for f in fields):
+        raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
 
 
 def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:
