@@ -1,7 +1,8 @@
 """LACONIC the way its authors measured it (issue 19): Seismic at their settings with float query weights, beside
 the exact Lucene numbers; fp16 for GPU encoding only; an ungated default tokenizer and a clear gated-download error.
 
-Real components throughout: the session's splade-tiny encodings of SciFact and NFCorpus (tests/conftest.py), real
+Real components throughout: the session's splade-tiny encodings (integer and float) of SciFact and NFCorpus
+(tests/conftest.py), real
 pyseismic-lsr, the real JVM and Anserini, the reproduction runner as a user runs it, real huggingface_hub errors.
 """
 
@@ -37,11 +38,15 @@ SEISMIC_BUILD_KNOBS = ("n_postings", "centroid_fraction", "min_cluster_size", "s
                        "doc_cut")
 
 # Ours, pinned (measured with this toolkit, splade-tiny fp32 on CPU, laconic-pyserini 0.1.0; docs/reproduce-beir.md):
-# nDCG@10 of the exact column (Lucene, integer impacts), of the Seismic column at the paper's settings with float
-# queries, and the recall@10 of the Seismic top 10 against the exact one.
+# nDCG@10 of the exact column (Lucene, integer impacts of the float collection, quantised as it is indexed), of the
+# Seismic column at the paper's settings with float queries and float documents, and the recall@10 of the Seismic
+# top 10 against the exact one. With documents stored in Seismic as impacts (before float documents) the Seismic
+# column was 0.6436 / 0.3055 and recall@10 0.9977 / 0.9978: float documents move NFCorpus by +0.0001 and the
+# recall to 0.9950 / 0.9972, because the exact column ranks the rounded weights (exact float scoring measured
+# 0.6436 / 0.3056 itself, and Seismic's top 10 holds 0.9983 / 0.9991 of it; eval/beir.yaml's note).
 PINNED = {
-    "scifact": {"exact": 0.6436, "seismic": 0.6436, "recall@10": 0.9977},
-    "nfcorpus": {"exact": 0.3059, "seismic": 0.3055, "recall@10": 0.9978},
+    "scifact": {"exact": 0.6436, "seismic": 0.6436, "recall@10": 0.9950},
+    "nfcorpus": {"exact": 0.3059, "seismic": 0.3056, "recall@10": 0.9972},
 }
 # Exact column: an impact can flip by one unit where a float differs in its last bit between BLAS builds (as for
 # condition splade-tiny). Seismic column: the same, plus Seismic visiting other blocks once a score moves; recall@10
@@ -279,7 +284,8 @@ def _seed_index(report: Path, condition: str, dataset: str, index: Path) -> None
 @pytest.mark.slow
 def test_splade_tiny_exact_and_seismic_columns_pinned(data_root, tmp_path, encoded):
     """splade-tiny on SciFact and NFCorpus, exact Lucene (integer impacts) beside Seismic at the paper's settings
-    (float queries), through the runner and the page a user reads; numbers pinned as ours."""
+    (float queries, float documents), one float encoding for both, through the runner and the page a user reads;
+    numbers pinned as ours."""
     require("seismic", "pip install 'laconic-pyserini[seismic]' (pyseismic-lsr)")
     from laconic_pyserini.reproduce_page import render_page
 
