@@ -1,9 +1,9 @@
-"""LACONIC the way its authors measured it (issue 19): Seismic at their settings with float query weights, beside
+"""LACONIC the way its authors measured it (issue 19): Seismic at their settings with float weights, beside
 the exact Lucene numbers; fp16 for GPU encoding only; an ungated default tokenizer and a clear gated-download error.
 
 Real components throughout: the session's splade-tiny encodings (integer and float) of SciFact and NFCorpus
-(tests/conftest.py), real
-pyseismic-lsr, the real JVM and Anserini, the reproduction runner as a user runs it, real huggingface_hub errors.
+(tests/conftest.py), real pyseismic-lsr, the real JVM and Anserini, the reproduction runner as a user runs it, real
+huggingface_hub errors.
 """
 
 from __future__ import annotations
