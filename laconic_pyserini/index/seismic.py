@@ -4,7 +4,8 @@ The build reads the encoded collection the Lucene index was built from (the path
 and writes ``DIR/seismic/``. Documents are stored as the collection holds them, as float32 values: the encoder's
 float weights from a float collection (``encode --weights float``, as the LACONIC authors store documents), or the
 integer impacts of an integer collection (then a Seismic score is the same dot product Lucene computes). The build
-manifest records which (``weights``). Build knobs (``n_postings``, ``centroid_fraction``, ``summary_energy``, ...) are
+manifest records which (``weights``). Seismic 0.5 keeps document values in half precision: exact for impacts up to
+2048; a float keeps 11 significant bits (finer than an impact's 1/100 for every weight below 20). Build knobs (``n_postings``, ``centroid_fraction``, ``summary_energy``, ...) are
 Seismic's and default to its own defaults; a build with other knobs replaces the cached one. Terms are numbered
 ``0..V-1`` in sorted order (the mapping is ``DIR/seismic/vocabulary.json``); Seismic's standard index stores
 component ids as 16-bit integers, so a collection with more than 65,536 distinct terms (Llama-3's 128,256-token
