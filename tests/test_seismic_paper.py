@@ -308,7 +308,9 @@ def test_splade_tiny_exact_and_seismic_columns_pinned(data_root, tmp_path, encod
     for dataset in datasets:
         search = (work_dir(tmp_path, recipe, "splade-tiny-seismic", dataset) / "log.txt").read_text()
         assert "--backend seismic --query-cut 10 --heap-factor 0.7 --query-weights float" in search
-        assert "laconic_pyserini.encode" not in search and "laconic_pyserini.index" not in search
+        # The corpus was not encoded (or indexed) again: the exact cell's index was reused.
+        assert "$ python -m laconic_pyserini.encode " not in search and "$ python -m laconic_pyserini.index " \
+            not in search
         exact_index = work_dir(tmp_path, recipe, "splade-tiny", dataset) / "index"
         assert f"--index {exact_index} --backend seismic" in search
         seismic_build = json.loads((exact_index / "seismic" / "manifest.json").read_text())
