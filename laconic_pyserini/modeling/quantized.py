@@ -4,9 +4,9 @@ A batch-1 query of ~20 tokens reads every weight once, so its latency is the wei
 bandwidth. ``quantize_model`` swaps a loaded decoder's ``nn.Linear`` layers (the LM head included) and its input
 embeddings for modules that hold the weights in fewer bits, with torch's own CPU kernels (no new dependency):
 
-- ``int8``: per-output-channel symmetric int8 weights, activations quantised per token on the fly, products in
-  torch's int8 GEMM (``torch._int_mm``: VNNI / AMX-int8 where the CPU has them); the rest of the model (norms,
-  attention scores) runs in fp32;
+- ``int8``: per-output-channel symmetric int8 weights packed once for oneDNN's int8 GEMM (AMX-int8 / VNNI where
+  the CPU has them), activations quantised per token on the fly; the rest of the model (norms, attention scores)
+  runs in fp32;
 - ``int4``: grouped asymmetric 4-bit weights (``_weight_int4pack_mm_for_cpu``, bf16 activations), the LM head in
   int8 as above (the 4-bit kernel is slower than the int8 one on the vocabulary projection).
 
@@ -53,33 +53,58 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
 
 
+def onednn_int8_available() -> bool:
+    """Whether this torch has oneDNN's prepacked int8 linear (x86 builds with mkldnn; not ARM or exotic builds)."""
+    try:
+        torch.ops.onednn.qlinear_prepack
+        torch.ops.onednn.qlinear_pointwise
+    except (AttributeError, RuntimeError):
+        return False
+    return torch.backends.mkldnn.is_available()
+
+
 class Int8Linear(torch.nn.Module):
     """``y = x Wᵀ + b`` with W in per-output-channel int8 and each token's activations quantised to int8 per call
-    (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor); the product is
-    torch's int8 GEMM (``torch._int_mm``, oneDNN: VNNI / AMX-int8 where the CPU has them)."""
+    (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor).
+
+    The product is oneDNN's int8 GEMM on a weight packed once at load (``onednn::qlinear_prepack``, the kernel
+    Inductor's x86 int8 path runs: AMX-int8 / VNNI where the CPU has them). ``torch._int_mm`` on the plain weight
+    re-packs it on every call, which made int8 no faster than bf16 on AMX; it stays as the fallback where torch
+    lacks the oneDNN ops. Per-token scales are kept exactly: the GEMM gets the integer tokens with scale 1 and the
+    weight's per-channel scales, and each output row is multiplied by its token's scale afterwards."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        weight = weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        self.register_buffer("qweight", torch.round(weight / scale[:, None]).to(torch.int8), persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().float(), persistent=False)
+        weight = weight.detach()
+        scale = (weight.abs().amax(dim=1).float() / 127.0).clamp(min=1e-12)
+        qweight = torch.round(weight.float() / scale[:, None]).to(torch.int8)
+        self.onednn = onednn_int8_available()
+        # Only the packed copy is kept (the plain int8 weight would double the resident set).
+        packed = torch.ops.onednn.qlinear_prepack(qweight, None) if self.onednn else qweight.t()
+        self.register_buffer("qweight", packed, persistent=False)
+        # Plain attributes, not buffers: ``model.to(bf16)`` (the int4 scheme) must not round them; the kernel
+        # takes fp32 scales, and a bf16 scale would put a systematic error of up to 0.4 % on each channel.
+        self.scale = scale
+        self.bias = None if bias is None else bias.detach().float()
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dequantised weight (a transient fp32 copy: for shapes and checks, not for the forward)."""
-        return self.qweight.float() * self.scale[:, None]
+        """A meta tensor of the weight's shape (the packed layout is the kernel's own; no transient copy)."""
+        return torch.empty(self.out_features, self.in_features, device="meta")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
         token_scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
         quantized = torch.round(flat / token_scale).to(torch.int8)
-        # The (N, K) weight seen as K×N without a copy: the layout oneDNN's int8 GEMM runs fastest here.
-        out = torch._int_mm(quantized, self.qweight.t()).float() * (token_scale * self.scale)
+        if self.onednn:
+            out = torch.ops.onednn.qlinear_pointwise(quantized, 1.0, 0, self.qweight, self.scale, None, None,
+                                                     1.0, 0, torch.float32, "none", [], "")
+            out *= token_scale
+        else:
+            out = torch._int_mm(quantized, self.qweight).float() * (token_scale * self.scale)
         if self.bias is not None:
-            out = out + self.bias
+            out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
@@ -125,7 +150,7 @@ class Int8Embedding(torch.nn.Module):
         weight = weight.detach().float()
         scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
         self.register_buffer("table", torch.round(weight / scale[:, None]).to(torch.int8), persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
+        self.scale = scale  # fp32 whatever ``model.to`` does (see Int8Linear)
         self.dtype = dtype
         self.num_embeddings, self.embedding_dim = weight.shape
 
@@ -180,5 +205,6 @@ def weight_bytes(model: torch.nn.Module) -> int:
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     for module in model.modules():
         if isinstance(module, (Int8Linear, Int4Linear)):
-            total += sum(b.numel() * b.element_size() for b in module.buffers(recurse=False))
+            extra = [module.scale] if isinstance(module, Int8Linear) else []
+            total += sum(b.numel() * b.element_size() for b in [*module.buffers(recurse=False), *extra])
     return total
