@@ -17,6 +17,7 @@ another model: the encoder fingerprint (:mod:`laconic_pyserini.fingerprint`) sta
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -53,35 +54,49 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
 
 
-def onednn_int8_available() -> bool:
-    """Whether this torch has oneDNN's prepacked int8 linear (x86 builds with mkldnn; not ARM or exotic builds)."""
+@functools.lru_cache(maxsize=1)
+def int8_kernel() -> tuple[str, int]:
+    """The int8 GEMM this process runs and the weight range it takes: ``("onednn", 127)`` where oneDNN's
+    prepacked int8 linear is exact over the full int8 range (VNNI / AMX-int8), else ``("int_mm", 63)``.
+
+    Without VNNI, x86 int8 kernels sum pairs of u8×s8 products in int16 (``vpmaddubsw``) and saturate:
+    255·127·2 > 32767, so full-range weights give wrong sums (measured: AVX2 emulation, both oneDNN and
+    ``torch._int_mm``). 7-bit weights (±63) cannot saturate. oneDNN's AVX2 int8 linear is also slower than fp32
+    there (a plain-layout gemm, ~5 GFLOP/s at M=20) where ``torch._int_mm`` is not. A tiny probe decides, so that
+    an ISA capped by ``ONEDNN_MAX_CPU_ISA`` is seen as what it is."""
+    x = torch.full((1, 4), 127, dtype=torch.int8)
+    exact = 4 * 127 * 127
     try:
-        torch.ops.onednn.qlinear_prepack
-        torch.ops.onednn.qlinear_pointwise
+        packed = torch.ops.onednn.qlinear_prepack(torch.full((8, 4), 127, dtype=torch.int8), None)
+        out = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, torch.ones(8), None, None, 1.0, 0,
+                                                 torch.float32, "none", [], "")
+        if torch.backends.mkldnn.is_available() and bool((out == exact).all()):
+            return "onednn", 127
     except (AttributeError, RuntimeError):
-        return False
-    return torch.backends.mkldnn.is_available()
+        pass  # a torch without the oneDNN ops (not an x86 mkldnn build): torch._int_mm below
+    full = torch._int_mm(torch.full((17, 8), 127, dtype=torch.int8), torch.full((8, 8), 127, dtype=torch.int8))
+    return ("int_mm", 127) if bool((full == 8 * 127 * 127).all()) else ("int_mm", 63)
 
 
 class Int8Linear(torch.nn.Module):
     """``y = x Wᵀ + b`` with W in per-output-channel int8 and each token's activations quantised to int8 per call
     (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor).
 
-    The product is oneDNN's int8 GEMM on a weight packed once at load (``onednn::qlinear_prepack``, the kernel
-    Inductor's x86 int8 path runs: AMX-int8 / VNNI where the CPU has them). ``torch._int_mm`` on the plain weight
-    re-packs it on every call, which made int8 no faster than bf16 on AMX; it stays as the fallback where torch
-    lacks the oneDNN ops. Per-token scales are kept exactly: the GEMM gets the integer tokens with scale 1 and the
-    weight's per-channel scales, and each output row is multiplied by its token's scale afterwards."""
+    Where the CPU has VNNI / AMX-int8 the product is oneDNN's int8 GEMM on a weight packed once at load
+    (``onednn::qlinear_prepack``, the kernel Inductor's x86 int8 path runs); ``torch._int_mm`` on the plain weight
+    re-packs it on every call, which made int8 no faster than bf16 on AMX. Elsewhere it is ``torch._int_mm`` on
+    7-bit weights (:func:`int8_kernel`). Per-token scales are kept exactly: the GEMM gets the integer tokens with
+    scale 1 and the weight's per-channel scales, and each output row is multiplied by its token's scale after."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
+        self.kernel, levels = int8_kernel()
         weight = weight.detach()
-        scale = (weight.abs().amax(dim=1).float() / 127.0).clamp(min=1e-12)
+        scale = (weight.abs().amax(dim=1).float() / levels).clamp(min=1e-12)
         qweight = torch.round(weight.float() / scale[:, None]).to(torch.int8)
-        self.onednn = onednn_int8_available()
         # Only the packed copy is kept (the plain int8 weight would double the resident set).
-        packed = torch.ops.onednn.qlinear_prepack(qweight, None) if self.onednn else qweight.t()
+        packed = torch.ops.onednn.qlinear_prepack(qweight, None) if self.kernel == "onednn" else qweight.t()
         self.register_buffer("qweight", packed, persistent=False)
         # Plain attributes, not buffers: ``model.to(bf16)`` (the int4 scheme) must not round them; the kernel
         # takes fp32 scales, and a bf16 scale would put a systematic error of up to 0.4 % on each channel.
@@ -97,7 +112,7 @@ class Int8Linear(torch.nn.Module):
         flat = x.reshape(-1, self.in_features).float()
         token_scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
         quantized = torch.round(flat / token_scale).to(torch.int8)
-        if self.onednn:
+        if self.kernel == "onednn":
             out = torch.ops.onednn.qlinear_pointwise(quantized, 1.0, 0, self.qweight, self.scale, None, None,
                                                      1.0, 0, torch.float32, "none", [], "")
             out *= token_scale
@@ -182,8 +197,10 @@ def quantize_model(model: torch.nn.Module, scheme: str) -> dict:
         model.to(activation)
     model.config.tie_word_embeddings = False  # nothing left to tie: transformers must not re-tie on a later call
     _return_freed_memory()
+    kernel, levels = int8_kernel()
     return {"quantize": scheme, "body": f"{scheme}-{'dynamic' if scheme == 'int8' else 'weight-only'}",
-            "lm_head": "int8-dynamic", "embeddings": "int8", "activations": _dtype_name(activation)}
+            "lm_head": "int8-dynamic", "embeddings": "int8", "activations": _dtype_name(activation),
+            "int8_gemm": f"{kernel}-prepacked" if kernel == "onednn" else f"{kernel}-{levels}-levels"}
 
 
 def _return_freed_memory() -> None:
