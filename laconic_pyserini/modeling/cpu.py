@@ -171,19 +171,21 @@ def probe_gflops(dtype, shape: tuple[int, int, int] = PROBE_SHAPE, repeats: int 
 
 
 @functools.cache
-def int8_exact() -> bool:
-    """Whether ``torch._int_mm`` computes the int8 screen's products exactly on this CPU: worst-case operands
-    (hidden states at ±127, 7-bit weights at ±63, every sign pattern) against int64, in the shapes the screen
-    uses (a long sequence, a short one, an odd block)."""
+def int8_exact(weight_levels: int | None = None) -> bool:
+    """Whether ``torch._int_mm`` computes int8 products exactly on this CPU: worst-case operands (activations at
+    ±127, weights at ±``weight_levels``, default the screen's 7-bit ±63; every sign pattern) against int64, in the
+    shapes the screen uses (a long sequence, a short one, an odd block). With ±127 weights AVX2's and AVX-512BW's
+    ``vpmaddubsw`` saturates its int16 pair sums (False there); VNNI and AMX do not."""
     import torch
 
     from .screened_head import INT8_HIDDEN_LEVELS, INT8_WEIGHT_LEVELS
 
+    levels = INT8_WEIGHT_LEVELS if weight_levels is None else weight_levels
     generator = torch.Generator().manual_seed(0)
     for rows, columns in ((256, 520), (3, 77)):
         signs = [torch.randint(0, 2, shape, generator=generator) * 2 - 1 for shape in ((rows, 128), (columns, 128))]
-        left, right = signs[0] * INT8_HIDDEN_LEVELS, signs[1] * INT8_WEIGHT_LEVELS
-        right[0], left[0] = INT8_WEIGHT_LEVELS, INT8_HIDDEN_LEVELS  # one all-positive pair: the largest sums
+        left, right = signs[0] * INT8_HIDDEN_LEVELS, signs[1] * levels
+        right[0], left[0] = levels, INT8_HIDDEN_LEVELS  # one all-positive pair: the largest sums
         try:
             got = torch._int_mm(left.to(torch.int8), right.to(torch.int8).T)
         except (RuntimeError, AttributeError, NotImplementedError):
