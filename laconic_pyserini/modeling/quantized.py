@@ -24,6 +24,7 @@ import torch
 
 from ..spec import SpecError
 from . import QUANTIZE_SCHEMES as SCHEMES
+from .cpu import int8_exact
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +75,7 @@ def int8_kernel() -> tuple[str, int]:
             return "onednn", 127
     except (AttributeError, RuntimeError):
         pass  # a torch without the oneDNN ops (not an x86 mkldnn build): torch._int_mm below
-    full = torch._int_mm(torch.full((17, 8), 127, dtype=torch.int8), torch.full((8, 8), 127, dtype=torch.int8))
-    return ("int_mm", 127) if bool((full == 8 * 127 * 127).all()) else ("int_mm", 63)
+    return ("int_mm", 127) if int8_exact(127) else ("int_mm", 63)
 
 
 class Int8Linear(torch.nn.Module):
