@@ -1,7 +1,11 @@
 """Quantised inference for decoder (LACONIC) encoders: fewer bytes per weight for batch-1 queries.
 
-A batch-1 query of ~20 tokens reads every weight once, so its latency is the weights' bytes over the memory
-bandwidth. ``quantize_model`` swaps a loaded decoder's ``nn.Linear`` layers (the LM head included) and its input
+A batch-1 query of ~20 tokens reads every weight once and does 40 FLOPs per weight (~50 GFLOP for LACONIC-1B). On
+one AMX core (under load) a 16-layer chain of the 1B body's products streamed its weights at about the same rate
+in bf16 (198 ms, 9.8 GB/s, 196 GFLOP/s) and in prepacked int8 (109 ms, 8.9 GB/s, 356 GFLOP/s): memory-bound, so
+fewer bytes per weight is the lever, but only with a kernel fast enough at M=20 (``torch._int_mm``, re-packing
+per call: 183 ms; torch's 4-bit weight-only kernel: ~45 GFLOP/s, compute-bound far above its byte floor).
+``bench_decoder.py gemm`` and the ``queries`` floors measure both bounds. ``quantize_model`` swaps a loaded decoder's ``nn.Linear`` layers (the LM head included) and its input
 embeddings for modules that hold the weights in fewer bits, with torch's own CPU kernels (no new dependency):
 
 - ``int8``: per-output-channel symmetric int8 weights packed once for oneDNN's int8 GEMM (AMX-int8 / VNNI where
