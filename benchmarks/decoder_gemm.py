@@ -24,7 +24,7 @@ RING_BYTES = 2**30
 
 
 def make_kernel(name: str, weight):
-    """A callable ``x (M×K fp32) → M×N`` running candidate ``name`` on ``weight`` (N×K fp32), and its weight bytes."""
+    """A callable ``x`` (M×K fp32) → M×N running candidate ``name`` on ``weight`` (N×K fp32); its weight bytes."""
     import torch
     import torch.nn.functional as F
 
@@ -153,7 +153,8 @@ def bench_gemm(args) -> dict:
         print(f"\nM={args.m}, {threads} thread(s): | shape | kernel | hot GFLOP/s | streamed GFLOP/s "
               f"| streamed weight GB/s |\n|---|---|---|---|---|")
         for r in table.values():
-            print(f"| {r['shape']} | {r['kernel']} | {r['hot_gflops']:.0f} | {r.get('streamed_gflops', float('nan')):.0f}"
-                  f" | {r.get('streamed_weight_gbs', float('nan')):.1f} |", flush=True)
+            nan = float("nan")
+            print(f"| {r['shape']} | {r['kernel']} | {r['hot_gflops']:.0f} | {r.get('streamed_gflops', nan):.0f} "
+                  f"| {r.get('streamed_weight_gbs', nan):.1f} |", flush=True)
         rows[str(threads)] = table
     return {"gemm": rows, "m": args.m}

@@ -129,8 +129,8 @@ def bench_queries(args, tmp: Path, run_worker, decision) -> dict:
                                      "full_dtype": full_dtype, "tmp": str(tmp)})
         shapes[shape] = _summarise(shape, rows, bandwidth, full_dtype)
     first = next(iter(shapes.values()))
-    return {"memory_bandwidth_gbs": bandwidth, "memory_bandwidth": memory, "full_dtype": full_dtype, "query_latency": first["query_latency"],
-            "shapes": shapes}
+    return {"memory_bandwidth_gbs": bandwidth, "memory_bandwidth": memory, "full_dtype": full_dtype,
+            "query_latency": first["query_latency"], "shapes": shapes}
 
 
 def _summarise(shape: str, rows: dict, bandwidth: float, full_dtype: str) -> dict:

@@ -5,8 +5,9 @@ one AMX core (under load) a 16-layer chain of the 1B body's products streamed it
 in bf16 (198 ms, 9.8 GB/s, 196 GFLOP/s) and in prepacked int8 (109 ms, 8.9 GB/s, 356 GFLOP/s): memory-bound, so
 fewer bytes per weight is the lever, but only with a kernel fast enough at M=20 (``torch._int_mm``, re-packing
 per call: 183 ms; torch's 4-bit weight-only kernel: ~45 GFLOP/s, compute-bound far above its byte floor).
-``bench_decoder.py gemm`` and the ``queries`` floors measure both bounds. ``quantize_model`` swaps a loaded decoder's ``nn.Linear`` layers (the LM head included) and its input
-embeddings for modules that hold the weights in fewer bits, with torch's own CPU kernels (no new dependency):
+``bench_decoder.py gemm`` and the ``queries`` floors measure both bounds. ``quantize_model`` swaps a loaded
+decoder's ``nn.Linear`` layers (the LM head included) and its input embeddings for modules that hold the weights
+in fewer bits, with torch's own CPU kernels (no new dependency):
 
 - ``int8``: per-output-channel symmetric int8 weights packed once for oneDNN's int8 GEMM (AMX-int8 / VNNI where
   the CPU has them), activations quantised per token on the fly; the rest of the model (norms, attention scores)
