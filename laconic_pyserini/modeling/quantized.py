@@ -1,10 +1,11 @@
 """Quantised inference for decoder (LACONIC) encoders: fewer bytes per weight for batch-1 queries.
 
 A batch-1 query of ~20 tokens reads every weight once and does 40 FLOPs per weight (~50 GFLOP for LACONIC-1B). On
-one AMX core (under load) a 16-layer chain of the 1B body's products streamed its weights at about the same rate
-in bf16 (198 ms, 9.8 GB/s, 196 GFLOP/s) and in prepacked int8 (109 ms, 8.9 GB/s, 356 GFLOP/s): memory-bound, so
-fewer bytes per weight is the lever, but only with a kernel fast enough at M=20 (``torch._int_mm``, re-packing
-per call: 183 ms; torch's 4-bit weight-only kernel: ~45 GFLOP/s, compute-bound far above its byte floor).
+one AMX core a 16-layer chain of the 1B body's products took 198 ms in bf16 (9.8 GB/s of weights, 196 GFLOP/s)
+and 110 ms in prepacked int8 (9.0 GB/s, 355 GFLOP/s), where a plain 1 GiB read runs at 12-14 GB/s (idle) and the
+kernels' rates on cache-resident weights are ~280 (bf16) and ~690 (int8) GFLOP/s: at M=20 the bytes and the
+arithmetic bound a query about equally, and a kernel must be fast at M=20 for fewer bytes to pay
+(``torch._int_mm`` re-packs per call: 184 ms; torch's 4-bit weight-only kernel runs ~45-90 GFLOP/s).
 ``bench_decoder.py gemm`` and the ``queries`` floors measure both bounds. ``quantize_model`` swaps a loaded
 decoder's ``nn.Linear`` layers (the LM head included) and its input embeddings for modules that hold the weights
 in fewer bits, with torch's own CPU kernels (no new dependency):
