@@ -70,6 +70,32 @@ def open_java_searcher(kind: str, index_dir: str):
     return jvm.autoclass(JAVA_SEARCHERS[kind])(str(index_dir))
 
 
+def pairs_mapper():
+    """A Jackson mapper that writes a ``TopDocs`` as ``{"scoreDocs": [[doc, score], ...]}``.
+
+    Jackson's per-class config overrides do it without a Java class of our own: ``ScoreDoc`` in array shape
+    (properties sorted by name, so ``doc`` comes before ``score`` whatever order reflection gives) without its
+    ``shardIndex``, and ``TopDocs`` without its ``totalHits``. Only plain ``ScoreDoc``s: a sorted search's
+    ``FieldDoc`` is another class and keeps its object shape.
+    """
+    from .. import jvm
+
+    def ignoring(name: str):
+        names = jvm.autoclass("java.util.HashSet")()
+        names.add(name)
+        return jvm.autoclass("com.fasterxml.jackson.annotation.JsonIgnoreProperties$Value").forIgnoredProperties(names)
+
+    mapper = jvm.autoclass("com.fasterxml.jackson.databind.ObjectMapper")()
+    java_class = jvm.autoclass("java.lang.Class")
+    mapper.configure(jvm.autoclass("com.fasterxml.jackson.databind.MapperFeature").SORT_PROPERTIES_ALPHABETICALLY, True)
+    score_doc = mapper.configOverride(java_class.forName("org.apache.lucene.search.ScoreDoc"))
+    score_doc.setFormat(jvm.autoclass("com.fasterxml.jackson.annotation.JsonFormat$Value").forShape(
+        jvm.autoclass("com.fasterxml.jackson.annotation.JsonFormat$Shape").ARRAY))
+    score_doc.setIgnorals(ignoring("shardIndex"))
+    mapper.configOverride(java_class.forName("org.apache.lucene.search.TopDocs")).setIgnorals(ignoring("totalHits"))
+    return mapper
+
+
 def index_terms(reader) -> frozenset[str]:
     """Every term of the index's ``contents`` field, in one JNI call.
 
@@ -113,6 +139,7 @@ class BulkLucene:
         # A reader of Map<String, Float> (the type Anserini's generator takes); readerForMapOf is the one Jackson
         # entry point for it that pyjnius's overload resolution does not confuse with readValue(String, Class).
         self._float_map = self.mapper.readerForMapOf(autoclass("java.lang.Class").forName("java.lang.Float"))
+        self._pairs = pairs_mapper()
 
     @classmethod
     def open(cls, java_searcher) -> BulkLucene | None:
@@ -183,20 +210,30 @@ class BulkLucene:
         if table is None:
             return self.top(query, k)
         ids, ranks = table
-        want = int(k) + max(16, int(k) // 8)
+        want = int(k) + max(16, int(k) // 32)
         while True:
-            found = json.loads(self.mapper.writeValueAsString(self.searcher.search(query, want)))["scoreDocs"]
-            if not found:
+            docs, scores = self._unsorted(query, want)
+            if not len(docs):
                 return []
-            if found[0]["score"] >= EXACT_INTEGERS:
+            if scores[0] >= EXACT_INTEGERS:
                 return self.top(query, k)  # float32 sums of this size depend on the order: let Lucene sort
-            if len(found) < want or len(found) <= k or found[-1]["score"] < found[int(k) - 1]["score"]:
+            if len(docs) < want or len(docs) <= k or scores[-1] < scores[int(k) - 1]:
                 break
             want *= 2  # ties with the k-th hit run past what was fetched
-        docs = np.fromiter((hit["doc"] for hit in found), dtype=np.int64, count=len(found))
-        scores = np.fromiter((hit["score"] for hit in found), dtype=np.float32, count=len(found))
         order = np.lexsort((ranks[docs], -scores))[:int(k)]  # score desc, then collection id asc
-        return list(zip((ids[doc] for doc in docs[order].tolist()), adjust_integer_ties(scores[order])))
+        return list(zip([ids[doc] for doc in docs[order].tolist()], adjust_integer_ties(scores[order])))
+
+    def _unsorted(self, query, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Lucene's unsorted top ``n`` (Lucene doc numbers, float32 scores) in Lucene's order, in one JNI call:
+        Jackson writes the hits as ``[[doc, score], ...]`` (:func:`pairs_mapper`) and numpy takes the pairs as
+        one array, where a JSON object per hit cost a dict each to parse."""
+        pairs = json.loads(self._pairs.writeValueAsString(self.searcher.search(query, n)))["scoreDocs"]
+        if not pairs:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        # Doc numbers are below 2**31, exact in float64; a score read as float64 casts back to the float32 Java
+        # wrote (Java's shortest decimal for it), as the per-hit path's float() of that float32 does.
+        both = np.array(pairs, dtype=np.float64)
+        return both[:, 0].astype(np.int64), both[:, 1].astype(np.float32)
 
     def _id_table(self) -> tuple[list[str], np.ndarray] | None:
         """Collection id by Lucene doc number, and each doc's rank in collection-id order (the tie-break), read once
