@@ -253,7 +253,10 @@ def main() -> None:
 
     decision = kernel_decision()
     print(decision.summary(), file=sys.stderr)
-    results: dict = {"index": args.index, "rounds": args.rounds, "cpu": decision.to_dict()}
+    results: dict = {"index": args.index, "rounds": args.rounds, "cpu": decision.to_dict(),
+                     "warmup": "one untimed pass of every system over every query before each k's timed rounds",
+                     "jvm_options": str(jvm.autoclass("java.lang.management.ManagementFactory")
+                                        .getRuntimeMXBean().getInputArguments().toString())}
     ours = LaconicSearcher(args.index)
     vectors = read_pre_encoded(args.pre_encoded, ours.spec)
     lines = {line.split("\t", 1)[0]: line.rstrip("\n").split("\t", 1)[1]
