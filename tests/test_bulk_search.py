@@ -171,3 +171,37 @@ def test_cli_without_query_encoding_imports_no_torch_and_writes_the_per_hit_run(
     assert done.returncode == 0, done.stderr[-2000:]
     assert "heavy: []" in done.stdout, done.stdout
     assert out.read_bytes() == write_trec_run(reference, tmp_path / "per-hit.run").read_bytes()
+
+
+def test_impact_hit_pairs_are_lucenes_score_docs(impact, impact_vectors):
+    """The [[doc, score], ...] Jackson writes (and numpy parses) are Lucene's ScoreDocs, read one by one."""
+    from laconic_pyserini.searchers.queries import scorable_terms
+
+    bulk = impact.bulk
+    for vector in list(impact_vectors.values())[:20]:
+        query = bulk.weighted_query(scorable_terms(vector, impact.vocabulary))
+        docs, scores = bulk._unsorted(query, 1000)
+        expected = [(hit.doc, hit.score) for hit in bulk.searcher.search(query, 1000).scoreDocs]
+        assert len(expected) > 100
+        assert list(zip(docs.tolist(), scores.tolist())) == expected
+
+
+def test_impact_ties_running_past_the_overfetch_are_anserinis(impact):
+    """One frequent term at weight 1: every score is a small impact, so runs of ties are long; fetching a single hit
+    past k at first, the bulk path must fetch again (and again) until it has every hit tied with the k-th."""
+    from collections import Counter
+
+    frequent = sorted(impact.lucene.idf, key=impact.lucene.idf.get)[:3]
+    refetched = 0
+    for term in frequent:
+        deep = impact.search_vector_per_hit({term: 1}, 5000)
+        # Anserini's tie adjustment lowers each tie by 1e-6 × its place: rounding gives the impact back.
+        impacts = [round(score) for _, score in deep]
+        commonest = Counter(impacts).most_common(1)[0][0]
+        query = impact.bulk.weighted_query({term: 1})
+        for k in (1, 10, 100, 1000, impacts.index(commonest) + 1, len(deep)):
+            per_hit = impact.search_vector_per_hit({term: 1}, k)
+            _assert_same_hits(impact.search_vector({term: 1}, k), per_hit, (term, k))
+            _assert_same_hits(impact.bulk.top_integer(query, k, extra=1), per_hit, (term, k))
+            refetched += k + 1 < len(impacts) and impacts[k - 1] == impacts[k] == impacts[k + 1]
+    assert refetched >= len(frequent)  # the fetch-again path really ran (ties beyond the one extra hit)

@@ -9,7 +9,7 @@ import os
 import re
 
 from conftest import REPO
-from test_demo_output import _run_in_terminal, _subset
+from terminal import run_in_terminal, scifact_subset
 
 NOISE = ("INFO  [", "WARNING:", "sun.misc.Unsafe", "Java 22 or later", "SLF4J", "IndexCollection settings")
 
@@ -35,9 +35,9 @@ def _assert_quiet_console_and_full_log(console: str, index, kind: str) -> None:
 
 def test_bm25_index_in_a_terminal_shows_a_bar_and_keeps_anserini_in_the_log(tmp_path, data_root):
     dataset = tmp_path / "scifact-60"
-    _subset(data_root / "scifact", dataset)
+    scifact_subset(data_root / "scifact", dataset)
     index = tmp_path / "bm25-60"
-    rc, console = _run_in_terminal(["laconic_pyserini.index", "--bm25", "--input", str(dataset),
+    rc, console = run_in_terminal(["laconic_pyserini.index", "--bm25", "--input", str(dataset),
                                     "--index", str(index)], _env())
     assert rc == 0, console
     _assert_quiet_console_and_full_log(console, index, "BM25")
@@ -47,7 +47,7 @@ def test_bm25_index_in_a_terminal_shows_a_bar_and_keeps_anserini_in_the_log(tmp_
     hits = Bm25Searcher(index).batch_search({"q": "vitamin D deficiency"}, k=5)["q"]
     assert len(hits) == 5
     # Rebuilding over its own index (logs folder included) is still allowed, and the log starts afresh.
-    rc, console = _run_in_terminal(["laconic_pyserini.index", "--bm25", "--input", str(dataset),
+    rc, console = run_in_terminal(["laconic_pyserini.index", "--bm25", "--input", str(dataset),
                                     "--index", str(index)], _env())
     assert rc == 0, console
     log = (index / "logs" / "index.log").read_text(encoding="utf-8", errors="replace")
@@ -59,11 +59,11 @@ def test_impact_index_in_a_terminal_shows_a_bar_and_keeps_anserini_in_the_log(tm
     from laconic_pyserini.encode import encode_corpus
 
     dataset = tmp_path / "scifact-60"
-    _subset(data_root / "scifact", dataset)
+    scifact_subset(data_root / "scifact", dataset)
     encoded = tmp_path / "encoded"
     encode_corpus(dataset, encoded, str(splade_tiny_dir), batch_size=32, progress=False)
     index = tmp_path / "impact-60"
-    rc, console = _run_in_terminal(["laconic_pyserini.index", "--input", str(encoded), "--index", str(index)],
+    rc, console = run_in_terminal(["laconic_pyserini.index", "--input", str(encoded), "--index", str(index)],
                                    _env(splade_tiny_dir.parent))
     assert rc == 0, console
     _assert_quiet_console_and_full_log(console, index, "impact")

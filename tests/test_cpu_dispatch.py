@@ -14,7 +14,8 @@ import transformers
 
 from conftest import model_dir
 from laconic_pyserini.data import iter_corpus
-from laconic_pyserini.modeling.cpu import ENV_BF16_MATMUL, kernel_decision, resolve_dtype, threads
+from laconic_pyserini.modeling.cpu import (ENV_BF16_MATMUL, ENV_INT8_MATMUL, int8_exact, kernel_decision,
+                                           probe_gflops, resolve_dtype, threads)
 from laconic_pyserini.modeling.loading import load_model
 from laconic_pyserini.modeling.sparse_encoder import SparseEncoder
 from laconic_pyserini.modeling.screened_head import split_head
@@ -22,7 +23,9 @@ from laconic_pyserini.modeling.sparse_head import keep_top_k, sparse_pool
 from laconic_pyserini.quantize import quantize_tensor
 from laconic_pyserini.spec import load_spec
 
-SLOW, FAST = kernel_decision("slow"), kernel_decision("fast")
+# What the probe may answer: neither low-precision product pays (SLOW), bf16 does (FAST: AVX512_BF16), int8 does
+# (INT8: AVX2 and later).
+SLOW, FAST, INT8 = kernel_decision("slow"), kernel_decision("fast"), kernel_decision("slow", "fast")
 
 
 def _reference_weights(encoder: SparseEncoder, texts: list[str]) -> torch.Tensor:
@@ -66,22 +69,46 @@ def _write_corpus(folder: Path, docs) -> None:
     (folder / "corpus.jsonl").write_text("".join(lines), encoding="utf-8")
 
 
-def test_dispatch_follows_the_bf16_answer_and_output_is_identical_either_way(data_root):
+def test_dispatch_follows_the_probe_and_output_is_identical_either_way(data_root):
     model_dir("splade-tiny")
     spec = load_spec("splade-tiny")
     loaded = load_model(spec, dtype="fp32")
-    slow = SparseEncoder(spec, loaded, decision=SLOW)     # the probe said: bf16 slower than fp32 (AVX2-only CPU)
-    fast = SparseEncoder(spec, loaded, decision=FAST)
-    assert (slow.head_kernel, fast.head_kernel) == ("fp32-exact", "screened-bf16")
-    assert slow._screened is None and fast._screened is not None
+    slow = SparseEncoder(spec, loaded, decision=SLOW)     # the probe said: bf16 and int8 no faster than fp32
+    fast = SparseEncoder(spec, loaded, decision=FAST)     # bf16 fast, int8 not
+    int8 = SparseEncoder(spec, loaded, decision=INT8)     # int8 fast, bf16 slow (an AVX2-only CPU)
+    assert (slow.head_kernel, fast.head_kernel, int8.head_kernel) == ("fp32-exact", "screened-bf16",
+                                                                      "screened-int8")
+    assert slow._screened is None and fast._screened.precision == "bf16" and int8._screened.precision == "int8"
+    both = kernel_decision("fast", "fast")
+    assert SparseEncoder(spec, loaded, decision=both).head_kernel == "screened-int8"  # no rates: int8 first
     forced = SparseEncoder(spec, loaded, decision=SLOW, screen=True)  # an explicit choice wins
     assert forced.head_kernel == "screened-bf16"
-    assert SparseEncoder(spec, loaded, decision=FAST, screen=False).head_kernel == "fp32-exact"
+    assert SparseEncoder(spec, loaded, decision=SLOW, screen="int8").head_kernel == "screened-int8"
+    assert SparseEncoder(spec, loaded, decision=INT8, screen=False).head_kernel == "fp32-exact"
     for batch in _scifact_batches(data_root, spec, slow):
         reference = _reference_weights(slow, batch)
-        assert_same_vectors(slow, batch, reference)
-        assert_same_vectors(fast, batch, reference)
+        for encoder in (slow, fast, int8):
+            assert_same_vectors(encoder, batch, reference)
     assert int((reference > 0).sum()) > 0  # the comparison is over real, non-empty vectors
+
+
+def test_int8_screen_needs_an_exact_int8_product_and_is_chosen_by_rate():
+    """The int8 screen's bound assumes exact int32 sums: the exactness check runs on this CPU's real kernel, and
+    the choice between two fast screens follows the measured rates."""
+    assert int8_exact()  # torch._int_mm with 7-bit weights is exact on x86 (AVX2's vpmaddubsw cannot saturate)
+    assert probe_gflops(torch.int8, shape=(64, 128, 1024), repeats=1) > 0
+    base = kernel_decision("fast", "fast")
+    import dataclasses
+
+    slower_int8 = dataclasses.replace(base, fp32_gflops=100.0, bf16_gflops=300.0, int8_gflops=200.0)
+    faster_int8 = dataclasses.replace(base, fp32_gflops=100.0, bf16_gflops=300.0, int8_gflops=500.0)
+    assert (slower_int8.screen, faster_int8.screen) == ("bf16", "int8")
+    inexact = dataclasses.replace(base, int8_matmul="inexact")
+    assert inexact.screen == "bf16" and json.loads(json.dumps(inexact.to_dict()))["screen"] == "bf16"
+    model_dir("splade-tiny")
+    spec = load_spec("splade-tiny")
+    with pytest.raises(ValueError, match="_int_mm"):
+        SparseEncoder(spec, load_model(spec, dtype="fp32"), decision=inexact, screen="int8")
 
 
 def test_exact_head_equals_reference_on_a_random_llama(tmp_path):
@@ -99,18 +126,24 @@ def test_exact_head_equals_reference_on_a_random_llama(tmp_path):
     texts = [spec.document_text("", t) for t in (
         "Heart attack symptoms include chest pain and shortness of breath.", "aspirin", "",
         "0-dimensional biomaterials show inductive properties " * 12)]
-    for decision, kernel in ((SLOW, "fp32-exact"), (FAST, "screened-bf16")):
+    for decision, kernel in ((SLOW, "fp32-exact"), (FAST, "screened-bf16"), (INT8, "screened-int8")):
         encoder = SparseEncoder(spec, loaded, decision=decision)
         assert encoder.head_kernel == kernel
         encoder.block_bytes = 40 * 1000 * 4  # several vocabulary blocks per sequence, and a short tail
+        if encoder._screened is not None:
+            encoder._screened.block_bytes = encoder.block_bytes
         for batch in (texts, texts[1:2]):
             assert_same_vectors(encoder, batch, _reference_weights(encoder, batch))
 
 
-def test_bf16_answer_from_the_environment_and_dtype_rule(monkeypatch, caplog):
+def test_answers_from_the_environment_and_dtype_rule(monkeypatch, caplog):
     monkeypatch.setenv(ENV_BF16_MATMUL, "slow")
+    monkeypatch.setenv(ENV_INT8_MATMUL, "slow")
     decision = kernel_decision()
-    assert (decision.bf16_matmul, decision.source, decision.screen) == ("slow", f"env {ENV_BF16_MATMUL}", False)
+    assert (decision.bf16_matmul, decision.source, decision.screen) == ("slow", f"env {ENV_BF16_MATMUL}", "none")
+    assert (decision.int8_matmul, decision.int8_source) == ("slow", f"env {ENV_INT8_MATMUL}")
+    monkeypatch.setenv(ENV_INT8_MATMUL, "fast")
+    assert (kernel_decision().screen, kernel_decision().int8_source) == ("int8", f"env {ENV_INT8_MATMUL}")
     assert decision.capability == torch.backends.cpu.get_cpu_capability()
     assert json.loads(json.dumps(decision.to_dict()))["decoder_dtype"] == "fp32"
     monkeypatch.setenv(ENV_BF16_MATMUL, "sometimes")
@@ -154,6 +187,7 @@ def test_decision_recorded_in_the_encode_manifest_and_old_manifest_resumes(tmp_p
 
     model_dir("splade-tiny")
     monkeypatch.setenv(ENV_BF16_MATMUL, "slow")
+    monkeypatch.setenv(ENV_INT8_MATMUL, "slow")
     docs = list(islice(iter_corpus(data_root / "scifact"), 30))
     corpus = tmp_path / "mini"  # a BEIR folder of real SciFact documents
     corpus.mkdir()
@@ -172,7 +206,8 @@ def test_decision_recorded_in_the_encode_manifest_and_old_manifest_resumes(tmp_p
     record["parts"], record["complete"] = record["parts"][:1], False
     (out / "manifest.json").write_text(json.dumps(record), encoding="utf-8")
     monkeypatch.setenv(ENV_BF16_MATMUL, "fast")
+    monkeypatch.setenv(ENV_INT8_MATMUL, "fast")
     resumed = encode_corpus(corpus, out, "splade-tiny", part_size=12, progress=False)
     assert resumed.complete and {p.path: (out / p.path).read_bytes() for p in resumed.parts} == parts
     (run,) = json.loads((out / "manifest.json").read_text(encoding="utf-8"))["kernels"]
-    assert (run["first_part"], run["head"], run["cpu"]["bf16_matmul"]) == (1, "screened-bf16", "fast")
+    assert (run["first_part"], run["head"], run["cpu"]["bf16_matmul"]) == (1, "screened-int8", "fast")

@@ -8,85 +8,23 @@ that it behaves as it does for a person at a terminal.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
-import pty
 import re
-import select
-import struct
-import subprocess
 import sys
-import termios
-import time
-from pathlib import Path
 
 from conftest import REPO
-
-DOCS = 60
-QUERIES = 8
-TIMEOUT_S = 300
-
-
-def _subset(scifact: Path, target: Path) -> None:
-    """60 SciFact documents (the judged ones of 8 test queries, the longest document, then the first others) with
-    those queries and their qrels, in BEIR layout."""
-    lines = (scifact / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
-    qrels = [line.split("\t") for line in lines]
-    qids = list(dict.fromkeys(q for q, _, _ in qrels))[:QUERIES]
-    judged = {d for q, d, _ in qrels if q in qids}
-    corpus = (scifact / "corpus.jsonl").read_text(encoding="utf-8").splitlines()
-    longest = max(corpus, key=len)  # longer than the tokenizer's 512: the false warning's trigger
-    chosen = [line for line in corpus if json.loads(line)["_id"] in judged or line == longest]
-    chosen += [line for line in corpus if line not in chosen][:DOCS - len(chosen)]
-    (target / "qrels").mkdir(parents=True)
-    (target / "corpus.jsonl").write_text("\n".join(chosen) + "\n", encoding="utf-8")
-    queries = [line for line in (scifact / "queries.jsonl").read_text(encoding="utf-8").splitlines()
-               if json.loads(line)["_id"] in qids]
-    (target / "queries.jsonl").write_text("\n".join(queries) + "\n", encoding="utf-8")
-    (target / "qrels" / "test.tsv").write_text(
-        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in qrels if q in qids),
-        encoding="utf-8")
-
-
-def _run_in_terminal(args: list[str], env: dict) -> tuple[int, str]:
-    """Run ``python -m ARGS`` with a 100x30 pseudo-terminal as stdout and stderr; returns (exit code, output)."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
-    process = subprocess.Popen([sys.executable, "-m", *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
-                               env=env, cwd=REPO)
-    os.close(slave)
-    output = bytearray()
-    deadline = time.monotonic() + TIMEOUT_S
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 1.0)
-            if not ready:
-                if process.poll() is not None:
-                    break
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every writer closed the terminal
-                break
-            if not chunk:
-                break
-            output += chunk
-    finally:
-        os.close(master)
-        if process.poll() is None:
-            process.kill()
-    return process.wait(timeout=60), output.decode("utf-8", errors="replace")
+from terminal import run_in_terminal, scifact_subset
 
 
 def test_compare_in_a_terminal_says_its_stages_and_keeps_java_in_the_log(tmp_path, data_root, splade_tiny_dir):
     dataset = tmp_path / "scifact-60"
-    _subset(data_root / "scifact", dataset)
+    scifact_subset(data_root / "scifact", dataset)
     output = tmp_path / "report"
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                LACONIC_MODELS=str(splade_tiny_dir.parent))
     env.pop("LACONIC_PROGRESS", None)  # the terminal alone decides
-    rc, console = _run_in_terminal(["laconic_pyserini.compare", "--dataset", str(dataset), "--output", str(output),
+    rc, console = run_in_terminal(["laconic_pyserini.compare", "--dataset", str(dataset), "--output", str(output),
                                     "--system", "bm25", "--system", "sparse:rasyosef/splade-tiny"], env)
     assert rc == 0, console
     lines = [line.strip() for line in re.split(r"[\r\n]+", console) if line.strip()]

@@ -225,14 +225,15 @@ def naive_laconic(folder: Path, tokenizer, texts: list[str], prefix: str,
 
 
 @needs_llama3_tokenizer
-@pytest.mark.parametrize("screen", [True, False], ids=["screened-head", "fp32-head"])
+@pytest.mark.parametrize("screen", [True, "int8", False], ids=["screened-head", "int8-screened-head", "fp32-head"])
 def test_laconic_vectors_equal_naive_reference(tiny_llama_dir, screen):
     spec = load_spec(str(tiny_llama_dir), tokenizer=str(LLAMA3_TOKENIZER))
     assert (spec.kind, spec.top_k, spec.add_special_tokens, spec.passage_prefix) == ("decoder", 512, False,
                                                                                      "passage: ")
     encoder = load_sparse_encoder(spec, dtype="fp32", screen=screen)
     assert encoder.vocab_size == 128_256
-    assert (encoder._screened is not None) == screen  # screen=True forces the bf16 screen on any CPU
+    # screen=True forces the bf16 screen on any CPU, "int8" the int8 one
+    assert encoder.head_kernel == {True: "screened-bf16", "int8": "screened-int8", False: "fp32-exact"}[screen]
     # Small blocks force many vocabulary blocks per sequence, the case the naive reference does not have.
     encoder.block_bytes = 64 * 1024
     if screen:
@@ -251,7 +252,7 @@ def test_laconic_vectors_equal_naive_reference(tiny_llama_dir, screen):
 
 
 @needs_llama3_tokenizer
-@pytest.mark.parametrize("screen", [True, False], ids=["screened-head", "fp32-head"])
+@pytest.mark.parametrize("screen", [True, "int8", False], ids=["screened-head", "int8-screened-head", "fp32-head"])
 def test_logit_offset_is_subtracted_before_the_activation(tiny_llama_dir, screen):
     """A spec's ``logit_offset`` τ gives ``log1p(relu(max logit − τ))`` (the naive reference), on both heads; τ is
     taken from the model's own logits so that 100 terms of the first text survive, not 512."""
@@ -383,15 +384,16 @@ def test_splade_tiny_documents_and_empty_input():
 
 
 @needs_splade_tiny
-def test_screened_head_bound_holds_and_output_equals_the_fp32_head():
-    """The bf16 screen's error stays inside its bound on real SciFact documents, it prunes most of the vocabulary,
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
+def test_screened_head_bound_holds_and_output_equals_the_fp32_head(precision):
+    """Each screen's error stays inside its bound on real SciFact documents, it prunes most of the vocabulary,
     and the encoder's quantised vectors equal those of the all-fp32 head, term for term."""
     from itertools import islice
 
     from laconic_pyserini.data import iter_corpus, resolve_dataset
     docs = [d.contents for d in islice(iter_corpus(resolve_dataset("scifact")), 64)]
     spec = load_spec("splade-tiny")
-    screened, plain = load_sparse_encoder(spec, screen=True), load_sparse_encoder(spec, screen=False)
+    screened, plain = load_sparse_encoder(spec, screen=precision), load_sparse_encoder(spec, screen=False)
     assert screened._screened is not None and plain._screened is None
     assert [quantize(v) for v in screened.encode_documents(docs)] == \
         [quantize(v) for v in plain.encode_documents(docs)]
@@ -403,9 +405,10 @@ def test_screened_head_bound_holds_and_output_equals_the_fp32_head():
         exact = screened.model.cls(hidden).masked_fill(~mask.bool()[:, :, None], float("-inf")).amax(dim=1)
     error = (approx - exact).abs()
     assert bool((error <= slack).all())
-    assert error.max() > 0  # bf16 really differs: the bound is doing work
+    assert error.max() > 0  # the screen really differs: the bound is doing work
     candidates = ((approx + slack) > 0).sum(dim=1)
-    assert bool((candidates < 0.1 * screened.vocab_size).all())  # ~940 of 30,522 per SciFact document
+    # ~940 (bf16) and ~690 (int8) of 30,522 per SciFact document
+    assert bool((candidates < 0.1 * screened.vocab_size).all())
     assert bool((candidates >= ((exact > 0).sum(dim=1))).all())
 
 

@@ -1,12 +1,18 @@
 """Quantised inference for decoder (LACONIC) encoders: fewer bytes per weight for batch-1 queries.
 
-A batch-1 query of ~20 tokens reads every weight once, so its latency is the weights' bytes over the memory
-bandwidth. ``quantize_model`` swaps a loaded decoder's ``nn.Linear`` layers (the LM head included) and its input
-embeddings for modules that hold the weights in fewer bits, with torch's own CPU kernels (no new dependency):
+A batch-1 query of ~20 tokens reads every weight once and does 40 FLOPs per weight (~50 GFLOP for LACONIC-1B). On
+one AMX core a 16-layer chain of the 1B body's products took 198 ms in bf16 (9.8 GB/s of weights, 196 GFLOP/s)
+and 110 ms in prepacked int8 (9.0 GB/s, 355 GFLOP/s), where a plain 1 GiB read runs at 12-14 GB/s (idle) and the
+kernels' rates on cache-resident weights are ~280 (bf16) and ~690 (int8) GFLOP/s: at M=20 the bytes and the
+arithmetic bound a query about equally, and a kernel must be fast at M=20 for fewer bytes to pay
+(``torch._int_mm`` re-packs per call: 184 ms; torch's 4-bit weight-only kernel runs ~45-90 GFLOP/s).
+``bench_decoder.py gemm`` and the ``queries`` floors measure both bounds. ``quantize_model`` swaps a loaded
+decoder's ``nn.Linear`` layers (the LM head included) and its input embeddings for modules that hold the weights
+in fewer bits, with torch's own CPU kernels (no new dependency):
 
-- ``int8``: per-output-channel symmetric int8 weights, activations quantised per token on the fly, products in
-  torch's int8 GEMM (``torch._int_mm``: VNNI / AMX-int8 where the CPU has them); the rest of the model (norms,
-  attention scores) runs in fp32;
+- ``int8``: per-output-channel symmetric int8 weights packed once for oneDNN's int8 GEMM (AMX-int8 / VNNI where
+  the CPU has them), activations quantised per token on the fly; the rest of the model (norms, attention scores)
+  runs in fp32;
 - ``int4``: grouped asymmetric 4-bit weights (``_weight_int4pack_mm_for_cpu``, bf16 activations), the LM head in
   int8 as above (the 4-bit kernel is slower than the int8 one on the vocabulary projection).
 
@@ -17,12 +23,14 @@ another model: the encoder fingerprint (:mod:`laconic_pyserini.fingerprint`) sta
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
 
 from ..spec import SpecError
 from . import QUANTIZE_SCHEMES as SCHEMES
+from .cpu import int8_exact
 
 logger = logging.getLogger(__name__)
 
@@ -53,33 +61,71 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
 
 
+@functools.lru_cache(maxsize=1)
+def int8_kernel() -> tuple[str, int]:
+    """The int8 GEMM this process runs and the weight range it takes: ``("onednn", 127)`` where oneDNN's
+    prepacked int8 linear is exact over the full int8 range (VNNI / AMX-int8), else ``("int_mm", 63)``.
+
+    Without VNNI, x86 int8 kernels sum pairs of u8×s8 products in int16 (``vpmaddubsw``) and saturate:
+    255·127·2 > 32767, so full-range weights give wrong sums (measured: AVX2 emulation, both oneDNN and
+    ``torch._int_mm``). 7-bit weights (±63) cannot saturate. oneDNN's AVX2 int8 linear is also slower than fp32
+    there (a plain-layout gemm, ~5 GFLOP/s at M=20) where ``torch._int_mm`` is not. A tiny probe decides, so that
+    an ISA capped by ``ONEDNN_MAX_CPU_ISA`` is seen as what it is."""
+    x = torch.full((1, 4), 127, dtype=torch.int8)
+    exact = 4 * 127 * 127
+    try:
+        packed = torch.ops.onednn.qlinear_prepack(torch.full((8, 4), 127, dtype=torch.int8), None)
+        out = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, torch.ones(8), None, None, 1.0, 0,
+                                                 torch.float32, "none", [], "")
+        if torch.backends.mkldnn.is_available() and bool((out == exact).all()):
+            return "onednn", 127
+    except (AttributeError, RuntimeError):
+        pass  # a torch without the oneDNN ops (not an x86 mkldnn build): torch._int_mm below
+    return ("int_mm", 127) if int8_exact(127) else ("int_mm", 63)
+
+
 class Int8Linear(torch.nn.Module):
     """``y = x Wᵀ + b`` with W in per-output-channel int8 and each token's activations quantised to int8 per call
-    (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor); the product is
-    torch's int8 GEMM (``torch._int_mm``, oneDNN: VNNI / AMX-int8 where the CPU has them)."""
+    (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor).
+
+    Where the CPU has VNNI / AMX-int8 the product is oneDNN's int8 GEMM on a weight packed once at load
+    (``onednn::qlinear_prepack``, the kernel Inductor's x86 int8 path runs); ``torch._int_mm`` on the plain weight
+    re-packs it on every call, which made int8 no faster than bf16 on AMX. Elsewhere it is ``torch._int_mm`` on
+    7-bit weights (:func:`int8_kernel`). Per-token scales are kept exactly: the GEMM gets the integer tokens with
+    scale 1 and the weight's per-channel scales, and each output row is multiplied by its token's scale after."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        weight = weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        self.register_buffer("qweight", torch.round(weight / scale[:, None]).to(torch.int8), persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
-        self.register_buffer("bias", None if bias is None else bias.detach().float(), persistent=False)
+        self.kernel, levels = int8_kernel()
+        weight = weight.detach()
+        scale = (weight.abs().amax(dim=1).float() / levels).clamp(min=1e-12)
+        qweight = torch.round(weight.float() / scale[:, None]).to(torch.int8)
+        # Only the packed copy is kept (the plain int8 weight would double the resident set).
+        packed = torch.ops.onednn.qlinear_prepack(qweight, None) if self.kernel == "onednn" else qweight.t()
+        self.register_buffer("qweight", packed, persistent=False)
+        # Plain attributes, not buffers: ``model.to(bf16)`` (the int4 scheme) must not round them; the kernel
+        # takes fp32 scales, and a bf16 scale would put a systematic error of up to 0.4 % on each channel.
+        self.scale = scale
+        self.bias = None if bias is None else bias.detach().float()
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dequantised weight (a transient fp32 copy: for shapes and checks, not for the forward)."""
-        return self.qweight.float() * self.scale[:, None]
+        """A meta tensor of the weight's shape (the packed layout is the kernel's own; no transient copy)."""
+        return torch.empty(self.out_features, self.in_features, device="meta")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, self.in_features).float()
         token_scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
         quantized = torch.round(flat / token_scale).to(torch.int8)
-        # The (N, K) weight seen as K×N without a copy: the layout oneDNN's int8 GEMM runs fastest here.
-        out = torch._int_mm(quantized, self.qweight.t()).float() * (token_scale * self.scale)
+        if self.kernel == "onednn":
+            out = torch.ops.onednn.qlinear_pointwise(quantized, 1.0, 0, self.qweight, self.scale, None, None,
+                                                     1.0, 0, torch.float32, "none", [], "")
+            out *= token_scale
+        else:
+            out = torch._int_mm(quantized, self.qweight).float() * (token_scale * self.scale)
         if self.bias is not None:
-            out = out + self.bias
+            out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
 
 
@@ -125,7 +171,7 @@ class Int8Embedding(torch.nn.Module):
         weight = weight.detach().float()
         scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
         self.register_buffer("table", torch.round(weight / scale[:, None]).to(torch.int8), persistent=False)
-        self.register_buffer("scale", scale, persistent=False)
+        self.scale = scale  # fp32 whatever ``model.to`` does (see Int8Linear)
         self.dtype = dtype
         self.num_embeddings, self.embedding_dim = weight.shape
 
@@ -157,8 +203,10 @@ def quantize_model(model: torch.nn.Module, scheme: str) -> dict:
         model.to(activation)
     model.config.tie_word_embeddings = False  # nothing left to tie: transformers must not re-tie on a later call
     _return_freed_memory()
+    kernel, levels = int8_kernel()
     return {"quantize": scheme, "body": f"{scheme}-{'dynamic' if scheme == 'int8' else 'weight-only'}",
-            "lm_head": "int8-dynamic", "embeddings": "int8", "activations": _dtype_name(activation)}
+            "lm_head": "int8-dynamic", "embeddings": "int8", "activations": _dtype_name(activation),
+            "int8_gemm": f"{kernel}-prepacked" if kernel == "onednn" else f"{kernel}-{levels}-levels"}
 
 
 def _return_freed_memory() -> None:
@@ -180,5 +228,6 @@ def weight_bytes(model: torch.nn.Module) -> int:
     total = sum(p.numel() * p.element_size() for p in model.parameters())
     for module in model.modules():
         if isinstance(module, (Int8Linear, Int4Linear)):
-            total += sum(b.numel() * b.element_size() for b in module.buffers(recurse=False))
+            extra = [module.scale] if isinstance(module, Int8Linear) else []
+            total += sum(b.numel() * b.element_size() for b in [*module.buffers(recurse=False), *extra])
     return total

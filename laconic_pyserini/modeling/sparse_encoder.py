@@ -40,16 +40,20 @@ class SparseEncoder:
     Weights are post-activation (log1p(relu) of the max-pooled logits), top-k applied when the spec asks for it;
     terms are raw vocabulary strings (``Ġheart`` for Llama-3, ``heart`` / ``##ing`` for BERT wordpieces).
 
-    The head of an fp32 model runs one of two kernels with identical impacts (floats equal up to fp32 rounding) (``self.head_kernel``):
+    The head of an fp32 model runs one of three kernels with identical impacts (floats equal up to fp32
+    rounding) (``self.head_kernel``):
 
-    - ``screened-bf16``: the vocabulary projection is screened in bf16 and only the terms that can survive
-      activation and top-k are computed in fp32 (:mod:`.screened_head`); fast where bf16 matmuls are;
+    - ``screened-int8`` / ``screened-bf16``: the vocabulary projection is screened in int8 or bf16 and only the
+      terms that can survive activation and top-k are computed in fp32 (:mod:`.screened_head`); int8 is fast on
+      AVX2 and later x86 CPUs, bf16 only where bf16 matmuls are (AVX512_BF16 / AMX);
     - ``fp32-exact``: every logit in fp32, over each sequence's real tokens only, a cache-sized block of the
-      vocabulary at a time (:func:`.sparse_head.exact_max_pool`); the fast one where bf16 is emulated (AVX2-only).
+      vocabulary at a time (:func:`.sparse_head.exact_max_pool`); where no screen pays.
 
-    ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision` on CPU, and screens on CUDA (as before);
-    ``True``/``False`` force one (a forced screen on a CPU where bf16 is slow logs one warning). A bf16 model, or a head that cannot be split, runs the
-    chunked ``model-dtype`` head. ``self.kernels`` records the choice for manifests.
+    ``screen="auto"`` (the default) picks by :func:`.cpu.kernel_decision` on CPU, and screens in bf16 on CUDA (as
+    before); ``"int8"``, ``"bf16"`` (or ``True``) and ``False`` force one (a forced screen on a CPU where its
+    product is slow logs one warning; int8 where ``torch._int_mm`` is not exact is refused). A bf16 model, or a
+    head that cannot be split, runs the chunked ``model-dtype`` head. ``self.kernels`` records the choice for
+    manifests.
     """
 
     def __init__(self, spec: EncoderSpec, loaded: LoadedModel, *, device: str = "cpu",
@@ -78,21 +82,31 @@ class SparseEncoder:
         self.decision = decision or kernel_decision()
         self._split: LinearHead | None = split_head(self.model, spec.kind)
         self.head_kernel = self._choose_head(screen)
-        self._screened = ScreenedHead(self._split, block_bytes=block_bytes) \
-            if self.head_kernel == "screened-bf16" else None
+        precision = self.head_kernel.removeprefix("screened-")
+        self._screened = ScreenedHead(self._split, precision=precision, block_bytes=block_bytes) \
+            if self.head_kernel.startswith("screened-") else None
 
     def _choose_head(self, screen: bool | str) -> str:
-        if screen not in ("auto", True, False):
-            raise ValueError(f"screen must be 'auto', True or False, not {screen!r}")
+        if screen not in ("auto", True, False, "int8", "bf16"):
+            raise ValueError(f"screen must be 'auto', 'int8', 'bf16', True (bf16) or False, not {screen!r}")
         if self._split is None or self._split.weight.dtype != torch.float32:
             return "model-dtype"
         on_cpu = self.device.type == "cpu"
         if screen == "auto":
-            return "screened-bf16" if self.decision.screen or not on_cpu else "fp32-exact"
-        if screen and on_cpu and not self.decision.bf16_fast:
-            warn_once("screen", "screen=True on a CPU where bf16 matmuls are slow (emulated): the screened head is "
-                                "several times slower than the exact fp32 head here; leave screen='auto'")
-        return "screened-bf16" if screen else "fp32-exact"
+            if not on_cpu:
+                return "screened-bf16"
+            return {"int8": "screened-int8", "bf16": "screened-bf16"}.get(self.decision.screen, "fp32-exact")
+        if screen is False:
+            return "fp32-exact"
+        precision = "bf16" if screen is True else screen
+        if precision == "int8" and (not on_cpu or self.decision.int8_matmul == "inexact"):
+            raise ValueError("screen='int8' needs torch._int_mm computing exactly on this CPU "
+                             f"({'not a CPU' if not on_cpu else 'it does not here'}); use screen='auto'")
+        if on_cpu and not getattr(self.decision, f"{precision}_fast"):
+            warn_once(f"screen-{precision}", f"screen={screen!r} on a CPU where {precision} matmuls are slow: the "
+                                             "screened head is slower than the exact fp32 head here; leave "
+                                             "screen='auto'")
+        return f"screened-{precision}"
 
     @property
     def kernels(self) -> dict:
@@ -139,7 +153,7 @@ class SparseEncoder:
         """
         activation = self.spec.activation if activation is None else activation
         offset = self.spec.logit_offset if offset is None else offset
-        if self._screened is not None and self._screened.weight_bf16.device == hidden.device:
+        if self._screened is not None and self._screened.device == hidden.device:
             weights = activate(self._screened(hidden, attention_mask, top_k, offset), activation, offset)
         elif self.head_kernel == "fp32-exact":
             # Split afresh: a caller may have replaced the head's weight since (train.probe centres it).
