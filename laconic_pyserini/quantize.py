@@ -5,8 +5,10 @@ dropped, because Anserini's impact postings cannot hold them and a zero would on
 become impacts through :func:`query_impacts`, whichever caller (the query-file writer, the searchers) asks.
 
 Integer impacts are the Lucene contract. Backends that score floats (Seismic, Milvus) may take the encoder's own
-weights instead (``query_vectors(..., weights="float")``: positive weights kept as they are, the LACONIC authors'
-``use_float_weights=True``); both kinds come from this one place.
+weights instead, for queries (``query_vectors(..., weights="float")``, the LACONIC authors' ``use_float_weights=True``)
+and for documents (``encode --weights float``: the collection stores the floats and a Lucene impact index quantises
+them on the way in, with :func:`quantize`): positive weights kept as they are. Both kinds come from this one place,
+:func:`weigh`.
 """
 
 from __future__ import annotations
@@ -42,8 +44,10 @@ def quantize_tensor(weights, scale: float = 100.0):
     return scaled.round().clamp_min(0)
 
 
-#: What a query vector may hold: ``impact`` (integers, ``rint(w * scale)``) or ``float`` (the encoder's weights).
-QUERY_WEIGHTS = ("impact", "float")
+#: What a vector (query or document) may hold: ``impact`` (integers, ``rint(w * scale)``) or ``float`` (the
+#: encoder's positive weights).
+WEIGHTS = ("impact", "float")
+QUERY_WEIGHTS = WEIGHTS
 
 
 def positive_weights(vector: dict[str, float]) -> dict[str, float]:
@@ -58,18 +62,26 @@ def positive_weights(vector: dict[str, float]) -> dict[str, float]:
     return kept
 
 
+def weigh(vector: dict[str, float], scale: float, weights: str) -> dict:
+    """``vector`` as ``weights`` says: :func:`quantize` (``impact``) or :func:`positive_weights` (``float``)."""
+    if weights == "impact":
+        return quantize(vector, scale)
+    if weights == "float":
+        return positive_weights(vector)
+    raise ValueError(f"weights must be one of {WEIGHTS}, not {weights!r}")
+
+
 def query_vectors(encoder, texts: list[str], *, batch_size: int = 32, weights: str = "impact") -> list[dict]:
     """Query texts as vectors: ``encoder.encode_queries`` (which adds the spec's query prefix) in batches of
     ``batch_size``; ``weights="impact"`` quantises each with ``spec.quant_scale``, ``"float"`` keeps the weights."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
-    if weights not in QUERY_WEIGHTS:
-        raise ValueError(f"query weights must be one of {QUERY_WEIGHTS}, not {weights!r}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"query weights must be one of {WEIGHTS}, not {weights!r}")
     vectors = []
     for start in range(0, len(texts), batch_size):
         for vector in encoder.encode_queries(texts[start:start + batch_size]):
-            vectors.append(quantize(vector, encoder.spec.quant_scale) if weights == "impact"
-                           else positive_weights(vector))
+            vectors.append(weigh(vector, encoder.spec.quant_scale, weights))
     return vectors
 
 

@@ -78,7 +78,7 @@ class Condition:
     vars: dict[str, str] = field(default_factory=dict)
     expected_averages: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
-    approximates: str | None = None  # the exact condition this approximate one is shown beside (same vectors)
+    approximates: str | None = None  # the exact condition shown beside; ${exact_work}: its cell (its vectors, index)
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,8 @@ class Recipe:
                   "dataset": dataset.name, "data": dataset.data, "split": dataset.split, "work": work,
                   "condition": condition.name}
         values["run"] = f"{work}/run.{condition.name}.{dataset.name}.txt"
+        if condition.approximates:  # one encoding, two searches: the exact cell's folder
+            values["exact_work"] = str(Path(work).parent.parent / condition.approximates / Path(work).name)
         return values
 
     def render(self, template: str, condition: Condition, dataset: Dataset, work: str,

@@ -109,6 +109,10 @@ def run_cell(recipe: Recipe, condition: Condition, dataset: Dataset, *, report: 
     open_folder(work, CELL_KIND, flag="--report", ours=lambda folder: (folder / LOG_FILE).is_file(),
                 recipe=recipe.name, condition=condition.name, dataset=dataset.name)
     discard(work, SCORES_FILE, kind=CELL_KIND)  # a cell that fails now must not show its last success
+    if condition.approximates:  # its steps encode and index into the exact cell (${exact_work}), once for both
+        open_folder(work_dir(report, recipe, condition.approximates, dataset.name), CELL_KIND, flag="--report",
+                    ours=lambda folder: (folder / LOG_FILE).is_file(), recipe=recipe.name,
+                    condition=condition.approximates, dataset=dataset.name)
     env = dict(os.environ)
     if data_root is not None:
         env[DATA_ENV] = str(data_root)

@@ -78,12 +78,12 @@ def render_page(recipe: Recipe, *, report: Path = DEFAULT_REPORT, argv: Sequence
     pairs = [c for c in conditions if c.approximates]
     if pairs:
         lines += ["", f"## Exact and approximate, side by side ({metric})", "",
-                  "Each approximate condition beside the exact one it approximates (same encoder, same vectors): "
+                  "Each approximate condition beside the exact one it approximates (same encoder, one encoding): "
                   "*expected / obtained* for both, their difference (approximate − exact, obtained numbers), and "
                   f"R@{AGREEMENT_DEPTH} vs exact: the fraction of the exact top {AGREEMENT_DEPTH} that the approximate "
                   f"top {AGREEMENT_DEPTH} also holds, averaged over queries (from the two cells' runs). The "
                   "difference is all the approximate method changes at once: the index's skipping and, for the "
-                  "`-seismic` conditions, float query weights instead of integer impacts.", ""]
+                  "`-seismic` conditions, float query and document weights instead of integer impacts.", ""]
         for condition in pairs:
             lines += _pair_table(recipe, recipe.conditions[condition.approximates], condition, obtained, metric,
                                  report) + [""]

@@ -107,11 +107,11 @@ def encoded(tmp_path_factory, data_root):
     """
     built: dict[tuple[str, str], dict[str, Path]] = {}
 
-    def get(encoder: str, dataset: str) -> dict[str, Path]:
-        key = (encoder, dataset)
+    def get(encoder: str, dataset: str, weights: str = "impact") -> dict[str, Path]:
+        key = (encoder, dataset, weights)  # weights="float": encode --weights float (its index quantises them)
         if key in built:
             return built[key]
-        work = tmp_path_factory.mktemp(f"{encoder}-{dataset}")
+        work = tmp_path_factory.mktemp(f"{encoder}-{dataset}" + ("-float" if weights == "float" else ""))
         if encoder == "minilm":
             from laconic_pyserini.encode.dense import encode_dense_corpus
 
@@ -122,7 +122,8 @@ def encoded(tmp_path_factory, data_root):
             from laconic_pyserini.index.impact import build_impact_index
 
             model_dir(encoder)
-            encode_corpus(data_root / dataset, work / "encoded", encoder, batch_size=32, progress=False)
+            encode_corpus(data_root / dataset, work / "encoded", encoder, batch_size=32, progress=False,
+                          weights=weights)
             built[key] = {"encoded": work / "encoded",
                           "index": build_impact_index(work / "encoded", work / "index", threads=2)}
         return built[key]

@@ -7,7 +7,7 @@
               [--skip-invalid] [--docs-as-queries | --no-docs-as-queries] \\
       output  --embeddings DIR [--part-size N] \\
       encoder --encoder SPEC_OR_PATH_OR_HUB_ID [--tokenizer PATH_OR_ID] [--batch-size B] [--max-length L] \\
-              [--device cpu] [--dtype auto|fp32|bf16]
+              [--device cpu] [--dtype auto|fp32|bf16|fp16] [--weights impact|float]
 
     python -m laconic_pyserini.encode merge  --embeddings DIR [--corpus C]   # combine finished shards
     python -m laconic_pyserini.encode verify --embeddings DIR [--corpus C]   # checksums; corpus covered once
@@ -24,8 +24,9 @@ import sys
 from collections.abc import Sequence
 
 from ..data import require_documents
-from ..errors import cli, require_at_least
+from ..errors import UsageError, cli, require_at_least
 from ..modeling import QUANTIZE_HELP, QUANTIZE_SCHEMES
+from ..quantize import WEIGHTS
 from .corpus import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, encode_corpus
 from .shards import merge_shards, verify_collection
 
@@ -60,6 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "bf16 fast and fp32 otherwise; fp16: GPU only; the choice and the CPU are recorded in "
                           "manifest.json")
     enc.add_argument("--quantize", default="none", choices=QUANTIZE_SCHEMES, help=QUANTIZE_HELP)
+    enc.add_argument("--weights", default="impact",
+                     help="impact (default): integer impacts rint(w*100), the Lucene contract; float: the encoder's "
+                          "positive float weights, for Seismic and Milvus (a Lucene index quantises them on the way "
+                          "in, to the very index impact gives); recorded in manifest.json")
     enc.add_argument("--window-batches", type=int, default=DEFAULT_WINDOW_BATCHES,
                      help="batches per length-sorting window")
     enc.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -103,19 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--part-size": args.part_size, "--window-batches": args.window_batches,
                          "--shard-num": args.shard_num})
     require_at_least(0, {"--shard-id": args.shard_id})
+    if args.weights not in WEIGHTS:
+        raise UsageError(f"--weights {args.weights}: choose {' or '.join(WEIGHTS)}")
     require_documents(args.corpus)  # before the model loads
     from ..spec import load_spec
 
     spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
     manifest = encode_corpus(args.corpus, args.embeddings, spec, batch_size=args.batch_size,
-                             device=_device(args.device), dtype=args.dtype, quantize=args.quantize, shard_id=args.shard_id,
+                             device=_device(args.device), dtype=args.dtype, quantize=args.quantize,
+                             weights=args.weights, shard_id=args.shard_id,
                              shard_num=args.shard_num, skip_invalid=args.skip_invalid,
                              docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
                              part_size=args.part_size, window_batches=args.window_batches,
                              progress=False if args.no_progress else None)
     counts = manifest.counts
     print(f"{args.embeddings}: {counts['documents']} documents ({counts['empty_documents']} empty, "
-          f"{counts['invalid_lines']} invalid lines skipped) in {len(manifest.parts)} parts; "
+          f"{counts['invalid_lines']} invalid lines skipped) in {len(manifest.parts)} parts, {manifest.weights} "
+          "weights; "
           f"complete={manifest.complete}")
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..data import read_corpus
 from ..fingerprint import encoder_fingerprint
-from ..quantize import quantize
+from ..quantize import WEIGHTS, weigh
 from ..spec import current_spec_dict
 from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
 from .manifest import (KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
@@ -29,9 +29,12 @@ logger = logging.getLogger(__name__)
 DEFAULT_PART_SIZE = 10_000
 DEFAULT_WINDOW_BATCHES = 50
 # Settings that change the bytes written; a rerun into the same folder must repeat them.
-# ``quantize`` is recorded only when not ``none``, so folders begun before it existed still resume.
-_CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "fields", "docs_as_queries",
+# ``quantize`` is recorded only when not ``none``, ``weights`` only when ``float``, so folders begun before they
+# existed still resume.
+_CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "weights", "fields", "docs_as_queries",
                       "skip_invalid")
+#: What a contract setting that is not recorded means.
+_UNRECORDED = {"quantize": "none", "weights": "impact"}
 
 
 def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, spec=None, *,
@@ -39,7 +42,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                   shard_id: int | None = None, shard_num: int | None = None, skip_invalid: bool = False,
                   docs_as_queries: bool | None = None, fields: tuple[str, ...] = ("title", "text"),
                   part_size: int = DEFAULT_PART_SIZE, window_batches: int = DEFAULT_WINDOW_BATCHES,
-                  progress: bool | None = None, merge: bool = True, quantize: str = "none") -> Manifest:
+                  progress: bool | None = None, merge: bool = True, quantize: str = "none",
+                  weights: str = "impact") -> Manifest:
     """Encode ``corpus`` into an Anserini JsonVectorCollection under ``embeddings_dir``; resume if begun.
 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
@@ -49,8 +53,9 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     folder was begun with, and otherwise takes what this CPU runs fast
     (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
     kernels and CPU decision. ``quantize`` (``int8``/``int4``, decoders on CPU: :mod:`laconic_pyserini.modeling.quantized`)
-    is a contract setting too, and fixes the dtype to the one its kernels take. ``progress=None`` draws a bar when the console is a terminal
-    (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
+    is a contract setting too, and fixes the dtype to the one its kernels take. So is ``weights`` (recorded when
+    ``float``): ``impact`` (``rint(w * quant_scale)``) or ``float`` (positive weights), see :mod:`..quantize`.
+    ``progress=None`` draws a bar when the console is a terminal (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
     the merged one when this shard finished last and ``merge``).
 
     The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
@@ -58,10 +63,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     re-encodes only the parts that are missing or damaged.
     """
     spec = _resolve_spec(spec, encoder)
-    if batch_size < 1 or part_size < 1 or window_batches < 1:
-        raise EncodeError("--batch-size, part size and window must be positive")
-    if not fields or any(f not in ("title", "text") for f in fields):
-        raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
+    _check_options(batch_size, part_size, window_batches, fields, weights)
     shard_id, shard_num = resolve_shard(shard_id, shard_num)
     described = describe_corpus(corpus)
     docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
@@ -76,7 +78,8 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
     dtype = _run_dtype(dtype, spec, device, encoder, manifest_path(root, shard_id, shard_num))
     settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
-                "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {})}
+                "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {}),
+                **({"weights": weights} if weights != "impact" else {})}
     claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
@@ -94,6 +97,15 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         else:
             job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _check_options(batch_size: int, part_size: int, window_batches: int, fields, weights: str) -> None:
+    if batch_size < 1 or part_size < 1 or window_batches < 1:
+        raise EncodeError("--batch-size, part size and window must be positive")
+    if weights not in WEIGHTS:
+        raise EncodeError(f"--weights {weights}: choose {' or '.join(WEIGHTS)}")
+    if not fields or any(f not in ("title", "text") for f in fields):
+        raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
 
 
 def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:
@@ -160,7 +172,7 @@ class _Job:
         s = self.settings
         bar = _progress(s["progress"], total=total, initial=initial, desc=f"encode {self.spec.name}")
         return _PartBuilder(self.encoder, self.spec, s["fields"], s["docs_as_queries"], s["batch_size"],
-                            s["batch_size"] * s["window_batches"], bar)
+                            s["batch_size"] * s["window_batches"], bar, s.get("weights", "impact"))
 
     def _save(self) -> None:
         write_json_atomic(self.mpath, self.manifest.to_dict())
@@ -267,16 +279,17 @@ def _progress(enabled: bool | None, *, total: int, initial: int, desc: str):
 class _PartBuilder:
     """Collects the documents of one part and encodes them window by window."""
 
-    def __init__(self, encoder, spec, fields, as_query: bool, batch_size: int, window: int, bar) -> None:
+    def __init__(self, encoder, spec, fields, as_query: bool, batch_size: int, window: int, bar,
+                 weights: str = "impact") -> None:
         self.encoder, self.spec, self.fields, self.as_query = encoder, spec, tuple(fields), as_query
-        self.batch_size, self.window, self.bar = batch_size, window, bar
+        self.batch_size, self.window, self.bar, self.weights = batch_size, window, bar, weights
         self.docs: list = []
 
     def add(self, doc) -> None:
         self.docs.append(doc)
 
-    def _encode(self, texts: list[str]) -> list[dict[str, int]]:
-        impacts: list[dict[str, int] | None] = [None] * len(texts)
+    def _encode(self, texts: list[str]) -> list[dict[str, float]]:
+        impacts: list[dict[str, float] | None] = [None] * len(texts)
         for w0 in range(0, len(texts), self.window):
             window = list(range(w0, min(w0 + self.window, len(texts))))
             lengths = self.encoder.tokenize_lengths([texts[i] for i in window])
@@ -286,7 +299,7 @@ class _PartBuilder:
                 batch = order[b0:b0 + self.batch_size]
                 vectors = self.encoder.encode_documents([texts[i] for i in batch], as_query=self.as_query)
                 for i, vector in zip(batch, vectors, strict=True):
-                    impacts[i] = quantize(vector, self.spec.quant_scale)
+                    impacts[i] = weigh(vector, self.spec.quant_scale, self.weights)
                 self.bar.update(len(batch))
         return impacts  # type: ignore[return-value]
 
@@ -352,9 +365,10 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
     if manifest.shard != shard:
         raise EncodeError(f"{mpath}: written as shard {manifest.shard}, this run is shard {shard}")
     for key in _CONTRACT_SETTINGS:
-        if manifest.settings.get(key) != settings.get(key):
-            raise EncodeError(f"{mpath}: written with {key}={manifest.settings.get(key)!r}, this run has "
-                              f"{settings.get(key)!r}; rerun with the same options to resume, or use another folder")
+        written, asked = (given.get(key, _UNRECORDED.get(key)) for given in (manifest.settings, settings))
+        if written != asked:
+            raise EncodeError(f"{mpath}: written with {key}={written!r}, this run has {asked!r}; rerun with the same "
+                              "options to resume, or use another folder")
     for key in ("batch_size", "device"):
         if manifest.settings.get(key) != settings.get(key):
             logger.warning("%s: resuming with %s=%r (was %r): the remaining parts may differ in the last float "

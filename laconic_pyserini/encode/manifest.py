@@ -4,8 +4,15 @@ Layout of an ``--embeddings DIR``::
 
     DIR/manifest.json                          what was encoded, how, counts, parts with sha256, ``complete``
     DIR/vectors/part-00000.jsonl ...           Anserini JsonVectorCollection: {"id", "contents", "vector"}
+                                           (``weights``: integer impacts, or the encoder's floats)
     DIR/vectors/shard-01-of-03/part-00000.jsonl  (sharded runs: one sub-folder per shard)
     DIR/shards/shard-01-of-03.json             (sharded runs: each shard's own manifest, merged into DIR/manifest.json)
+
+A collection holds integer impacts ``rint(w * quant_scale)`` (``weights: "impact"``, the default and what every
+manifest older than the field holds) or the encoder's positive float weights (``weights: "float"``, ``encode
+--weights float``), for the backends that score floats (Seismic, Milvus); a Lucene impact index of a float
+collection quantises it on the way in with the one rule (:mod:`laconic_pyserini.quantize`), so it is the index the
+integer collection of the same vectors gives.
 
 The part files live in ``vectors/`` and the manifests outside it because Anserini's ``IndexCollection`` reads
 *every* file under its ``-input`` folder (sub-folders too, whatever the name or suffix) and logs an exception
@@ -114,6 +121,11 @@ class Manifest:
                 "invalid_lines": self._sum("invalid_lines") + self.tail_invalid_lines, "terms": self._sum("terms")}
 
     @property
+    def weights(self) -> str:
+        """``impact`` (integers; manifests older than the setting) or ``float``."""
+        return self.settings.get("weights", "impact")
+
+    @property
     def collection_dir(self) -> Path:
         """The folder to give Anserini as ``-input`` (``-collection JsonVectorCollection -impact -pretokenized``)."""
         return self.root / VECTORS_DIR
@@ -127,7 +139,7 @@ class Manifest:
             "kind": KIND, "format": FORMAT, "format_version": FORMAT_VERSION, "package_version": __version__,
             "complete": self.complete, "collection": VECTORS_DIR, "collection_class": "JsonVectorCollection",
             "empty_vector_term": EMPTY_TERM, "spec": self.spec, "corpus": self.corpus, "shard": self.shard,
-            "settings": self.settings, "counts": self.counts,
+            "settings": self.settings, "weights": self.weights, "counts": self.counts,
             "invalid": ([i for p in self.parts for i in p.invalid] + self.tail_invalid)[:MAX_INVALID_KEPT],
             "tail_invalid": self.tail_invalid, "tail_invalid_lines": self.tail_invalid_lines,
             "parts": [p.to_dict() for p in self.parts], "shards": self.shards, "kernels": self.kernels,
@@ -227,12 +239,20 @@ def verify_parts(manifest: Manifest) -> None:
 
 
 def iter_vectors(embeddings_dir: str | os.PathLike | Manifest, *,
-                 keep_empty_term: bool = False) -> Iterator[tuple[str, dict[str, int]]]:
-    """``(doc id, {term: impact})`` for every document, in part order (corpus order for unsharded runs).
+                 keep_empty_term: bool = False) -> Iterator[tuple[str, dict[str, float]]]:
+    """``(doc id, {term: weight})`` for every document, in part order (corpus order for unsharded runs): integer
+    impacts, or floats in a ``weights: "float"`` collection (:attr:`Manifest.weights`).
 
     Each part's sha256 and document count are checked as it is read. The :data:`EMPTY_TERM` of an empty vector
     comes back as ``{}`` unless ``keep_empty_term``.
     """
+    for doc_id, _, vector in iter_documents(embeddings_dir, keep_empty_term=keep_empty_term):
+        yield doc_id, vector
+
+
+def iter_documents(embeddings_dir: str | os.PathLike | Manifest, *,
+                   keep_empty_term: bool = False) -> Iterator[tuple[str, str, dict[str, float]]]:
+    """:func:`iter_vectors` with each document's ``contents``: ``(doc id, contents, vector)``."""
     manifest = embeddings_dir if isinstance(embeddings_dir, Manifest) else read_manifest(embeddings_dir)
     for part in manifest.parts:
         path = manifest.root / part.path
@@ -246,7 +266,7 @@ def iter_vectors(embeddings_dir: str | os.PathLike | Manifest, *,
                 if not keep_empty_term and len(vector) == 1 and EMPTY_TERM in vector:
                     vector = {}
                 count += 1
-                yield obj["id"], vector
+                yield obj["id"], obj["contents"], vector
         if digest.hexdigest() != part.sha256 or count != part.documents:
             raise EncodeError(f"{path}: {count} documents / sha256 {digest.hexdigest()[:12]}… but the manifest "
                               f"says {part.documents} / {part.sha256[:12]}…; the file was modified, re-encode")

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 _SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.json$")
 # Settings that must agree between shards; batch size and device only change speed.
-_SHARED_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "fields", "docs_as_queries",
+_SHARED_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "weights", "fields", "docs_as_queries",
                     "skip_invalid")
 
 

@@ -16,7 +16,7 @@ from ..outputs import write_bytes_atomic
 from .manifest import EMPTY_TERM, EncodeError, PartInfo
 
 
-def check_terms(vector: dict[str, int], what: str) -> None:
+def check_terms(vector: dict[str, float], what: str) -> None:
     """Refuse terms that a whitespace tokenizer would split or lose.
 
     Anserini indexes ``-pretokenized`` vectors through a whitespace analyzer (a term ``"foo bar"`` becomes two
@@ -34,10 +34,12 @@ def check_terms(vector: dict[str, int], what: str) -> None:
                               "vectors in the output; this vocabulary cannot be used with this writer")
 
 
-def vector_line(doc_id: str, contents: str, impacts: dict[str, int]) -> str:
-    """One JsonVectorCollection line; an empty vector gets :data:`EMPTY_TERM` so Lucene keeps the document."""
-    check_terms(impacts, f"document {doc_id!r}")
-    vector = impacts if impacts else {EMPTY_TERM: 1}
+def vector_line(doc_id: str, contents: str, weights: dict[str, float]) -> str:
+    """One JsonVectorCollection line of integer impacts or float weights (``encode --weights float``; JSON keeps a
+    float's shortest round-trip digits, so reading it back gives the very float); an empty vector gets
+    :data:`EMPTY_TERM` (weight 1 either way) so Lucene keeps the document."""
+    check_terms(weights, f"document {doc_id!r}")
+    vector = weights if weights else {EMPTY_TERM: 1}
     return json.dumps({"id": doc_id, "contents": contents, "vector": vector}, ensure_ascii=False) + "\n"
 
 

@@ -4,6 +4,11 @@ The encoded folder (written by ``python -m laconic_pyserini.encode``) is indexed
 ``IndexCollection -collection JsonVectorCollection -impact -pretokenized``: each term's integer impact becomes its
 term frequency, so Lucene's score of a query is exactly the dot product of the query's and the document's impacts.
 
+A float collection (``encode --weights float``) is quantised on the way in by the one rule, ``rint(w *
+quant_scale)`` dropping ≤ 0 (:func:`laconic_pyserini.quantize.quantize`): Anserini is given the very lines the
+integer collection of the same vectors holds, so the Lucene index (postings, scores) is the same, and the floats stay
+in the collection for Seismic and Milvus.
+
 The index folder's ``manifest.json`` records ``kind: "impact"``, the document count (checked against the encoding
 manifest: a mismatch is an error, never a warning), the encoder spec copied from the encoding, and the encoded
 folder's path, from which a Seismic index can be built later (:mod:`laconic_pyserini.index.seismic`).
@@ -56,9 +61,7 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
     spec = manifest.spec
     # Anserini reads every file under -input; the manifest's part list is the collection, nothing else.
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "impact-", dir=index_dir.parent) as tmp:
-        for number, part in enumerate(manifest.parts):
-            source = (manifest.root / part.path).resolve()
-            os.symlink(source, Path(tmp) / f"part-{number:06d}{''.join(source.suffixes)}")
+        _stage_parts(manifest, Path(tmp))
         args = ["-collection", "JsonVectorCollection", "-input", tmp, "-index", str(partial),
                 "-generator", "DefaultLuceneDocumentGenerator", "-impact", "-pretokenized",
                 "-threads", str(threads)]
@@ -80,12 +83,36 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
         "corpus": manifest.corpus,
         "encoding_counts": manifest.counts,
         "encoding_quantize": manifest.settings.get("quantize", "none"),
+        "encoding_weights": manifest.weights,  # the index itself always holds integer impacts
         "empty_vector_term": _empty_term(),
         "anserini": {"collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
                      "impact": True, "pretokenized": True, "optimize": optimize},
     })
     logger.info("impact index of %d documents (%s) -> %s", indexed, spec.get("name"), index_dir)
     return finish_build(partial, index_dir, KIND)
+
+
+def _stage_parts(manifest, tmp: Path) -> None:
+    """The collection's parts under ``tmp`` for Anserini: links to integer parts; float parts quantised."""
+    import dataclasses
+
+    from ..encode.manifest import iter_documents
+    from ..encode.writer import vector_line
+    from ..quantize import quantize
+    from ..spec import EncoderSpec
+
+    scale = EncoderSpec.from_dict(manifest.spec).quant_scale if manifest.weights == "float" else None
+    for number, part in enumerate(manifest.parts):
+        source = (manifest.root / part.path).resolve()
+        target = tmp / f"part-{number:06d}{''.join(source.suffixes)}"
+        if scale is None:
+            os.symlink(source, target)
+            continue
+        # iter_documents checks the part's sha256 as it reads; an empty vector comes back {} and is written as the
+        # reserved term again, as the integer writer does.
+        with open(target, "w", encoding="utf-8") as out:
+            for doc_id, contents, vector in iter_documents(dataclasses.replace(manifest, parts=[part])):
+                out.write(vector_line(doc_id, contents, quantize(vector, scale)))
 
 
 def _empty_term() -> str:

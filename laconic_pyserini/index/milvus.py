@@ -8,7 +8,8 @@
 
 Sparse: each document's integer impacts (exactly what the Lucene impact index holds) become a
 ``SPARSE_FLOAT_VECTOR`` keyed by the encoder tokenizer's term ids (float32 holds integers below 2^24 exactly), so
-inner products equal Lucene's scores. Dense: the faiss vectors become a ``FLOAT_VECTOR`` field searched by inner
+inner products equal Lucene's scores; a float collection (``encode --weights float``) gives its float weights
+(the manifest's ``weights`` says which). Dense: the faiss vectors become a ``FLOAT_VECTOR`` field searched by inner
 product (``FLAT`` by default: exact, as faiss-flat). The document id is the VARCHAR primary key.
 
 Resume: the manifest row (:mod:`laconic_pyserini.index.milvus_manifest`) counts the documents committed after every
@@ -106,7 +107,8 @@ def _sparse_source(source: Path, index_type: str | None):
                  "parts_sha256": parts, "documents": encoded.documents}
     target = _base("sparse", spec.to_dict(), encoded.documents, described, {"type": index_type},
                    _read_json(source / "manifest.json"))
-    target.update(dimension=None, term_ids=term_ids_record(spec, vocab), counts=encoded.counts)
+    target.update(dimension=None, term_ids=term_ids_record(spec, vocab), counts=encoded.counts,
+                  weights=encoded.weights)
 
     def rows(skip: int) -> Iterator[dict]:
         for ordinal, (doc_id, vector) in enumerate(iter_vectors(encoded, keep_empty_term=True)):

@@ -1,8 +1,11 @@
 """Seismic indexes (``pyseismic-lsr``) built once beside an impact index, from the same encoded collection.
 
 The build reads the encoded collection the Lucene index was built from (the path is in ``DIR/manifest.json``)
-and writes ``DIR/seismic/``. Documents keep their integer impacts as float32 values, so a Seismic score is the same
-dot product Lucene computes. Build knobs (``n_postings``, ``centroid_fraction``, ``summary_energy``, ...) are
+and writes ``DIR/seismic/``. Documents are stored as the collection holds them, as float32 values: the encoder's
+float weights from a float collection (``encode --weights float``, as the LACONIC authors store documents), or the
+integer impacts of an integer collection (then a Seismic score is the same dot product Lucene computes). The build
+manifest records which (``weights``). Seismic 0.5 keeps document values in half precision: exact for impacts up to
+2048; a float keeps 11 significant bits (finer than an impact's 1/100 for every weight below 20). Build knobs (``n_postings``, ``centroid_fraction``, ``summary_energy``, ...) are
 Seismic's and default to its own defaults; a build with other knobs replaces the cached one. Terms are numbered
 ``0..V-1`` in sorted order (the mapping is ``DIR/seismic/vocabulary.json``); Seismic's standard index stores
 component ids as 16-bit integers, so a collection with more than 65,536 distinct terms (Llama-3's 128,256-token
@@ -81,6 +84,7 @@ def build_seismic_index(index_dir: str | os.PathLike, *, large_vocabulary: bool 
         write_index_manifest(partial, {
             "kind": KIND, "seismic_version": _seismic_version(), "large_vocabulary": large, "build": params,
             "terms": len(terms), "documents": manifest["documents"], "indexed_vectors": vectors,
+            "weights": encoding.weights,
             "encoded": str(manifest["encoded"]), "build_seconds": round(time.perf_counter() - start, 1)})
         swap_in(partial, folder, KIND, flag="another --index")  # replaces only a Seismic cache built here
     logger.info("Seismic index (%s, %d terms, %d vectors) built in %.1f s -> %s",
@@ -109,11 +113,11 @@ def _source_encoding(index_dir: Path, manifest: dict):
 
 
 def _add_documents(dataset, vectors, term_ids: dict[str, int]) -> int:
-    """Add ``(doc id, {term: impact})`` pairs to a Seismic dataset in batches; returns how many it took."""
+    """Add ``(doc id, {term: weight})`` pairs to a Seismic dataset in batches; returns how many it took."""
     import numpy as np
 
     added = 0
-    batch: list[tuple[str, dict[str, int]]] = []
+    batch: list[tuple[str, dict[str, float]]] = []
 
     def flush() -> int:
         # Seismic wants each row's component ids increasing.

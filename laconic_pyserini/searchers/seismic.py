@@ -6,11 +6,13 @@
         [--query-cut 10] [--heap-factor 0.7] [--query-weights impact|float]
 
 The first search builds ``DIR/seismic/`` from the same encoded collection the Lucene index was built from (the
-path is in ``DIR/manifest.json``) and later searches load it. Documents keep their integer impacts as float32
-values, so with ``query_weights="impact"`` (the default) a Seismic score is the same dot product Lucene computes;
-``query_weights="float"`` sends the encoder's float query weights instead, as the LACONIC authors search (their
-``use_float_weights=True``; scores are then ``Σ w_q · impact_d``, the ranking the authors' float documents give up
-to the 1/``quant_scale`` rounding of each document weight). Seismic only skips work:
+path is in ``DIR/manifest.json``) and later searches load it. Documents are what that collection holds: the
+encoder's float weights (``encode --weights float``, as the LACONIC authors store them) or integer impacts (then,
+with ``query_weights="impact"``, the default, a Seismic score is the same dot product Lucene computes).
+``query_weights="float"`` sends the encoder's float query weights, as the LACONIC authors search (their
+``use_float_weights=True``); against float documents a score is then ``Σ w_q · w_d``, the authors' own scoring,
+and against integer ones ``Σ w_q · impact_d`` (their ranking up to the 1/``quant_scale`` rounding of each document
+weight). Seismic only skips work:
 
 - ``query_cut``: only the query's ``query_cut`` highest-weighted terms are looked up (more: better recall, slower);
 - ``heap_factor``: a block of postings is scanned only if its summary's score exceeds ``heap_factor`` times the
