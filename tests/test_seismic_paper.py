@@ -211,6 +211,14 @@ def test_fp16_is_for_gpus_and_refused_on_cpu(data_root, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --dtype fp16 is for GPU encoding") and "fp32, bf16 or auto" in err[-1]
     assert not out.exists()  # refused before anything was written or loaded
+    from laconic_pyserini.encode.dense import main as dense_main
+
+    model_dir("all-MiniLM-L6-v2")
+    dense = tmp_path / "dense"
+    assert dense_main(["--corpus", str(data_root / "scifact"), "--output", str(dense), "--encoder", "minilm",
+                       "--dtype", "fp16"]) == 2  # the dense baselines take the same option, refused alike here
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: --dtype fp16 is for GPU encoding") and not dense.exists()
 
 
 # ---------------------------------------------------------------------------------------------- tokenizer

@@ -1,7 +1,7 @@
 """Encode a corpus with a dense model into a faiss index folder that pyserini's ``FaissSearcher`` opens.
 
     python -m laconic_pyserini.encode.dense --corpus BEIR_DIR_OR_NAME --encoder SPEC_OR_PATH_OR_HUB_ID --output DIR
-        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype auto|fp32|bf16] [--hnsw-m 32]
+        [--index-type flat|hnsw] [--batch-size B] [--device cpu] [--dtype auto|fp32|bf16|fp16] [--hnsw-m 32]
         [--ef-construction 200] [--ef-search 128] [--chunk-size 1024]
     python -m laconic_pyserini.encode.dense --from-index FLAT_DIR --output DIR --index-type hnsw   # no re-encoding
 
@@ -238,9 +238,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     enc.add_argument("--encoder", help="spec name (minilm), hub id, or local model folder")
     enc.add_argument("--batch-size", type=int, default=32)
     enc.add_argument("--device", default="cpu")
-    enc.add_argument("--dtype", choices=("auto", "fp32", "bf16"), default="auto",
+    enc.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
                      help="auto (default): fp32 for encoder-only models; a decoder backbone in bf16 where this CPU "
-                          "runs bf16 fast")
+                          "runs bf16 fast; fp16 for GPU encoding (--device cuda)")
     enc.add_argument("--max-length", type=int, help="override the spec's max length")
     args = parser.parse_args(argv)
     require_at_least(1, {"--hnsw-m": args.hnsw_m, "--ef-construction": args.ef_construction,

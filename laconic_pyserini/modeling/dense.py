@@ -26,7 +26,7 @@ from ..spec import EncoderSpec, SpecError, detect_kind, resolve_model_location
 
 logger = logging.getLogger(__name__)
 
-DTYPES = ("auto", "fp32", "bf16")
+DTYPES = ("auto", "fp32", "bf16", "fp16")
 
 
 def is_decoder_backbone(spec: EncoderSpec) -> bool:
@@ -38,8 +38,9 @@ def is_decoder_backbone(spec: EncoderSpec) -> bool:
 
 
 def resolve_dense_dtype(spec: EncoderSpec, dtype: str, device: str = "cpu") -> str:
-    """``fp32`` or ``bf16`` for ``dtype`` (``auto``: bf16 only for a decoder backbone where bf16 is fast, see
-    :func:`.cpu.resolve_dtype`; encoder-only models such as MiniLM stay fp32, which keeps their MTEB scores)."""
+    """``fp32``, ``bf16`` or ``fp16`` for ``dtype`` (``auto``: bf16 only for a decoder backbone where bf16 is fast,
+    see :func:`.cpu.resolve_dtype`; encoder-only models such as MiniLM stay fp32, which keeps their MTEB scores;
+    ``fp16`` is for GPUs and refused on a CPU, as for the sparse encoders)."""
     from .cpu import resolve_dtype
 
     decoder = dtype != "fp32" and is_decoder_backbone(spec)
