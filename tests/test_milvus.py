@@ -180,6 +180,29 @@ def test_float_query_weights_score_the_exact_float_dot_product(sparse_export, sc
         same_ranking(expected, run[qid], rel=1e-5)
 
 
+def test_float_documents_keep_their_float_weights(milvus, encoded, scifact):
+    """A float collection (``encode --weights float``) goes into Milvus as its float weights: the manifest says so,
+    and float queries score the exact float dot product with the float documents (not their 1/100 impacts)."""
+    from laconic_pyserini.encode.manifest import iter_vectors
+    from laconic_pyserini.index.milvus import export_to_milvus
+    from laconic_pyserini.searchers.milvus import MilvusSearcher
+
+    built = encoded("splade-tiny", "scifact", "float")
+    uri = f"milvus://{milvus}/scifact_splade_tiny_float"
+    manifest = export_to_milvus(built["encoded"], uri, batch_size=1000, progress=False)
+    assert manifest["weights"] == "float"
+    documents = list(iter_vectors(built["encoded"]))
+    assert any(w != round(w, 2) for _, doc in documents[:5] for w in doc.values())  # really floats
+    searcher = MilvusSearcher(uri, query_weights="float")
+    topics = dict(list(scifact["topics"].items())[:5])
+    weights = searcher.queries.encoder.encode_queries(list(topics.values()))
+    run = searcher.batch_search(topics, 10)
+    for qid, query in zip(topics, weights):
+        scores = sorted(((sum(w * doc.get(t, 0) for t, w in query.items() if w > 0), doc_id)
+                         for doc_id, doc in documents), reverse=True)
+        same_ranking([(doc_id, score) for score, doc_id in scores[:10]], run[qid], rel=1e-5)
+
+
 def test_other_encoder_is_refused(sparse_export, tmp_path, data_root):
     from laconic_pyserini.search import main as search_main
     from laconic_pyserini.searchers.milvus import MilvusSearcher
