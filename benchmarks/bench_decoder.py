@@ -3,8 +3,10 @@
     python benchmarks/bench_decoder.py memory   [--lengths 64 128 256] [--batch 16]
     python benchmarks/bench_decoder.py smollm2  [--docs 16] [--batch 8]
     python benchmarks/bench_decoder.py laconic1b [--queries 50] [--docs 32] [--batch 8]
-    python benchmarks/bench_decoder.py queries --shape laconic-1b [--shape laconic-3b] --quantize none int8 int4
-                                              [--queries 50] [--docs 16] [--batch 8] --output FILE.json
+    python benchmarks/bench_decoder.py queries --shape laconic-1b [--shape laconic-3b] \
+        --quantize none int8 int4 q8_0 q4_0 [--queries 50] [--docs 16] [--batch 8] --output FILE.json
+    python benchmarks/bench_decoder.py retrieval [--encoder smollm2-135m] [--docs 1000] [--queries 300] \
+        --quantize bf16 int8 int4 q8_0 q4_0 --output FILE.json
     python benchmarks/bench_decoder.py gemm [--m 20] [--threads 1 2] [--hot-only] --output FILE.json
 
 Every measured configuration runs in its own process, so a peak resident set (VmHWM, reset with
@@ -101,6 +103,8 @@ def scifact_queries(n: int, spec) -> list[str]:
 def worker(task: dict) -> dict:
     import torch
 
+    from decoder_queries import SHAPES
+
     torch.manual_seed(0)
     if task["bench"] == "memory":
         return _memory_worker(task)
@@ -108,6 +112,15 @@ def worker(task: dict) -> dict:
         return _smollm2_worker(task)
     if task["bench"] == "laconic1b":
         return _laconic1b_worker(task)
+    if task["bench"] == "convert":  # a llama.cpp variant's GGUF, made in a process of its own before it is timed
+        _random_llama_encoder(SHAPES[task["shape"]], "auto", Path(task["tmp"]), quantize=task["quantize"],
+                              saved="bf16")
+        return {}
+    if task["bench"] in ("retrieval-index", "retrieval-queries"):
+        import decoder_retrieval
+
+        return (decoder_retrieval.index_worker if task["bench"] == "retrieval-index"
+                else decoder_retrieval.query_worker)(task)
     if task["bench"] == "queries":
         from decoder_queries import query_worker
 
@@ -254,7 +267,7 @@ def run_worker(task: dict) -> dict:
     result = json.loads(out.stdout.strip().splitlines()[-1])
     result.update(task)
     result["loadavg_1m"] = os.getloadavg()[0]
-    print(json.dumps({k: v for k, v in result.items() if k not in ("top20", "top", "top64")}), file=sys.stderr,
+    print(json.dumps({k: v for k, v in result.items() if k not in ("top20", "top", "top64", "top10")}), file=sys.stderr,
           flush=True)
     return result
 
@@ -346,17 +359,25 @@ def main(argv: list[str] | None = None) -> None:
     queries = sub.add_parser("queries", help="batch-1 query latency: full precision against --quantize variants")
     queries.add_argument("--shape", action="append", choices=("laconic-1b", "laconic-3b", "laconic-8b", "tiny"),
                          help="repeatable (default: laconic-1b)")
-    queries.add_argument("--quantize", nargs="+", default=["none", "int8", "int4"], choices=("none", "int8", "int4"))
+    queries.add_argument("--quantize", nargs="+", default=["none", "int8", "int4", "q8_0", "q4_0"],
+                         choices=("none", "int8", "int4", "q8_0", "q4_0"))
     queries.add_argument("--queries", type=int, default=50)
     queries.add_argument("--docs", type=int, default=16, help="documents encoded per variant (indicative rate)")
     queries.add_argument("--batch", type=int, default=8, help="document batch")
+    retrieval = sub.add_parser("retrieval", help="a real decoder end to end: quantised query encoders searching one "
+                                                 "fp32 impact index of SciFact documents (decoder_retrieval)")
+    retrieval.add_argument("--encoder", default="smollm2-135m")
+    retrieval.add_argument("--docs", type=int, default=1000)
+    retrieval.add_argument("--queries", type=int, default=300)
+    retrieval.add_argument("--quantize", nargs="+", default=["bf16", "int8", "int4", "q8_0", "q4_0"],
+                           choices=("bf16", "int8", "int4", "q8_0", "q4_0"))
     gemm = sub.add_parser("gemm", help="GEMM rates of the query kernels at the LACONIC-1B shapes (decoder_gemm)")
     gemm.add_argument("--m", type=int, default=20, help="tokens (rows of the activation)")
     gemm.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     gemm.add_argument("--kernels", nargs="+", default=["bf16", "fp32", "int8-onednn", "int8-int_mm", "int8-dynamic",
                                                          "int4"])
     gemm.add_argument("--hot-only", action="store_true", help="skip the streamed (≥ 1 GiB ring) rates")
-    for p in (memory, smol, big, queries, gemm):
+    for p in (memory, smol, big, queries, retrieval, gemm):
         p.add_argument("--output", type=Path, help="write the results as JSON here")
         p.add_argument("--tmp", type=Path, default=Path("/tmp/laconic-bench-decoder"))
     work = sub.add_parser("worker")
@@ -366,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(worker(json.loads(args.task))))
         return
     args.tmp.mkdir(parents=True, exist_ok=True)
+    # llama.cpp conversions of the random models stay beside them, not in the user's cache.
+    os.environ.setdefault("LACONIC_GGUF_CACHE", str(args.tmp / "gguf"))
     print(f"$ python benchmarks/bench_decoder.py {' '.join(sys.argv[1:])}   "
           f"(load average {os.getloadavg()[0]:.1f}, {os.cpu_count()} CPUs)")
     from laconic_pyserini.modeling.cpu import kernel_decision
@@ -377,6 +400,10 @@ def main(argv: list[str] | None = None) -> None:
 
         args.shape = args.shape or ["laconic-1b"]
         result = bench_queries(args, args.tmp, run_worker, decision)
+    elif args.bench == "retrieval":
+        from decoder_retrieval import bench_retrieval
+
+        result = bench_retrieval(args, args.tmp, run_worker)
     elif args.bench == "gemm":
         from decoder_gemm import bench_gemm
 

@@ -19,6 +19,9 @@ import statistics
 import time
 from pathlib import Path
 
+#: Variants run by llama.cpp (:mod:`laconic_pyserini.modeling.llamacpp`): converted once, in a process of their own,
+#: before the timed one loads the file.
+LLAMA_CPP = ("q8_0", "q4_0")
 _ROPE_32 = {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
             "original_max_position_embeddings": 8192, "rope_type": "llama3"}
 _COMMON = dict(vocab_size=128_256, max_position_embeddings=131_072, rms_norm_eps=1e-5, rope_theta=500_000.0)
@@ -78,8 +81,6 @@ def query_worker(task: dict, load_encoder, scifact_queries, scifact_docs, rss_mi
     """One variant of one shape: load (timed), query latencies at batch 1, peak RSS, top-64 terms, doc rate."""
     import torch
 
-    from laconic_pyserini.modeling.quantized import weight_bytes
-
     start = time.perf_counter()
     encoder = load_encoder(SHAPES[task["shape"]], task["dtype"], Path(task["tmp"]), quantize=task["quantize"],
                            saved="bf16")
@@ -105,7 +106,7 @@ def query_worker(task: dict, load_encoder, scifact_queries, scifact_docs, rss_mi
     return {"p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * percentile(latencies, 0.95),
             "cpu_p50_ms": 1000 * statistics.median(cpu_times), "rss_mib": query_peak,
             "rss_before_mib": rss_before, "load_seconds": load_seconds,
-            "weight_bytes": weight_bytes(encoder.model),
+            "weight_bytes": encoder.weight_bytes,
             "query_tokens_mean": statistics.mean(encoder.tokenize_lengths(queries)),
             "docs_per_s": len(docs) / doc_seconds, "doc_tokens_mean": statistics.mean(encoder.tokenize_lengths(docs)),
             "kernels": {k: v for k, v in encoder.kernels.items() if k != "cpu"},
@@ -114,6 +115,9 @@ def query_worker(task: dict, load_encoder, scifact_queries, scifact_docs, rss_mi
 
 def _compute_floor(task: dict, encoder, queries: list[str]) -> dict:
     from decoder_gemm import compute_floor
+
+    if task["quantize"] in LLAMA_CPP:
+        return {"compute": {"compute_floor_ms": None, "note": "llama.cpp's kernels are not timed apart"}}
 
     tokens = statistics.mean(encoder.tokenize_lengths(queries))
     return {"compute": compute_floor(SHAPES[task["shape"]], tokens, task["quantize"], task["full_dtype"])}
@@ -131,6 +135,8 @@ def bench_queries(args, tmp: Path, run_worker, decision) -> dict:
         rows = {}
         for variant in args.quantize:
             name = "full" if variant == "none" else variant
+            if variant in LLAMA_CPP:
+                run_worker({"bench": "convert", "shape": shape, "quantize": variant, "tmp": str(tmp)})
             rows[name] = run_worker({"bench": "queries", "shape": shape, "quantize": variant,
                                      "dtype": full_dtype if variant == "none" else "auto",
                                      "queries": args.queries, "docs": args.docs, "batch": args.batch,
@@ -155,7 +161,8 @@ def _summarise(shape: str, rows: dict, bandwidth: float, full_dtype: str) -> dic
         entry["floor_ms"], entry["p50_over_floor"] = floor_ms, r["p50_ms"] / floor_ms
         entry["bandwidth_floor_ms"], entry["compute"] = floor_ms, r["compute"]
         compute_ms = r["compute"]["compute_floor_ms"]
-        entry["compute_floor_ms"], entry["p50_over_compute_floor"] = compute_ms, r["p50_ms"] / compute_ms
+        entry["compute_floor_ms"] = compute_ms
+        entry["p50_over_compute_floor"] = r["p50_ms"] / compute_ms if compute_ms else None
         if full is not None:
             entry["top_terms_overlap"] = statistics.mean(
                 len(set(a) & set(b)) / 64 for a, b in zip(r["top64"], full["top64"]))
@@ -164,6 +171,6 @@ def _summarise(shape: str, rows: dict, bandwidth: float, full_dtype: str) -> dic
         table[name] = entry
         print(f"| {name} ({entry['dtype']}) | {r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['rss_mib']:.0f} | "
               f"{entry.get('top_terms_overlap', float('nan')):.3f} | {entry.get('speedup_vs_full', float('nan')):.2f} "
-              f"| {floor_ms:.0f} | {entry['p50_over_floor']:.1f} | {compute_ms:.0f} | "
-              f"{entry['p50_over_compute_floor']:.1f} | {r['docs_per_s']:.2f} |")
+              f"| {floor_ms:.0f} | {entry['p50_over_floor']:.1f} | {compute_ms or float('nan'):.0f} | "
+              f"{entry['p50_over_compute_floor'] or float('nan'):.1f} | {r['docs_per_s']:.2f} |")
     return {"query_latency": table}

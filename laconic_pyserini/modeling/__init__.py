@@ -19,10 +19,11 @@ __all__ = sorted(_EXPORTS)
 
 #: ``--quantize`` of every CLI that encodes with a sparse encoder (:mod:`.quantized`); plain names, so that the CLIs
 #: build their flags without importing torch.
-QUANTIZE_SCHEMES = ("none", "int8", "int4")
-QUANTIZE_HELP = ("decoder (LACONIC) encoders on CPU: none (default: full precision), int8 (int8 weights and "
-                 "dynamically quantised activations, the fast one) or int4 (4-bit body weights: a quarter of the "
-                 "memory); recorded in the manifest as an inference setting")
+QUANTIZE_SCHEMES = ("none", "int8", "int4", "q8_0", "q4_0")
+QUANTIZE_HELP = ("decoder (LACONIC) encoders on CPU: none (default: full precision), q8_0 (llama.cpp's 8-bit "
+                 "blocks: the fast one), q4_0 (llama.cpp's 4-bit blocks: the smallest), int8 (torch's int8 "
+                 "kernels, any decoder architecture) or int4 (torch's 4-bit kernel); recorded in the manifest as an "
+                 "inference setting")
 
 
 def __getattr__(name: str):

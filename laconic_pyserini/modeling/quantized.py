@@ -35,7 +35,9 @@ from .cpu import int8_exact
 logger = logging.getLogger(__name__)
 
 #: The dtype of the activations (and of the layers left unquantised) per scheme.
-ACTIVATION_DTYPE = {"int8": torch.float32, "int4": torch.bfloat16}
+ACTIVATION_DTYPE = {"int8": torch.float32, "int4": torch.bfloat16,
+                    # llama.cpp (:mod:`.llamacpp`): fp32 between its products
+                    "q8_0": torch.float32, "q4_0": torch.float32}
 INT4_GROUP_SIZES = (128, 64, 32)
 
 
@@ -50,7 +52,7 @@ def check_scheme(scheme: str, kind: str, *, device: str = "cpu", dtype: str = "a
         raise SpecError(f"--quantize {scheme} is for decoder (LACONIC) encoders; this encoder is {kind}: "
                          "leave --quantize out (or use --quantize none)")
     if str(device) != "cpu":
-        raise SpecError(f"--quantize {scheme} runs torch's CPU int kernels; use --device cpu or leave --quantize out")
+        raise SpecError(f"--quantize {scheme} runs CPU int kernels; use --device cpu or leave --quantize out")
     if dtype not in ("auto", _dtype_name(ACTIVATION_DTYPE[scheme])):
         raise SpecError(f"--quantize {scheme} runs its activations in {_dtype_name(ACTIVATION_DTYPE[scheme])}; "
                          f"leave --dtype out (auto) rather than --dtype {dtype}")

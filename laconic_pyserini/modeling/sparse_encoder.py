@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..spec import EncoderSpec
+from ..spec import EncoderSpec, SpecError
 from .cpu import KernelDecision, kernel_decision, warn_once
 from .loading import LoadedModel, load_model
 from .screened_head import LinearHead, ScreenedHead, split_head
@@ -32,6 +32,13 @@ def mlm_head_function(model) -> Callable[[torch.Tensor], torch.Tensor]:
         return head
     raise ValueError(f"no chunked MLM head for model_type {model_type!r}; supported: bert, roberta, xlm-roberta, "
                      f"camembert, distilbert")
+
+
+def vocabulary_terms(tokenizer, vocab_size: int) -> list[str | None]:
+    """The term string of each logit row; rows past the tokenizer's vocabulary (padded embedding matrices) have
+    none."""
+    terms = tokenizer.convert_ids_to_tokens(list(range(min(vocab_size, len(tokenizer)))))
+    return terms + [None] * (vocab_size - len(terms))
 
 
 class SparseEncoder:
@@ -76,9 +83,7 @@ class SparseEncoder:
             self._head = mlm_head_function(self.model)
         self.vocab_size = self.model.get_output_embeddings().weight.shape[0]
         self.tokenization = SpecTokenizer(spec, self.tokenizer, self.vocab_size)
-        # Logit rows past the tokenizer's vocabulary (padded embedding matrices) have no term string.
-        terms = self.tokenizer.convert_ids_to_tokens(list(range(min(self.vocab_size, len(self.tokenizer)))))
-        self.terms: list[str | None] = terms + [None] * (self.vocab_size - len(terms))
+        self.terms = vocabulary_terms(self.tokenizer, self.vocab_size)
         self.decision = decision or kernel_decision()
         self._split: LinearHead | None = split_head(self.model, spec.kind)
         self.head_kernel = self._choose_head(screen)
@@ -115,6 +120,13 @@ class SparseEncoder:
         return {"dtype": dtype, "head": self.head_kernel, "device": str(self.device),
                 "quantize": (self.quantized or {}).get("quantize", "none"),
                 **({"quantized": self.quantized} if self.quantized else {}), "cpu": self.decision.to_dict()}
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the weights a batch-1 forward reads (the bandwidth floor's numerator)."""
+        from .quantized import weight_bytes
+
+        return weight_bytes(self.model)
 
     # ---------------------------------------------------------------------------------------- tokenising
 
@@ -186,16 +198,63 @@ class SparseEncoder:
         return self._to_dicts(self.encode_weights(prefixed))
 
 
+class LlamaCppSparseEncoder(SparseEncoder):
+    """A :class:`SparseEncoder` whose model runs in llama.cpp (:class:`.llamacpp.LlamaCppRunner`, ``--quantize
+    q8_0|q4_0``); tokenisation, the activation, the top-k cut and the term strings are this module's own, and the
+    max-pool is over each text's own tokens (llama.cpp gets no padding)."""
+
+    def __init__(self, spec: EncoderSpec, tokenizer, runner, scheme: str) -> None:
+        self.spec, self.tokenizer, self.runner = spec, tokenizer, runner
+        self.model = None
+        self.device = torch.device("cpu")
+        self.vocab_size = runner.n_vocab
+        self.tokenization = SpecTokenizer(spec, tokenizer, self.vocab_size)
+        self.terms = vocabulary_terms(tokenizer, self.vocab_size)
+        self.decision = kernel_decision()
+        self.head_kernel = f"llama.cpp-{scheme}"
+        self._screened = self._split = None
+        self.quantized = {"quantize": scheme, "body": f"llama.cpp-{scheme}", "lm_head": f"llama.cpp-{scheme}",
+                          "activations": "fp32 (quantised per block of 32 into the products)", **runner.describe()}
+
+    @property
+    def kernels(self) -> dict:
+        return {"dtype": "fp32", "head": self.head_kernel, "device": "cpu", "quantize": self.quantized["quantize"],
+                "quantized": self.quantized, "cpu": self.decision.to_dict()}
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.runner.weight_bytes
+
+    def encode_weights(self, texts: list[str], *, full: bool = False) -> torch.Tensor:
+        sequences = self.tokenization.token_ids(texts, self.spec.max_length)
+        pooled = torch.from_numpy(self.runner.max_logits(sequences))
+        weights = activate(pooled, self.spec.activation, self.spec.logit_offset)
+        return keep_top_k(weights, None if full else self.spec.top_k)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        raise SpecError("a llama.cpp encoder (--quantize q8_0/q4_0) gives term weights, not hidden states; load "
+                        "the encoder without --quantize (or with int8) for this")
+
+    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor, top_k: int | None, **kwargs) -> torch.Tensor:
+        return self.hidden_states(hidden, attention_mask)
+
+
 def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = "auto",
                         screen: bool | str = "auto", quantize: str = "none") -> SparseEncoder:
     """A :class:`SparseEncoder` for a decoder or mlm spec (see :func:`laconic_pyserini.modeling.loading.load_model`);
     ``dtype`` and ``screen`` default to what this CPU runs fast (:mod:`.cpu`). ``quantize`` (``int8``/``int4``,
-    decoders on CPU only) loads the weights in bf16 and quantises them (:mod:`.quantized`)."""
+    decoders on CPU only) loads the weights in bf16 and quantises them (:mod:`.quantized`); ``q8_0``/``q4_0`` run
+    them in llama.cpp (:mod:`.llamacpp`)."""
     if quantize == "none":
         return SparseEncoder(spec, load_model(spec, device=device, dtype=dtype), device=device, screen=screen)
     from .quantized import check_scheme, quantize_model
 
     check_scheme(quantize, spec.kind, device=device, dtype=dtype)
+    if quantize in ("q8_0", "q4_0"):
+        from .llamacpp import load_runner
+
+        runner, tokenizer = load_runner(spec, quantize)
+        return LlamaCppSparseEncoder(spec, tokenizer, runner, quantize)
     loaded = load_model(spec, device=device, dtype="bf16")  # half the transient memory of an fp32 load
     quantized = quantize_model(loaded.model, quantize)
     return SparseEncoder(spec, loaded, device=device, screen=screen, quantized=quantized)
