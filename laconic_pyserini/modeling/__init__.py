@@ -20,10 +20,11 @@ __all__ = sorted(_EXPORTS)
 #: ``--quantize`` of every CLI that encodes with a sparse encoder (:mod:`.quantized`); plain names, so that the CLIs
 #: build their flags without importing torch.
 QUANTIZE_SCHEMES = ("none", "int8", "int4", "q8_0", "q4_0")
-QUANTIZE_HELP = ("decoder (LACONIC) encoders on CPU: none (default: full precision), q8_0 (llama.cpp's 8-bit "
-                 "blocks: the fast one), q4_0 (llama.cpp's 4-bit blocks: the smallest), int8 (torch's int8 "
-                 "kernels, any decoder architecture) or int4 (torch's 4-bit kernel); recorded in the manifest as an "
-                 "inference setting")
+QUANTIZE_HELP = ("decoder (LACONIC) encoders on CPU: none (default: full precision), int8 (torch's int8 kernels, "
+                 "the fastest where the CPU has AMX or VNNI), q8_0 (llama.cpp's 8-bit blocks: the closest to full "
+                 "precision), q4_0 (llama.cpp's 4-bit blocks: the smallest, the fastest on AVX2-only CPUs) or int4 "
+                 "(torch's 4-bit kernel); Llama-architecture models only for q8_0/q4_0; recorded in the manifest as "
+                 "an inference setting (docs/quantization.md)")
 
 
 def __getattr__(name: str):
