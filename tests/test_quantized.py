@@ -273,6 +273,7 @@ def test_llama_cpp_encoder_keeps_the_contract_and_the_top_terms(rope_spec, gguf_
 
 def test_llama_cpp_conversion_is_cached_and_reused(rope_spec, gguf_cache):
     from laconic_pyserini.modeling.llamacpp import gguf_path
+    from laconic_pyserini.outputs import is_temp_name
 
     first = load_sparse_encoder(rope_spec, quantize="q8_0")
     path = gguf_path(rope_spec, "q8_0")
@@ -280,6 +281,26 @@ def test_llama_cpp_conversion_is_cached_and_reused(rope_spec, gguf_cache):
     stamp = path.stat().st_mtime_ns
     again = load_sparse_encoder(rope_spec, quantize="q8_0")
     assert path.stat().st_mtime_ns == stamp  # not converted twice
-    assert not [p.name for p in gguf_cache.iterdir() if p.name.endswith(".partial")]
+    assert not [p.name for p in gguf_cache.iterdir() if is_temp_name(p.name)]  # no half-written file left
     text = [rope_spec.query_text(TEXTS[0])]
     assert torch.equal(first.encode_weights(text), again.encode_weights(text))
+
+
+def test_llama_cpp_refuses_a_decoder_it_cannot_run(tmp_path, capsys, llama3_tokenizer, data_root, gguf_cache):
+    """A Qwen2 decoder (bidirectional here, and runnable with --quantize int8) is not written to GGUF: one error that
+    names the way that works, exit 2, no output and no file in the cache."""
+    from laconic_pyserini.encode.query import main as encode_query
+
+    folder = tmp_path / "tiny-qwen2"
+    torch.manual_seed(7)
+    transformers.Qwen2ForCausalLM(transformers.Qwen2Config(
+        vocab_size=128_256, hidden_size=64, intermediate_size=128, num_hidden_layers=1, num_attention_heads=4,
+        num_key_value_heads=2, tie_word_embeddings=True)).save_pretrained(folder, safe_serialization=True)
+    before = sorted(p.name for p in gguf_cache.iterdir())
+    capsys.readouterr()  # the save's progress bar
+    code = encode_query(["--topics", str(data_root / "scifact"), "--encoder", str(folder), "--tokenizer",
+                         str(llama3_tokenizer), "--output", str(tmp_path / "q.tsv"), "--quantize", "q8_0"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "qwen2" in err and "--quantize int8" in err, err
+    assert not (tmp_path / "q.tsv").exists()
+    assert sorted(p.name for p in gguf_cache.iterdir()) == before

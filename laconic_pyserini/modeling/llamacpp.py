@@ -72,26 +72,25 @@ def gguf_path(spec: EncoderSpec, scheme: str) -> Path | None:
 def convert(model, target: Path, scheme: str, *, threads: int) -> Path:
     """``model`` written (bf16, :func:`.gguf_export.write_gguf`) and quantised to ``scheme`` at ``target``.
 
-    Both files are written under names of their own beside ``target`` and the result renamed into place, so an
-    interrupted conversion leaves no file that looks finished; the bf16 intermediate is removed."""
+    Both files are written under this toolkit's temporary names beside ``target`` (:mod:`..outputs`) and the
+    result renamed into place, so an interrupted conversion leaves no file that looks finished; the bf16
+    intermediate is removed."""
+    from ..outputs import atomic_path, remove_temp, temp_path
     from .gguf_export import write_gguf
 
     llama_cpp = _llama_cpp()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    full = target.with_name(f".{target.stem}.bf16.partial")
-    partial = target.with_name(f".{target.name}.partial")
+    full = temp_path(target.with_name(f"{target.stem}.bf16.gguf"))
     try:
-        write_gguf(model, full)
-        params = llama_cpp.llama_model_quantize_default_params()
-        params.ftype = getattr(llama_cpp, SCHEMES[scheme])
-        params.nthread = threads
-        _quiet(llama_cpp)
-        if llama_cpp.llama_model_quantize(str(full).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
-            raise RuntimeError(f"llama.cpp could not quantise {full} to {scheme}")
-        partial.replace(target)
+        with atomic_path(target) as partial:
+            write_gguf(model, full)
+            params = llama_cpp.llama_model_quantize_default_params()
+            params.ftype = getattr(llama_cpp, SCHEMES[scheme])
+            params.nthread = threads
+            _quiet(llama_cpp)
+            if llama_cpp.llama_model_quantize(str(full).encode(), str(partial).encode(), ctypes.byref(params)) != 0:
+                raise RuntimeError(f"llama.cpp could not quantise {full} to {scheme}")
     finally:
-        full.unlink(missing_ok=True)
-        partial.unlink(missing_ok=True)
+        remove_temp(full)
     return target
 
 
@@ -228,6 +227,23 @@ class LlamaCppRunner:
             pass
 
 
+def _check_config_on_disk(spec: EncoderSpec) -> None:
+    """:func:`.gguf_export.check_exportable` on the checkpoint's ``config.json`` where it is a local folder (the
+    base model's, for a LoRA adapter); elsewhere the check runs on the loaded model, before anything is written."""
+    import json
+    from types import SimpleNamespace
+
+    from ..spec import resolve_model_location
+    from .gguf_export import check_exportable
+
+    folder = Path(resolve_model_location(spec.model))
+    if (folder / "adapter_config.json").is_file() and spec.base_model:
+        folder = Path(resolve_model_location(spec.base_model))
+    config = folder / "config.json"
+    if not spec.gguf_file and config.is_file():
+        check_exportable(SimpleNamespace(**json.loads(config.read_text(encoding="utf-8"))))
+
+
 def load_runner(spec: EncoderSpec, scheme: str) -> tuple[LlamaCppRunner, object]:
     """The spec's decoder on llama.cpp in ``scheme``, and its tokenizer: the cached conversion if there is one
     (:func:`gguf_path`), else the model loaded as usual (bf16), converted, quantised and cached; of the torch model
@@ -237,7 +253,8 @@ def load_runner(spec: EncoderSpec, scheme: str) -> tuple[LlamaCppRunner, object]
 
     if scheme not in SCHEMES:
         raise ValueError(f"scheme must be one of {', '.join(SCHEMES)}, not {scheme!r}")
-    _llama_cpp()  # a missing engine is said before gigabytes are read
+    _llama_cpp()  # a missing engine, or a model it cannot run, is said before gigabytes are read
+    _check_config_on_disk(spec)
     target = gguf_path(spec, scheme)
     if target is not None and target.is_file():
         tokenizer, _ = load_tokenizer(spec, resolve_model_location(spec.model))
