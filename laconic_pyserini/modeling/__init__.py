@@ -19,7 +19,9 @@ __all__ = sorted(_EXPORTS)
 
 #: ``--quantize`` of every CLI that encodes with a sparse encoder (:mod:`.quantized`); plain names, so that the CLIs
 #: build their flags without importing torch.
-QUANTIZE_SCHEMES = ("none", "int8", "int4", "q8_0", "q4_0")
+#: The schemes llama.cpp runs (:mod:`.llamacpp`); the others are torch's (:mod:`.quantized`).
+LLAMA_CPP_SCHEMES = ("q8_0", "q4_0")
+QUANTIZE_SCHEMES = ("none", "int8", "int4", *LLAMA_CPP_SCHEMES)
 QUANTIZE_HELP = ("decoder (LACONIC) encoders on CPU: none (default: full precision), int8 (torch's int8 kernels, "
                  "the fastest where the CPU has AMX or VNNI), q8_0 (llama.cpp's 8-bit blocks: the closest to full "
                  "precision), q4_0 (llama.cpp's 4-bit blocks: the smallest, the fastest on AVX2-only CPUs) or int4 "

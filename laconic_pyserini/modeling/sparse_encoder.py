@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from ..spec import EncoderSpec, SpecError
+from . import LLAMA_CPP_SCHEMES
 from .cpu import KernelDecision, kernel_decision, warn_once
 from .loading import LoadedModel, load_model
 from .screened_head import LinearHead, ScreenedHead, split_head
@@ -250,7 +251,7 @@ def load_sparse_encoder(spec: EncoderSpec, *, device: str = "cpu", dtype: str = 
     from .quantized import check_scheme, quantize_model
 
     check_scheme(quantize, spec.kind, device=device, dtype=dtype)
-    if quantize in ("q8_0", "q4_0"):
+    if quantize in LLAMA_CPP_SCHEMES:
         from .llamacpp import load_runner
 
         runner, tokenizer = load_runner(spec, quantize)
