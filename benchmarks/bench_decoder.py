@@ -27,6 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from decoder_gemm import CANDIDATES
+from laconic_pyserini.modeling import QUANTIZE_SCHEMES
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -359,8 +362,7 @@ def main(argv: list[str] | None = None) -> None:
     queries = sub.add_parser("queries", help="batch-1 query latency: full precision against --quantize variants")
     queries.add_argument("--shape", action="append", choices=("laconic-1b", "laconic-3b", "laconic-8b", "tiny"),
                          help="repeatable (default: laconic-1b)")
-    queries.add_argument("--quantize", nargs="+", default=["none", "int8", "int4", "q8_0", "q4_0"],
-                         choices=("none", "int8", "int4", "q8_0", "q4_0"))
+    queries.add_argument("--quantize", nargs="+", default=list(QUANTIZE_SCHEMES), choices=QUANTIZE_SCHEMES)
     queries.add_argument("--queries", type=int, default=50)
     queries.add_argument("--docs", type=int, default=16, help="documents encoded per variant (indicative rate)")
     queries.add_argument("--batch", type=int, default=8, help="document batch")
@@ -369,13 +371,13 @@ def main(argv: list[str] | None = None) -> None:
     retrieval.add_argument("--encoder", default="smollm2-135m")
     retrieval.add_argument("--docs", type=int, default=1000)
     retrieval.add_argument("--queries", type=int, default=300)
-    retrieval.add_argument("--quantize", nargs="+", default=["bf16", "int8", "int4", "q8_0", "q4_0"],
-                           choices=("bf16", "int8", "int4", "q8_0", "q4_0"))
+    retrieval.add_argument("--quantize", nargs="+", default=["bf16", *QUANTIZE_SCHEMES[1:]],
+                           choices=("bf16", *QUANTIZE_SCHEMES[1:]))
     gemm = sub.add_parser("gemm", help="GEMM rates of the query kernels at the LACONIC-1B shapes (decoder_gemm)")
     gemm.add_argument("--m", type=int, default=20, help="tokens (rows of the activation)")
     gemm.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    gemm.add_argument("--kernels", nargs="+", default=["bf16", "fp32", "int8-onednn", "int8-int_mm", "int8-dynamic",
-                                                         "int4"])
+    gemm.add_argument("--kernels", nargs="+", choices=CANDIDATES, default=[k for k in CANDIDATES if "ort" not in k],
+                      help="ort-int4 / ort-int8: ONNX Runtime's MatMulNBits (onnx, in the dev extras)")
     gemm.add_argument("--hot-only", action="store_true", help="skip the streamed (≥ 1 GiB ring) rates")
     for p in (memory, smol, big, queries, retrieval, gemm):
         p.add_argument("--output", type=Path, help="write the results as JSON here")

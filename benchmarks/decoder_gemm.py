@@ -9,8 +9,11 @@ A batch-1 query of ~20 tokens multiplies a 20×K activation by every weight of t
 
 Candidates: ``bf16``/``fp32`` (``F.linear``), ``int8-onednn`` (the toolkit's ``Int8Linear``: a weight packed once
 for oneDNN, per-token activation scales), ``int8-int_mm`` (``torch._int_mm`` on the plain weight: packed per
-call), ``int8-dynamic`` (``quantized::linear_dynamic``, per-tensor activation scale, onednn engine) and ``int4``
-(the toolkit's ``Int4Linear``, bf16 activations).
+call), ``int8-dynamic`` (``quantized::linear_dynamic``, per-tensor activation scale, onednn engine), ``int4``
+(the toolkit's ``Int4Linear``, bf16 activations), and ONNX Runtime's blockwise ``MatMulNBits`` (``ort-int4``,
+``ort-int8``: symmetric blocks of 32 weights along K with one fp32 scale each, ``accuracy_level=4``, i.e. the
+activations quantised to int8 per block and an int8 product: MLAS's VNNI / AMX / AVX2 kernels), one single-node
+graph per weight (needs ``onnx`` to write the graph; ``onnxruntime`` comes with pyserini).
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import time
 
 SHAPES_1B = {"q/o 2048x2048": (2048, 2048), "k/v 512x2048": (512, 2048), "gate/up 8192x2048": (8192, 2048),
              "down 2048x8192": (2048, 8192), "lm_head 128256x2048": (128_256, 2048)}
-CANDIDATES = ("bf16", "fp32", "int8-onednn", "int8-int_mm", "int8-dynamic", "int4")
+CANDIDATES = ("bf16", "fp32", "int8-onednn", "int8-int_mm", "int8-dynamic", "int4", "ort-int4", "ort-int8")
+ORT_BLOCK = 32
 RING_BYTES = 2**30
 
 
@@ -39,6 +43,8 @@ def make_kernel(name: str, weight):
     if name == "int4":
         module = Int4Linear(weight, None)
         return (lambda x: module(x.to(torch.bfloat16))), weight_bytes(_wrap(module))
+    if name.startswith("ort-int"):
+        return _ort_matmul_nbits(weight, int(name.removeprefix("ort-int")))
     scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
     qweight = torch.round(weight / scale[:, None]).to(torch.int8)
     if name == "int8-int_mm":
@@ -51,6 +57,46 @@ def make_kernel(name: str, weight):
         packed = torch.ops.quantized.linear_prepack(wq, None)
         return (lambda x: torch.ops.quantized.linear_dynamic(x, packed, True)), qweight.numel()
     raise ValueError(f"unknown candidate {name!r}; one of {', '.join(CANDIDATES)}")
+
+
+def _ort_matmul_nbits(weight, bits: int):
+    """ONNX Runtime's ``com.microsoft.MatMulNBits`` on ``weight`` (N×K): symmetric ``bits``-bit blocks of
+    :data:`ORT_BLOCK` along K, stored unsigned with the midpoint as zero point (the op's layout: ``B`` is
+    N × blocks × block bytes, low nibble first); a callable on M×K fp32 tensors and its weight bytes."""
+    import numpy as np
+    import torch
+
+    try:
+        import onnx
+        import onnxruntime
+    except ImportError as exc:
+        raise SystemExit(f"error: the ort-int{bits} candidate needs {exc.name}: pip install onnx onnxruntime") from exc
+    n, k = weight.shape
+    mid = 2 ** (bits - 1)
+    blocks = weight.float().reshape(n, k // ORT_BLOCK, ORT_BLOCK)
+    scale = (blocks.abs().amax(dim=-1) / (mid - 1)).clamp(min=1e-12)
+    q = (torch.round(blocks / scale[..., None]).clamp(-mid, mid - 1) + mid).to(torch.uint8)
+    if bits == 4:
+        q = q[..., 0::2] | (q[..., 1::2] << 4)
+    inputs = {"B": q.numpy(), "scales": scale.reshape(-1).numpy()}
+    if bits == 8:  # the op's default zero point is the midpoint only for 4 bits
+        inputs["zero_points"] = np.full((n, k // ORT_BLOCK), mid, dtype=np.uint8)
+    node = onnx.helper.make_node("MatMulNBits", ["A", *inputs], ["Y"], domain="com.microsoft", K=k, N=n,
+                                 bits=bits, block_size=ORT_BLOCK, accuracy_level=4)
+    graph = onnx.helper.make_graph(
+        [node], "matmul_nbits", [onnx.helper.make_tensor_value_info("A", onnx.TensorProto.FLOAT, ["M", k])],
+        [onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, ["M", n])],
+        [onnx.numpy_helper.from_array(v, name) for name, v in inputs.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 21),
+                                                         onnx.helper.make_opsetid("com.microsoft", 1)])
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
+    # Every session has its own thread pool, and a streamed ring holds hundreds: idle ones must sleep, not spin.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    nbytes = sum(v.nbytes for v in inputs.values())
+    return (lambda x: torch.from_numpy(session.run(None, {"A": x.numpy()})[0])), nbytes
 
 
 def _per_token_int8(x):

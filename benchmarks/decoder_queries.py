@@ -19,9 +19,10 @@ import statistics
 import time
 from pathlib import Path
 
-#: Variants run by llama.cpp (:mod:`laconic_pyserini.modeling.llamacpp`): converted once, in a process of their own,
-#: before the timed one loads the file.
-LLAMA_CPP = ("q8_0", "q4_0")
+# Variants run by llama.cpp (:mod:`laconic_pyserini.modeling.llamacpp`): converted once, in a process of their own,
+# before the timed one loads the file.
+from laconic_pyserini.modeling import LLAMA_CPP_SCHEMES as LLAMA_CPP
+
 _ROPE_32 = {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
             "original_max_position_embeddings": 8192, "rope_type": "llama3"}
 _COMMON = dict(vocab_size=128_256, max_position_embeddings=131_072, rms_norm_eps=1e-5, rope_theta=500_000.0)

@@ -212,6 +212,17 @@ def test_three_shards_cover_the_corpus_exactly_once(tmp_path, data_root, splade)
     with pytest.raises(EncodeError, match="written twice.*overlapping shards"):
         merge_shards(overlap)
 
+    # A shard encoded with other weights is named with both settings, the unrecorded default spelled out.
+    floats = tmp_path / "floats"
+    shutil.copytree(out, floats)
+    path = floats / "shards" / "shard-02-of-03.json"
+    shard2 = json.loads(path.read_text())
+    assert "weights" not in shard2["settings"]  # integer impacts: the default, not recorded
+    shard2["settings"]["weights"] = "float"
+    path.write_text(json.dumps(shard2))
+    with pytest.raises(EncodeError, match="shard-02-of-03.json: setting weights='float', shard 0 has 'impact'"):
+        merge_shards(floats)
+
     # A shard from another split of the same corpus is refused before any id is read.
     mixed = tmp_path / "mixed"
     shutil.copytree(out, mixed)

@@ -30,6 +30,13 @@ def test_every_beir_cell_with_a_shipped_encoder_gives_an_index_recipe():
             assert recipe.documents > 0 and recipe.dataset.startswith("beir/")
             # BEIR Quora and CQADupStack documents are questions, known from the dataset's name alone.
             assert resolve_docs_as_queries(recipe.dataset) is dataset.startswith(("quora", "cqadupstack")), dataset
+            # The condition's own encode command decides what is encoded (float weights: the one encoding its
+            # Lucene and Seismic / Milvus cells share; LACONIC's max length 256), not defaults.
+            if condition == "minilm-dense":
+                assert recipe.spec == {} and "weights" not in recipe.encode
+            else:
+                assert recipe.encode["weights"] == "float" and recipe.encode["fields"] == ("title", "text")
+                assert recipe.spec["max_length"] == (None if condition == "splade-tiny" else 256)
 
 
 def test_cells_that_cannot_be_index_recipes_are_refused():
@@ -88,6 +95,7 @@ def test_a_recipe_builds_a_real_index_and_checks_the_count(tmp_path):
     model_dir("splade-tiny")
     from laconic_pyserini.index.__main__ import main as index_main
     from laconic_pyserini.index.lucene import lucene_document_count
+    from laconic_pyserini.encode import read_manifest
     from laconic_pyserini.index.manifest import read_index_manifest
 
     work = tmp_path / "work"
@@ -99,6 +107,8 @@ def test_a_recipe_builds_a_real_index_and_checks_the_count(tmp_path):
     assert lucene_document_count(index_dir) == 3
     manifest = read_index_manifest(index_dir)
     assert manifest["kind"] == "impact" and manifest["spec"]["name"] == "splade-tiny"
+    # Encoded as the condition's encode step says (--weights float), so a reproduction can resume it.
+    assert read_manifest(work / "encoded" / "tiny.splade-tiny").weights == "float"
     # A rerun keeps the index; a recipe that promises another count fails loudly.
     stamp = (index_dir / "manifest.json").stat().st_mtime_ns
     assert index_main(["--recipe", str(recipe), "--condition", "splade-tiny", "--dataset", "tiny",

@@ -353,6 +353,14 @@ def test_embedded_milvus_lite_file_is_the_same_grammar(tmp_path, encoded, scifac
     assert export_to_milvus(folder, uri, progress=False)["documents"] == 5183
     topics = dict(list(scifact["topics"].items())[:5])
     expected = FaissSearcher(folder).batch_search(topics, 10)
-    got = MilvusSearcher(uri).batch_search(topics, 10)
+    searcher = MilvusSearcher(uri)
+    got = searcher.batch_search(topics, 10)
     for qid in topics:
         same_ranking(expected[qid], got[qid], rel=1e-5)
+    # The last client of the file stops its milvus-lite server: the file's lock (one server per file) is free for
+    # another process, which pymilvus alone would hold until this process ended.
+    searcher.close()
+    other = subprocess.run([sys.executable, "-c", "import sys; from laconic_pyserini.searchers.milvus import "
+                            "read_collection_manifest as r; print(r(sys.argv[1])['documents'])", uri],
+                           capture_output=True, text=True, timeout=300)
+    assert other.returncode == 0 and other.stdout.split()[-1] == "5183", other.stderr[-2000:]

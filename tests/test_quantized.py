@@ -118,6 +118,19 @@ def test_int8_linear_is_exact_on_its_integers_even_where_int16_pair_sums_would_s
     assert weight_bytes(holder) == 300 * 256 + 300 * 4
 
 
+def test_weight_bytes_count_an_input_table_only_where_it_is_multiplied():
+    """An untied input table (LACONIC-8B's) is only looked up: the floor leaves it out; a tied one is the head."""
+    sizes = {}
+    for tied in (True, False):
+        config = transformers.LlamaConfig(vocab_size=1000, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                          num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=tied)
+        model = transformers.LlamaForCausalLM(config)
+        every = sum(p.numel() * p.element_size() for p in model.parameters())
+        sizes[tied] = (weight_bytes(model), every)
+    assert sizes[True][0] == sizes[True][1]  # the one table is the LM head's weight
+    assert sizes[False][0] == sizes[False][1] - 1000 * 64 * 4 == sizes[True][0]
+
+
 def test_smollm2_int8_queries_keep_their_top_terms(data_root, gguf_cache):
     from laconic_pyserini.topics import load_topics
 

@@ -82,6 +82,14 @@ class PartInfo:
         return cls(**d)
 
 
+#: Settings that shape what an encoding writes: a resumed run and every shard of one encoding must agree on them
+#: (batch size and device only change speed).
+CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "weights", "fields", "docs_as_queries",
+                     "skip_invalid")
+#: What a contract setting that is not recorded means (manifests older than the setting, or its default).
+UNRECORDED_SETTINGS = {"quantize": "none", "weights": "impact"}
+
+
 @dataclass
 class Manifest:
     """The parsed ``manifest.json`` of an encoded collection (or of one shard of it)."""
@@ -120,10 +128,14 @@ class Manifest:
                 "empty_vectors": self._sum("empty_vectors"),
                 "invalid_lines": self._sum("invalid_lines") + self.tail_invalid_lines, "terms": self._sum("terms")}
 
+    def setting(self, key: str):
+        """A recorded setting, or what its absence means (:data:`UNRECORDED_SETTINGS`; None if nothing)."""
+        return self.settings.get(key, UNRECORDED_SETTINGS.get(key))
+
     @property
     def weights(self) -> str:
         """``impact`` (integers; manifests older than the setting) or ``float``."""
-        return self.settings.get("weights", "impact")
+        return self.setting("weights")
 
     @property
     def collection_dir(self) -> Path:

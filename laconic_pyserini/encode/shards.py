@@ -16,15 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..data import count_corpus, read_corpus
-from .manifest import (MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest, check_same_weights,
-                       load_manifest_file, read_manifest, verify_parts, write_json_atomic)
+from .manifest import (CONTRACT_SETTINGS, MANIFEST_NAME, SHARDS_DIR, VECTORS_DIR, EncodeError, Manifest,
+                       check_same_weights, load_manifest_file, read_manifest, verify_parts, write_json_atomic)
 
 logger = logging.getLogger(__name__)
 
 _SHARD_FILE = re.compile(r"^shard-(\d+)-of-(\d+)\.json$")
-# Settings that must agree between shards; batch size and device only change speed.
-_SHARED_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "weights", "fields", "docs_as_queries",
-                    "skip_invalid")
 
 
 def resolve_shard(shard_id: int | None, shard_num: int | None) -> tuple[int, int]:
@@ -114,10 +111,10 @@ def merge_shards(embeddings_dir: str | os.PathLike, corpus: str | os.PathLike | 
         if shard.corpus != first.corpus:
             raise EncodeError(f"{where}: encoded from {shard.corpus.get('path')} ({shard.corpus.get('bytes')} bytes), "
                               f"shard 0 from {first.corpus.get('path')} ({first.corpus.get('bytes')} bytes)")
-        for key in _SHARED_SETTINGS:
-            if shard.settings.get(key) != first.settings.get(key):
-                raise EncodeError(f"{where}: setting {key}={shard.settings.get(key)!r}, shard 0 has "
-                                  f"{first.settings.get(key)!r}; shards must be encoded alike")
+        for key in CONTRACT_SETTINGS:
+            if shard.setting(key) != first.setting(key):
+                raise EncodeError(f"{where}: setting {key}={shard.setting(key)!r}, shard 0 has "
+                                  f"{first.setting(key)!r}; shards must be encoded alike")
         if shard.shard.get("start") != expected_start:
             raise EncodeError(f"{where}: shard {k} covers corpus lines from {shard.shard.get('start')}, expected "
                               f"{expected_start}: the shards overlap or leave a gap")

@@ -61,9 +61,40 @@ def index_recipe(path: str | os.PathLike, condition: str, dataset: str) -> Index
     encode = {"batch_size": int(variables.get("batch_size", 32)), "device": variables.get("device", "cpu")}
     if variables.get("dtype"):
         encode["dtype"] = variables["dtype"]
+    spec = {}
+    step = _sparse_encode_step(recipe, cell_condition, cell_dataset)
+    if step is not None:  # the condition's own encode command decides, parsed by the encode CLI's parser
+        encode, spec = step
     return IndexRecipe(name=f"{dataset}.{condition}", dataset=cell_dataset.data, encoder=variables["encoder"],
-                       documents=cell_dataset.documents, encode=encode,
+                       documents=cell_dataset.documents, encode=encode, spec=spec,
                        index={"threads": int(variables.get("threads", 2))})
+
+
+def _sparse_encode_step(recipe, condition, dataset) -> tuple[dict, dict] | None:
+    """``(encode_corpus options, load_spec options)`` of the condition's ``python -m laconic_pyserini.encode`` step
+    (``--weights float``, ``--max-length 256``, ``--dtype`` ...), so that the index recipe encodes what the
+    reproduction does; None when the condition has no such step (a dense encoder: the recipe's variables)."""
+    import shlex
+
+    from ..encode.__main__ import build_parser, strip_groups
+    from ..recipe import RecipeError
+
+    for step in condition.steps:
+        words = shlex.split(recipe.render(step.command, condition, dataset, work="work"))
+        if words[1:3] != ["-m", "laconic_pyserini.encode"]:
+            continue
+        parser = build_parser()
+        parser.exit_on_error = False
+        try:
+            args = parser.parse_args(strip_groups(words[3:], parser))
+        except (argparse.ArgumentError, SystemExit) as exc:
+            raise RecipeError(f"{recipe.path}: condition {condition.name!r}: its encode step does not parse "
+                              f"({exc}); fix the command") from None
+        encode = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+                  "quantize": args.quantize, "weights": args.weights, "fields": tuple(args.fields),
+                  "docs_as_queries": args.docs_as_queries}
+        return encode, {"tokenizer": args.tokenizer, "max_length": args.max_length}
+    return None
 
 
 @cli

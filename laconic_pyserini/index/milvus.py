@@ -31,7 +31,7 @@ from .. import __version__
 from ..json_file import read_json_file
 from .milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, bounded_call, check_field, read_manifest,
                               side_name, term_ids_record, vector_field, vocabulary, write_manifest)
-from .milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
+from .milvus_uri import MilvusError, MilvusLocation, connect, disconnect, parse_milvus_uri
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +60,14 @@ def export_to_milvus(source: str | os.PathLike, uri: str, *, batch_size: int = D
         target, rows = _sparse_source(source, index_type)
     target["index"]["shards"] = shards
     client = connect(location)
+    try:
+        return _export(client, location, target, rows, batch_size, progress)
+    finally:
+        disconnect(client, location)
+
+
+def _export(client, location: MilvusLocation, target: dict, rows, batch_size: int, progress: bool) -> dict:
+    uri = location.uri
     committed = _prepare(client, location, target)
     if committed is None:
         logger.info("%s: already complete (%d documents); nothing to do", uri, target["documents"])

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 
-from .milvus_uri import MilvusError, MilvusLocation, connect, parse_milvus_uri
+from .milvus_uri import MilvusError, MilvusLocation, connect, disconnect, parse_milvus_uri
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,14 @@ def open_collection(uri: str) -> tuple[MilvusLocation, object, dict]:
     """Connect to a finished export: ``(location, client, manifest)``, loaded and ready to search."""
     location = parse_milvus_uri(uri)
     client = connect(location)
+    try:
+        return location, client, _ready(location, client, uri)
+    except BaseException:
+        disconnect(client, location)
+        raise
+
+
+def _ready(location: MilvusLocation, client, uri: str) -> dict:
     manifest = read_manifest(client, location)
     field = vector_field(client, location)
     if manifest is None or field is None:
@@ -144,7 +152,7 @@ def open_collection(uri: str) -> tuple[MilvusLocation, object, dict]:
         logger.info("%s: loading the collection", uri)
         bounded_call(location, f"loading {location.collection}", client.load_collection, location.collection,
               timeout=max(location.timeout, 600.0))
-    return location, client, manifest
+    return manifest
 
 
 # ------------------------------------------------------------------------------------------ term ids

@@ -145,13 +145,39 @@ def connect(location: MilvusLocation):
     if location.secure:
         kwargs["secure"] = True
     try:
-        return MilvusClient(uri=location.endpoint, token=os.environ.get(TOKEN_ENV, ""),
-                            db_name=location.database or "", timeout=location.timeout, **kwargs)
+        client = MilvusClient(uri=location.endpoint, token=os.environ.get(TOKEN_ENV, ""),
+                              db_name=location.database or "", timeout=location.timeout, **kwargs)
     except Exception as exc:  # pymilvus raises MilvusException, grpc errors or OSError depending on the failure
         where = location.lite_file or f"{location.host}:{location.port}"
         raise MilvusError(f"{location.uri}: cannot reach a Milvus server at {where} within {location.timeout:g} s "
                           f"({_reason(exc)}); check that Milvus runs there and the port is its gRPC port "
                           f"(19530 by default), or set {TOKEN_ENV} if it needs a token") from None
+    if location.lite_file:
+        _LITE_CLIENTS[_lite_key(location)] = _LITE_CLIENTS.get(_lite_key(location), 0) + 1
+    return client
+
+
+#: Embedded (milvus-lite) files → the clients :func:`connect` has open on each in this process.
+_LITE_CLIENTS: dict[str, int] = {}
+
+
+def _lite_key(location: MilvusLocation) -> str:
+    return os.path.realpath(location.lite_file)
+
+
+def disconnect(client, location: MilvusLocation) -> None:
+    """Close a client from :func:`connect`. The last one on an embedded file also stops that file's milvus-lite
+    server, which pymilvus leaves running (holding the file) until the process exits."""
+    client.close()
+    if not location.lite_file:
+        return
+    key = _lite_key(location)
+    _LITE_CLIENTS[key] = _LITE_CLIENTS.get(key, 1) - 1
+    if _LITE_CLIENTS[key] <= 0:
+        del _LITE_CLIENTS[key]
+        from milvus_lite.server_manager import server_manager_instance
+
+        server_manager_instance.release_server(key)
 
 
 def _reason(exc: Exception) -> str:

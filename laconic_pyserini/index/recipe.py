@@ -34,6 +34,7 @@ class IndexRecipe:
     encoder: str                 # spec name, model folder or hub id
     documents: int
     encode: dict = field(default_factory=dict)   # encode_corpus / encode_dense_corpus options (batch_size, ...)
+    spec: dict = field(default_factory=dict)     # load_spec options (tokenizer, max_length)
     index: dict = field(default_factory=dict)    # build options (threads, ...)
 
 
@@ -49,7 +50,7 @@ def run_recipe(recipe: IndexRecipe, work: str | os.PathLike = "work", *, threads
     index_dir = work / "indexes" / recipe.name
     encode_options = dict(recipe.encode, **({"device": device} if device else {}))
     index_options = dict(recipe.index, **({"threads": threads} if threads else {}))
-    spec = load_spec(recipe.encoder)
+    spec = load_spec(recipe.encoder, **recipe.spec)
     logger.info("recipe %s: encode %s with %s", recipe.name, recipe.dataset, spec.name)
     if spec.kind == "dense":
         _dense(recipe, spec, index_dir, encode_options)

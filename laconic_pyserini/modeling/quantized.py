@@ -31,6 +31,7 @@ import torch
 from ..spec import SpecError
 from . import QUANTIZE_SCHEMES as SCHEMES
 from .cpu import int8_exact
+from .screened_head import quantize_rows
 
 logger = logging.getLogger(__name__)
 
@@ -100,9 +101,7 @@ class Int8Linear(torch.nn.Module):
         super().__init__()
         self.out_features, self.in_features = weight.shape
         self.kernel, levels = int8_kernel()
-        weight = weight.detach()
-        scale = (weight.abs().amax(dim=1).float() / levels).clamp(min=1e-12)
-        qweight = torch.round(weight.float() / scale[:, None]).to(torch.int8)
+        qweight, scale = quantize_rows(weight.detach().float(), levels)
         # Only the packed copy is kept (the plain int8 weight would double the resident set).
         packed = torch.ops.onednn.qlinear_prepack(qweight, None) if self.kernel == "onednn" else qweight.t()
         self.register_buffer("qweight", packed, persistent=False)
@@ -170,10 +169,8 @@ class Int8Embedding(torch.nn.Module):
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype) -> None:
         super().__init__()
-        weight = weight.detach().float()
-        scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-        self.register_buffer("table", torch.round(weight / scale[:, None]).to(torch.int8), persistent=False)
-        self.scale = scale  # fp32 whatever ``model.to`` does (see Int8Linear)
+        table, self.scale = quantize_rows(weight.detach().float(), 127)  # fp32 scales whatever ``model.to`` does
+        self.register_buffer("table", table, persistent=False)
         self.dtype = dtype
         self.num_embeddings, self.embedding_dim = weight.shape
 
@@ -226,8 +223,14 @@ def _return_freed_memory() -> None:
 
 def weight_bytes(model: torch.nn.Module) -> int:
     """Bytes of the weights a batch-1 forward reads, for the bandwidth floor: parameters and packed int weights
-    (an embedding lookup reads the query's rows only, so int8 tables do not count)."""
-    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    (an embedding lookup reads the query's rows only, so an input table counts only where it is also multiplied:
+    tied to the LM head; int8 tables never)."""
+    looked_up = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding)
+                 for p in m.parameters(recurse=False)}
+    multiplied = {id(p) for m in model.modules() if not isinstance(m, torch.nn.Embedding)
+                  for p in m.parameters(recurse=False)}
+    total = sum(p.numel() * p.element_size() for p in model.parameters()
+                if id(p) not in looked_up or id(p) in multiplied)
     for module in model.modules():
         if isinstance(module, (Int8Linear, Int4Linear)):
             extra = [module.scale] if isinstance(module, Int8Linear) else []

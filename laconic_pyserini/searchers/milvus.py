@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..index.milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
 from ..errors import UsageError
-from ..index.milvus_uri import MilvusError
+from ..index.milvus_uri import MilvusError, disconnect
 from ..quantize import QUERY_WEIGHTS
 from ..run import Hits, Run
 from ..spec import EncoderSpec, load_spec
@@ -143,11 +143,11 @@ class MilvusSearcher:
         return run
 
     def close(self) -> None:
-        self.client.close()
+        disconnect(self.client, self.location)
 
 
 def read_collection_manifest(uri: str) -> dict:
     """The manifest of the finished export at ``uri`` (what ``search`` checks before it opens a searcher)."""
     location, client, manifest = open_collection(uri)
-    client.close()
+    disconnect(client, location)
     return manifest
