@@ -299,6 +299,14 @@ def _timed_error(function, match, limit=15.0):
     assert time.monotonic() - start < limit
 
 
+def _accept_until_closed(sock: socket.socket, accepted: list) -> None:
+    try:
+        while True:
+            accepted.append(sock.accept())
+    except OSError:  # the test closed the socket: this service is gone
+        pass
+
+
 def test_unreachable_server_and_wrong_port_fail_fast(tmp_path, data_root):
     from laconic_pyserini.search import main as search_main
     from laconic_pyserini.searchers.milvus import MilvusSearcher
@@ -310,7 +318,7 @@ def test_unreachable_server_and_wrong_port_fail_fast(tmp_path, data_root):
     silent.bind(("127.0.0.1", 0))
     silent.listen(8)
     accepted = []
-    threading.Thread(target=lambda: [accepted.append(silent.accept()) for _ in range(8)], daemon=True).start()
+    threading.Thread(target=_accept_until_closed, args=(silent, accepted), daemon=True).start()
     try:
         uri = f"milvus://127.0.0.1:{silent.getsockname()[1]}/c?timeout=3"
         _timed_error(lambda: MilvusSearcher(uri), "cannot reach a Milvus")
