@@ -42,7 +42,8 @@ from .recipe import IndexRecipe
 
 def index_recipe(path: str | os.PathLike, condition: str, dataset: str) -> IndexRecipe:
     """The index recipe of one cell of the reproduction recipe at ``path``: the dataset's data and corpus size, the
-    condition's encoder, and the recipe's ``batch_size`` / ``device`` / ``dtype`` / ``threads`` variables."""
+    condition's encoder, its encode step's options (a sparse encoder; a dense one takes the recipe's
+    ``batch_size`` / ``device`` / ``dtype`` variables) and the ``threads`` variable."""
     from ..recipe import RecipeError, load_recipe
 
     recipe = load_recipe(path)
