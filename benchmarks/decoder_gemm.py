@@ -33,6 +33,7 @@ def make_kernel(name: str, weight):
     import torch.nn.functional as F
 
     from laconic_pyserini.modeling.quantized import Int4Linear, Int8Linear, weight_bytes
+    from laconic_pyserini.modeling.screened_head import quantize_rows
 
     if name in ("bf16", "fp32"):
         w = weight.to(torch.bfloat16 if name == "bf16" else torch.float32)
@@ -45,8 +46,7 @@ def make_kernel(name: str, weight):
         return (lambda x: module(x.to(torch.bfloat16))), weight_bytes(_wrap(module))
     if name.startswith("ort-int"):
         return _ort_matmul_nbits(weight, int(name.removeprefix("ort-int")))
-    scale = (weight.abs().amax(dim=1) / 127.0).clamp(min=1e-12)
-    qweight = torch.round(weight / scale[:, None]).to(torch.int8)
+    qweight, scale = quantize_rows(weight, 127)
     if name == "int8-int_mm":
         plain = qweight.t()
         return (lambda x: torch._int_mm(_per_token_int8(x), plain).float() * scale), qweight.numel()

@@ -18,8 +18,8 @@ from ..fingerprint import encoder_fingerprint
 from ..quantize import WEIGHTS, weigh
 from ..spec import current_spec_dict
 from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
-from .manifest import (CONTRACT_SETTINGS, KIND, MANIFEST_NAME, SHARDS_DIR, UNRECORDED_SETTINGS, EncodeError, Manifest,
-                       check_same_weights, load_manifest_file, part_intact)
+from .manifest import (CONTRACT_SETTINGS, KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
+                       load_manifest_file, part_intact, recorded_setting)
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
 from .source import describe_corpus, document_text, resolve_docs_as_queries
 from .writer import commit_part, vector_line
@@ -28,9 +28,6 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PART_SIZE = 10_000
 DEFAULT_WINDOW_BATCHES = 50
-# Settings that change the bytes written; a rerun into the same folder must repeat them.
-# ``quantize`` is recorded only when not ``none``, ``weights`` only when ``float``, so folders begun before they
-# existed still resume.
 
 
 def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, spec=None, *,
@@ -361,7 +358,7 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
     if manifest.shard != shard:
         raise EncodeError(f"{mpath}: written as shard {manifest.shard}, this run is shard {shard}")
     for key in CONTRACT_SETTINGS:
-        written, asked = manifest.setting(key), settings.get(key, UNRECORDED_SETTINGS.get(key))
+        written, asked = manifest.setting(key), recorded_setting(settings, key)
         if written != asked:
             raise EncodeError(f"{mpath}: written with {key}={written!r}, this run has {asked!r}; rerun with the same "
                               "options to resume, or use another folder")

@@ -82,12 +82,18 @@ class PartInfo:
         return cls(**d)
 
 
-#: Settings that shape what an encoding writes: a resumed run and every shard of one encoding must agree on them
+#: Settings that change the bytes written: a resumed run and every shard of one encoding must agree on them
 #: (batch size and device only change speed).
 CONTRACT_SETTINGS = ("part_size", "window_batches", "dtype", "quantize", "weights", "fields", "docs_as_queries",
                      "skip_invalid")
-#: What a contract setting that is not recorded means (manifests older than the setting, or its default).
+#: What a contract setting that is not recorded means: ``quantize`` is recorded only when not ``none``, ``weights``
+#: only when ``float``, so that folders begun before they existed still resume.
 UNRECORDED_SETTINGS = {"quantize": "none", "weights": "impact"}
+
+
+def recorded_setting(settings: dict, key: str):
+    """``settings[key]``, or what its absence means (:data:`UNRECORDED_SETTINGS`; None if nothing)."""
+    return settings.get(key, UNRECORDED_SETTINGS.get(key))
 
 
 @dataclass
@@ -129,8 +135,8 @@ class Manifest:
                 "invalid_lines": self._sum("invalid_lines") + self.tail_invalid_lines, "terms": self._sum("terms")}
 
     def setting(self, key: str):
-        """A recorded setting, or what its absence means (:data:`UNRECORDED_SETTINGS`; None if nothing)."""
-        return self.settings.get(key, UNRECORDED_SETTINGS.get(key))
+        """A recorded setting, or what its absence means (:func:`recorded_setting`)."""
+        return recorded_setting(self.settings, key)
 
     @property
     def weights(self) -> str:

@@ -59,16 +59,18 @@ def index_recipe(path: str | os.PathLike, condition: str, dataset: str) -> Index
     if cell_dataset.documents is None:
         raise RecipeError(f"{path}: dataset {dataset!r} gives no 'documents' (its corpus size, which the index "
                           "must hold); add it to the dataset's entry")
-    encode = {"batch_size": int(variables.get("batch_size", 32)), "device": variables.get("device", "cpu")}
-    if variables.get("dtype"):
-        encode["dtype"] = variables["dtype"]
-    spec = {}
-    step = _sparse_encode_step(recipe, cell_condition, cell_dataset)
-    if step is not None:  # the condition's own encode command decides, parsed by the encode CLI's parser
-        encode, spec = step
+    # A sparse condition's own encode command decides, parsed by the encode CLI's parser; else the variables.
+    encode, spec = _sparse_encode_step(recipe, cell_condition, cell_dataset) or (_variable_options(variables), {})
     return IndexRecipe(name=f"{dataset}.{condition}", dataset=cell_dataset.data, encoder=variables["encoder"],
                        documents=cell_dataset.documents, encode=encode, spec=spec,
                        index={"threads": int(variables.get("threads", 2))})
+
+
+def _variable_options(variables: dict) -> dict:
+    encode = {"batch_size": int(variables.get("batch_size", 32)), "device": variables.get("device", "cpu")}
+    if variables.get("dtype"):
+        encode["dtype"] = variables["dtype"]
+    return encode
 
 
 def _sparse_encode_step(recipe, condition, dataset) -> tuple[dict, dict] | None:
