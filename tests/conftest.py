@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from filelock import FileLock
 
 # Tests never touch the network: transformers and the hub client read local folders only.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -80,52 +84,77 @@ def splade_tiny_dir() -> Path:
     return model_dir("splade-tiny", needs="model.safetensors")
 
 
+def run_root(tmp_path_factory) -> Path:
+    """The run's temporary folder: shared by every pytest-xdist worker of this run (each worker's own basetemp is
+    a ``popen-gwN`` folder inside it), new for every run."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 @pytest.fixture(scope="session")
-def bm25_index(tmp_path_factory, data_root):
-    """Build (once per session) the BM25 indexes that several test modules search."""
-    from laconic_pyserini.index.lucene import build_bm25_index
+def shared_build(tmp_path_factory) -> Callable[[str, Callable[[Path], dict[str, Path]]], dict[str, Path]]:
+    """``shared_build(name, build)``: the artefacts ``build(folder)`` makes, built once per run whichever worker
+    asks first (a file lock around a build into a fresh folder of the run's temporary directory) and read by
+    every worker after; a failed build leaves nothing the next asker would trust. Callers only read what they get.
+    """
+    root = run_root(tmp_path_factory) / "shared"
+    root.mkdir(exist_ok=True)
+    seen: dict[str, dict[str, Path]] = {}
 
-    built: dict[tuple[str, str], Path] = {}
-
-    def get(dataset: str, fields: str = "flat") -> Path:
-        key = (dataset, fields)
-        if key not in built:
-            out = tmp_path_factory.mktemp("bm25") / f"{dataset}.{fields}"
-            built[key] = build_bm25_index(data_root / dataset, out, fields=fields, threads=2)
-        return built[key]
+    def get(name: str, build: Callable[[Path], dict[str, Path]]) -> dict[str, Path]:
+        if name not in seen:
+            done = root / f"{name}.json"
+            with FileLock(str(root / f"{name}.lock")):
+                if not done.exists():
+                    folder = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=root))
+                    paths = build(folder)
+                    done.write_text(json.dumps({key: str(path) for key, path in paths.items()}), encoding="utf-8")
+            seen[name] = {key: Path(path) for key, path in json.loads(done.read_text(encoding="utf-8")).items()}
+        return seen[name]
 
     return get
 
 
 @pytest.fixture(scope="session")
-def encoded(tmp_path_factory, data_root):
-    """Whole-corpus encodings shared by every test module, made once per session (they are the slow part).
+def bm25_index(shared_build, data_root):
+    """The BM25 indexes that several test modules search, built once per run."""
+    from laconic_pyserini.index.lucene import build_bm25_index
+
+    def get(dataset: str, fields: str = "flat") -> Path:
+        def build(folder: Path) -> dict[str, Path]:
+            return {"index": build_bm25_index(data_root / dataset, folder / "index", fields=fields, threads=2)}
+
+        return shared_build(f"bm25-{dataset}-{fields}", build)["index"]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def encoded(shared_build, data_root):
+    """Whole-corpus encodings shared by every test module, made once per run (they are the slow part).
 
     ``encoded("splade-tiny", "scifact")`` -> ``{"encoded": JsonVectorCollection folder, "index": impact index}``;
     ``encoded("minilm", "scifact")`` -> ``{"index": faiss flat index folder}``. Both come from the package's own
     typed functions (``encode_corpus`` + ``build_impact_index``, ``encode_dense_corpus``), exactly what the CLIs run.
+    ``weights="float"``: ``encode --weights float`` (its index quantises them).
     """
-    built: dict[tuple[str, str], dict[str, Path]] = {}
 
     def get(encoder: str, dataset: str, weights: str = "impact") -> dict[str, Path]:
-        key = (encoder, dataset, weights)  # weights="float": encode --weights float (its index quantises them)
-        if key in built:
-            return built[key]
-        work = tmp_path_factory.mktemp(f"{encoder}-{dataset}" + ("-float" if weights == "float" else ""))
-        if encoder == "minilm":
-            from laconic_pyserini.encode.dense import encode_dense_corpus
+        def build(work: Path) -> dict[str, Path]:
+            if encoder == "minilm":
+                from laconic_pyserini.encode.dense import encode_dense_corpus
 
-            model_dir("all-MiniLM-L6-v2")
-            built[key] = {"index": encode_dense_corpus(data_root / dataset, "minilm", work / "index")}
-        else:
+                model_dir("all-MiniLM-L6-v2")
+                return {"index": encode_dense_corpus(data_root / dataset, "minilm", work / "index")}
             from laconic_pyserini.encode import encode_corpus
             from laconic_pyserini.index.impact import build_impact_index
 
             model_dir(encoder)
             encode_corpus(data_root / dataset, work / "encoded", encoder, batch_size=32, progress=False,
                           weights=weights)
-            built[key] = {"encoded": work / "encoded",
-                          "index": build_impact_index(work / "encoded", work / "index", threads=2)}
-        return built[key]
+            return {"encoded": work / "encoded",
+                    "index": build_impact_index(work / "encoded", work / "index", threads=2)}
+
+        return shared_build(f"{encoder}-{dataset}-{weights}", build)
 
     return get

@@ -452,3 +452,39 @@ def test_smollm2_gguf_through_the_laconic_path():
     for vector in vectors:
         assert 0 < len(vector) <= 512 and all(w > 0 for w in vector.values())
     assert "Ġheart" in vectors[0]  # a word of the query is among its own top-512 terms
+
+
+def test_gguf_checkpoint_is_converted_once_and_again_when_the_file_changes(tmp_path, monkeypatch):
+    """A GGUF file is read by transformers once and kept as a plain folder (fp32 safetensors, config, tokenizer):
+    the weights loaded from that folder are the ones a direct GGUF read gives, tensor for tensor, and a changed
+    file gets a conversion of its own (keyed by content), never the stale one."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    source = model_dir("smollm2-135m-gguf", needs=SMOLLM2_GGUF) / SMOLLM2_GGUF
+    folder = tmp_path / "smol"
+    folder.mkdir()
+    shutil.copyfile(source, folder / SMOLLM2_GGUF)
+    monkeypatch.setenv("LACONIC_GGUF_CACHE", str(tmp_path / "cache"))
+    spec = load_spec(str(folder / SMOLLM2_GGUF))
+    first = load_sparse_encoder(spec, dtype="fp32")
+    conversions = sorted((tmp_path / "cache" / "transformers").iterdir())
+    assert len(conversions) == 1 and (conversions[0] / "model.safetensors").is_file()
+    direct = AutoModelForCausalLM.from_pretrained(str(folder), gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    want = direct.state_dict()
+    got = first.model.state_dict()
+    assert want.keys() == got.keys() and all(torch.equal(got[name], want[name]) for name in want)
+    vectors = first.encode_queries(["what are the symptoms of a heart attack"])
+    assert load_sparse_encoder(spec, dtype="fp32").encode_queries(["what are the symptoms of a heart attack"]) \
+        == vectors  # the second load reads the conversion
+    assert sorted((tmp_path / "cache" / "transformers").iterdir()) == conversions
+
+    with open(folder / SMOLLM2_GGUF, "r+b") as f:  # other weights in the last tensor's blocks
+        f.seek(-4096, 2)
+        data = bytearray(f.read())
+        f.seek(-4096, 2)
+        f.write(bytes(b ^ 0x5A for b in data))
+    changed = load_sparse_encoder(spec, dtype="fp32")
+    assert len(list((tmp_path / "cache" / "transformers").iterdir())) == 2
+    assert any(not torch.equal(changed.model.state_dict()[name], got[name]) for name in got)

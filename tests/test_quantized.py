@@ -35,7 +35,8 @@ import transformers  # noqa: E402
 from conftest import MODELS_ROOT, model_dir  # noqa: E402
 
 from laconic_pyserini.modeling.bidirectional import is_bidirectional  # noqa: E402
-from laconic_pyserini.modeling.quantized import Int4Linear, Int8Linear, int8_kernel, weight_bytes  # noqa: E402
+from laconic_pyserini.modeling import int8_gemm  # noqa: E402
+from laconic_pyserini.modeling.quantized import Int4Linear, Int8Linear, weight_bytes  # noqa: E402
 from laconic_pyserini.modeling.sparse_encoder import load_sparse_encoder  # noqa: E402
 from laconic_pyserini.modeling.tokenization import special_token_ids  # noqa: E402
 from laconic_pyserini.spec import load_spec  # noqa: E402
@@ -96,14 +97,14 @@ def test_quantized_encoder_keeps_the_contract_and_the_top_terms(tiny_spec, schem
 def test_int8_linear_is_exact_on_its_integers_even_where_int16_pair_sums_would_saturate():
     """The int8 GEMM must return the exact sum of the quantised products: full-range weights and activations
     (127·127 products side by side) saturate the int16 pair sums of x86 int8 kernels without VNNI, which is why
-    :func:`int8_kernel` takes 7-bit weights there. Compared with float64 arithmetic on the same integers."""
+    :mod:`~laconic_pyserini.modeling.int8_gemm` takes 7-bit weights there. Compared with float64 arithmetic on the same integers."""
     torch.manual_seed(0)
     weight = torch.randn(300, 256) * 0.02
     weight[:, :8] = 0.05  # whole columns at the channel maximum: every weight row holds a ±levels run
     x = torch.randn(2, 5, 256)
     x[..., :8] = 4.0  # and every token its maximum there: adjacent maximal products
     layer = Int8Linear(weight, torch.linspace(-1, 1, 300))
-    _, levels = int8_kernel()
+    levels = layer.gemm.levels
     w_scale = weight.abs().amax(dim=1).double() / levels
     q_weight = torch.round(weight.double() / w_scale[:, None])
     flat = x.reshape(-1, 256).double()
@@ -116,6 +117,30 @@ def test_int8_linear_is_exact_on_its_integers_even_where_int16_pair_sums_would_s
     holder.layer = layer
     # The bandwidth floor's bytes: one per weight, plus the per-channel scales.
     assert weight_bytes(holder) == 300 * 256 + 300 * 4
+
+
+def test_int8_gemm_is_the_faster_exact_kernel_measured_on_the_layer_shape():
+    """Exact is not fast: where a candidate kernel answers slowly on the layer's shape, the other is chosen, and the
+    rates measured are recorded beside the choice. The real timing on this CPU picks the faster of its own rates."""
+    candidates = dict(int8_gemm.exact_candidates())  # both on x86 (VNNI/AMX: ±127; AVX2: _int_mm at ±63)
+    assert set(candidates) == {"onednn", "int_mm"} and candidates["int_mm"] in (63, 127)
+    real = int8_gemm.choose(256, 1024)
+    assert set(real.rates) == set(candidates) and all(rate > 0 for rate in real.rates.values())
+    assert real.rates[real.kernel] == max(real.rates.values())
+    asked = []
+
+    def slow(name):
+        def measure(kernel, levels, tokens, in_features, out_features, limit=None):
+            asked.append((kernel, levels, tokens, in_features, out_features))
+            return 1.0 if kernel == name else 100.0
+        return measure
+
+    for slow_kernel, other in (("onednn", "int_mm"), ("int_mm", "onednn")):
+        picked = int8_gemm.choose(576, 49_152, measure=slow(slow_kernel))
+        assert picked.kernel == other and picked.levels == candidates[other]
+        assert picked.rates == {slow_kernel: 1.0, other: 100.0}
+    # Timed on a query's tokens, the layer's input width, and a slice of a vocabulary-sized output.
+    assert all(shape[2:] == (int8_gemm.PROBE_TOKENS, 576, int8_gemm.PROBE_MAX_ROWS) for shape in asked)
 
 
 def test_weight_bytes_count_an_input_table_only_where_it_is_multiplied():

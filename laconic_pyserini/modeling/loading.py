@@ -95,12 +95,25 @@ def hub_access(repo: str) -> Iterator[None]:
         raise error from exc
 
 
+def local_gguf(spec: EncoderSpec, location: str) -> Path | None:
+    """The transformers folder a local GGUF checkpoint was converted to (:mod:`.gguf_cache`), else None."""
+    if not spec.gguf_file or not (Path(location) / spec.gguf_file).is_file():
+        return None
+    from .gguf_cache import ensure_converted
+
+    return ensure_converted(location, spec.gguf_file)
+
+
 def load_tokenizer(spec: EncoderSpec, location: str):
     """The spec's tokenizer: its own location if it names one, else the model's (or the GGUF file's)."""
     from transformers import AutoTokenizer
 
+    converted = None if spec.tokenizer else local_gguf(spec, location)
     if spec.tokenizer:
         where, kwargs = resolve_model_location(spec.tokenizer), {}
+    elif converted is not None:
+        with hub_access(location):
+            return AutoTokenizer.from_pretrained(converted, trust_remote_code=False), location
     elif spec.gguf_file:
         where, kwargs = location, {"gguf_file": spec.gguf_file}
     elif _is_adapter(location) and not (Path(location) / "tokenizer.json").exists() and spec.base_model:
@@ -135,8 +148,11 @@ def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtyp
     if adapter and not spec.base_model:
         raise SpecError(f"{location} is a LoRA adapter but encoder {spec.name!r} names no base_model")
     weights_location = resolve_model_location(spec.base_model) if adapter else location
-    kwargs = _pretrained_kwargs(spec.gguf_file, torch_type)
-    config_kwargs = {"gguf_file": spec.gguf_file} if spec.gguf_file else {}
+    gguf_file = spec.gguf_file
+    if gguf_file and family == "decoder" and (converted := local_gguf(spec, weights_location)) is not None:
+        weights_location, gguf_file = str(converted), None
+    kwargs = _pretrained_kwargs(gguf_file, torch_type)
+    config_kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     with hub_access(weights_location):
         config = AutoConfig.from_pretrained(weights_location, trust_remote_code=False, **config_kwargs)
     _check_kind(spec, family, config, weights_location)

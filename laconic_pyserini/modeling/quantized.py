@@ -23,14 +23,13 @@ another model: the encoder fingerprint (:mod:`laconic_pyserini.fingerprint`) sta
 
 from __future__ import annotations
 
-import functools
 import logging
 
 import torch
 
 from ..spec import SpecError
 from . import QUANTIZE_SCHEMES as SCHEMES
-from .cpu import int8_exact
+from . import int8_gemm
 from .screened_head import quantize_rows
 
 logger = logging.getLogger(__name__)
@@ -64,47 +63,22 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return {torch.float32: "fp32", torch.bfloat16: "bf16"}[dtype]
 
 
-@functools.lru_cache(maxsize=1)
-def int8_kernel() -> tuple[str, int]:
-    """The int8 GEMM this process runs and the weight range it takes: ``("onednn", 127)`` where oneDNN's
-    prepacked int8 linear is exact over the full int8 range (VNNI / AMX-int8), else ``("int_mm", 63)``.
-
-    Without VNNI, x86 int8 kernels sum pairs of u8×s8 products in int16 (``vpmaddubsw``) and saturate:
-    255·127·2 > 32767, so full-range weights give wrong sums (measured: AVX2 emulation, both oneDNN and
-    ``torch._int_mm``). 7-bit weights (±63) cannot saturate. oneDNN's AVX2 int8 linear is also slower than fp32
-    there (a plain-layout gemm, ~5 GFLOP/s at M=20) where ``torch._int_mm`` is not. A tiny probe decides, so that
-    an ISA capped by ``ONEDNN_MAX_CPU_ISA`` is seen as what it is."""
-    x = torch.full((1, 4), 127, dtype=torch.int8)
-    exact = 4 * 127 * 127
-    try:
-        packed = torch.ops.onednn.qlinear_prepack(torch.full((8, 4), 127, dtype=torch.int8), None)
-        out = torch.ops.onednn.qlinear_pointwise(x, 1.0, 0, packed, torch.ones(8), None, None, 1.0, 0,
-                                                 torch.float32, "none", [], "")
-        if torch.backends.mkldnn.is_available() and bool((out == exact).all()):
-            return "onednn", 127
-    except (AttributeError, RuntimeError):
-        pass  # a torch without the oneDNN ops (not an x86 mkldnn build): torch._int_mm below
-    return ("int_mm", 127) if int8_exact(127) else ("int_mm", 63)
-
-
 class Int8Linear(torch.nn.Module):
     """``y = x Wᵀ + b`` with W in per-output-channel int8 and each token's activations quantised to int8 per call
     (its own scale: the outlier features of LLM hidden states would swamp one scale per tensor).
 
-    Where the CPU has VNNI / AMX-int8 the product is oneDNN's int8 GEMM on a weight packed once at load
-    (``onednn::qlinear_prepack``, the kernel Inductor's x86 int8 path runs); ``torch._int_mm`` on the plain weight
-    re-packs it on every call, which made int8 no faster than bf16 on AMX. Elsewhere it is ``torch._int_mm`` on
-    7-bit weights (:func:`int8_kernel`). Per-token scales are kept exactly: the GEMM gets the integer tokens with
-    scale 1 and the weight's per-channel scales, and each output row is multiplied by its token's scale after."""
+    The product is the faster exact int8 GEMM on this CPU for this layer's shape (:mod:`.int8_gemm`: oneDNN's
+    linear on a weight packed once at load, or ``torch._int_mm``, timed once per process and shape). Per-token
+    scales are kept exactly: the GEMM gets the integer tokens with scale 1 and the weight's per-channel scales,
+    and each output row is multiplied by its token's scale after."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
         super().__init__()
         self.out_features, self.in_features = weight.shape
-        self.kernel, levels = int8_kernel()
-        qweight, scale = quantize_rows(weight.detach().float(), levels)
+        self.gemm = int8_gemm.chosen(self.in_features, self.out_features)
+        qweight, scale = quantize_rows(weight.detach().float(), self.gemm.levels)
         # Only the packed copy is kept (the plain int8 weight would double the resident set).
-        packed = torch.ops.onednn.qlinear_prepack(qweight, None) if self.kernel == "onednn" else qweight.t()
-        self.register_buffer("qweight", packed, persistent=False)
+        self.register_buffer("qweight", int8_gemm.pack(self.gemm.kernel, qweight), persistent=False)
         # Plain attributes, not buffers: ``model.to(bf16)`` (the int4 scheme) must not round them; the kernel
         # takes fp32 scales, and a bf16 scale would put a systematic error of up to 0.4 % on each channel.
         self.scale = scale
@@ -119,12 +93,7 @@ class Int8Linear(torch.nn.Module):
         flat = x.reshape(-1, self.in_features).float()
         token_scale = (flat.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
         quantized = torch.round(flat / token_scale).to(torch.int8)
-        if self.kernel == "onednn":
-            out = torch.ops.onednn.qlinear_pointwise(quantized, 1.0, 0, self.qweight, self.scale, None, None,
-                                                     1.0, 0, torch.float32, "none", [], "")
-            out *= token_scale
-        else:
-            out = torch._int_mm(quantized, self.qweight).float() * (token_scale * self.scale)
+        out = int8_gemm.multiply(self.gemm.kernel, quantized, self.qweight, self.scale) * token_scale
         if self.bias is not None:
             out += self.bias
         return out.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
@@ -202,10 +171,11 @@ def quantize_model(model: torch.nn.Module, scheme: str) -> dict:
         model.to(activation)
     model.config.tie_word_embeddings = False  # nothing left to tie: transformers must not re-tie on a later call
     _return_freed_memory()
-    kernel, levels = int8_kernel()
+    gemms = {f"{m.out_features}x{m.in_features}": m.gemm for m in model.modules() if isinstance(m, Int8Linear)}
     return {"quantize": scheme, "body": f"{scheme}-{'dynamic' if scheme == 'int8' else 'weight-only'}",
             "lm_head": "int8-dynamic", "embeddings": "int8", "activations": _dtype_name(activation),
-            "int8_gemm": f"{kernel}-prepacked" if kernel == "onednn" else f"{kernel}-{levels}-levels"}
+            "int8_gemm": ", ".join(sorted({gemm.label for gemm in gemms.values()})),
+            "int8_gemm_rates": {shape: gemm.rates for shape, gemm in gemms.items()}}
 
 
 def _return_freed_memory() -> None:
