@@ -92,6 +92,16 @@ class Ctx:
     def index(self) -> str:
         return str(self._tiny()["index"])
 
+    def run(self, module: str, argv: list[str]) -> None:
+        """Run a CLI that must succeed (building what a case then misuses)."""
+        proc = _cli(module, argv, self.tmp, _env(**self.env))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def bm25_index(self, name: str = "ix") -> str:
+        """A BM25 index of five SciFact documents, built here through the CLI."""
+        self.run("index", ["--bm25", "--input", self.corpus(), "--index", name])
+        return name
+
 
 CASES: dict[str, Callable[[Ctx], tuple[str, list[str], list[str]]]] = {}
 
@@ -277,6 +287,51 @@ case("unknown encoder")(lambda c: (
     "encode", ["--corpus", c.corpus(), "--embeddings", "enc", "--encoder", "no-such-encoder"], ["no-such-encoder"]))
 
 
+# ---------------------------------------------------------------- outputs stay the user's
+@case("index --bm25 rebuilt over our index holding a user's note and folder")
+def _(c):
+    index = c.bm25_index()
+    c.write(f"{index}/NOTES.md", "mine\n")
+    (c.tmp / index / "mine").mkdir()
+    return "index", ["--bm25", "--input", "corpus.jsonl", "--index", index], ["ix", "NOTES.md", "mine/", "Move"]
+
+
+@case("index --bm25 rebuilt over our index holding a file in its logs folder")
+def _(c):
+    index = c.bm25_index()
+    c.write(f"{index}/logs/mine.txt", "mine\n")
+    return "index", ["--bm25", "--input", "corpus.jsonl", "--index", index], ["logs/mine.txt"]
+
+
+case("search --output inside an index")(lambda c: (
+    "search", ["--index", c.bm25_index(), "--topics", "scifact", "--output", "ix/run.txt"],
+    ["ix/run.txt", "inside", "--output"]))
+case("index --bm25 --index inside an index")(lambda c: (
+    "index", ["--bm25", "--input", "corpus.jsonl", "--index", f"{c.bm25_index()}/sub"], ["ix/sub", "inside"]))
+
+
+@case("export sentence-transformers rebuilt over our export holding a user's file")
+def _(c):
+    c.run("export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"])
+    c.write("st/NOTES.md", "mine\n")
+    return "export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"], ["st", "NOTES.md"]
+
+
+def _page_argv(recipe: str, page: str) -> list[str]:
+    return ["--recipe", recipe, "--condition", "bm25-flat", "--dataset", "scifact", "--dry-run", "--page", page]
+
+
+case("reproduce --page over a user's file")(lambda c: (
+    "reproduce", _page_argv(str(REPO / "eval" / "beir.yaml"), c.write("thesis.tex", "\\documentclass{article}\n")),
+    ["thesis.tex", "not written by this toolkit", "--page"]))
+case("reproduce --page names the recipe")(lambda c: (
+    "reproduce", _page_argv(c.write("r.yaml", (REPO / "eval" / "beir.yaml").read_text()), "r.yaml"),
+    ["r.yaml", "--page"]))
+case("search beside a user's RUN.manifest.json")(lambda c: (
+    "search", ["--index", c.index(), "--topics", c.write("topics.tsv", "1\tcells\n"), "--output", "run.txt"
+               if c.write("run.txt.manifest.json", "{}\n") else ""], ["run.txt.manifest.json", "--output"]))
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
@@ -354,3 +409,20 @@ def test_ids_that_are_json_integers_read_as_decimal_strings(tmp_path):
     topics = tmp_path / "topics.jsonl"
     topics.write_text(json.dumps({"_id": 12, "text": "q"}) + "\n", encoding="utf-8")
     assert load_topics(topics, None) == {"12": "q"}
+
+
+def test_outputs_of_ours_are_replaced_where_nothing_else_is_inside(tmp_path, data_root):
+    """The valid side of the ownership cases: an index, a page and a run's sidecar of ours are replaced."""
+    ctx = Ctx(tmp_path, data_root, lambda: {}, tmp_path)
+    index = tmp_path / ctx.bm25_index()
+    written = json.loads((index / ".laconic-written.json").read_text())["entries"]
+    assert "manifest.json" in written and "logs/" in written and "logs/index.log" in written
+    (index / ".laconic-written.json").unlink()  # an index built before outputs carried a record
+    ctx.run("index", ["--bm25", "--input", "corpus.jsonl", "--index", "ix"])  # the new build's files are ours
+    ctx.run("index", ["--bm25", "--input", "corpus.jsonl", "--index", "ix"])
+    assert json.loads((index / "manifest.json").read_text())["documents"] == 5
+    for _ in range(2):
+        ctx.run("reproduce", _page_argv(str(REPO / "eval" / "beir.yaml"), "page.md"))
+    page = (tmp_path / "page.md").read_text(encoding="utf-8")
+    assert page.startswith("<!-- reproduction page") and "bm25-flat" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "ix", "page.md"]
