@@ -120,7 +120,8 @@ def _queries(args: argparse.Namespace) -> dict:
     else:
         manifest = read_index_manifest(args.index)
     vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index),
-                               index_fingerprint=manifest.get(FINGERPRINT_KEY))
+                               index_fingerprint=manifest.get(FINGERPRINT_KEY),
+                               unrecorded_encoder=args.unrecorded_encoder or "refuse")
     if args.topics is None:
         return vectors
     wanted = load_topics(args.topics, args.split)

@@ -163,16 +163,19 @@ _QUERY_WEIGHTS = Option("--query-weights", help="seismic, milvus sparse: impact 
 _QUANTIZE = Option("--quantize", help="query encoding, decoder (LACONIC) encoders on CPU: none (default), int8 or "
                                       "int4; the index may be full precision (the run's manifest records both)")
 
+_UNRECORDED = Option("--unrecorded-encoder", help="accept: search an index that records no encoder fingerprint "
+                                                  "(its encoder's weights cannot be checked); default: refuse it")
+
 register(Backend("bm25", "lucene", _bm25))
 register(Backend("impact", "lucene", _lucene_impact,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE), takes_vectors=True))
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE, _UNRECORDED), takes_vectors=True))
 register(Backend("impact", "seismic", _seismic,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE,
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE, _UNRECORDED,
                   Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
                   Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)"), _QUERY_WEIGHTS),
                  takes_vectors=True))
 register(Backend("faiss", "faiss", _faiss,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _UNRECORDED, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
                                                                         "index's)"))))
 register(Backend("milvus", "milvus", _milvus,
-                 (_ENCODER, _BATCH, _DEVICE, _QUERY_WEIGHTS), takes_vectors=True, scheme="milvus"))
+                 (_ENCODER, _BATCH, _DEVICE, _QUERY_WEIGHTS, _UNRECORDED), takes_vectors=True, scheme="milvus"))

@@ -51,7 +51,7 @@ class LaconicSearcher:
     encodes_queries = True
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "auto", quantize: str = "none") -> None:
+                 dtype: str = "auto", quantize: str = "none", unrecorded_encoder: str = "refuse") -> None:
         from .. import jvm
         from ..index.impact import read_impact_manifest
 
@@ -60,7 +60,8 @@ class LaconicSearcher:
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
                                      device=device, dtype=dtype, quantize=quantize,
-                                     index_fingerprint=self.manifest.get(FINGERPRINT_KEY))
+                                     index_fingerprint=self.manifest.get(FINGERPRINT_KEY),
+                                     unrecorded_encoder=unrecorded_encoder)
         self._java = self._pyserini = None
         self.bulk = BulkLucene.open_impact(self.index_dir)
         self.vocabulary = index_terms(self.bulk.reader if self.bulk is not None else self.java.reader)
