@@ -48,3 +48,24 @@ def claim_index(index_dir: Path, kind: str, inputs, *, flag: str = "--index") ->
 def finish_build(partial: Path, index_dir: Path, kind: str, *, flag: str = "--index") -> Path:
     """Swap a complete build in from ``partial`` (replacing only an older ``kind`` index of ours)."""
     return swap_in(partial, index_dir, kind, flag=flag)
+
+
+def check_kind_holds(index_dir: str | os.PathLike, manifest: dict) -> str:
+    """The manifest's ``kind``, once checked against what ``index_dir`` holds: a Lucene index (bm25, impact) has its
+    segments, an impact index records its encoder spec and a BM25 one none, a faiss folder has its vectors and ids.
+    A manifest edited to name another kind would otherwise be searched the wrong way."""
+    index_dir = Path(index_dir)
+    kind = manifest.get("kind")
+    problem = None
+    if kind in ("bm25", "impact") and not any(index_dir.glob("segments_*")):
+        problem = "no Lucene segments (segments_*)"
+    elif kind == "bm25" and "spec" in manifest:
+        problem = "an encoder spec, which only an impact index records"
+    elif kind in ("impact", "faiss") and not isinstance(manifest.get("spec"), dict):
+        problem = "no encoder spec"
+    elif kind == "faiss" and not ((index_dir / "index").is_file() and (index_dir / "docid").is_file()):
+        problem = "no faiss 'index' and 'docid' files"
+    if problem:
+        raise IndexFolderError(f"{index_dir}: its {MANIFEST} says kind {kind!r} but the folder holds {problem}; "
+                               "rebuild the index (python -m laconic_pyserini.index)")
+    return str(kind)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..index.manifest import IndexFolderError, read_index_manifest
+from ..index.manifest import IndexFolderError, check_kind_holds, read_index_manifest
 from ..run import Hits, Run
 
 
@@ -89,11 +89,11 @@ def kind_of(location: str | os.PathLike) -> str:
     """The index kind at ``location``: its scheme's kind, or its folder's ``manifest.json`` ``kind``."""
     text = str(location)
     # A transport suffix keeps its scheme's backend: milvus+tls:// is searched as milvus://.
-    scheme = text.split("://", 1)[0].split("+", 1)[0] if "://" in text else None
+    scheme = text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else None
     for backend in all_backends():
         if backend.scheme and scheme == backend.scheme:
             return backend.kind
-    return str(read_index_manifest(location).get("kind"))
+    return check_kind_holds(location, read_index_manifest(location))
 
 
 def find_backend(kind: str, name: str | None = None, *, where: str = "the index") -> Backend:

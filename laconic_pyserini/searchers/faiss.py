@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 
 
 class FaissSearcher:
@@ -82,6 +82,7 @@ class FaissSearcher:
         """Top-``k`` hits of each row of ``vectors``, searched on ``threads`` OpenMP threads. The count is scoped to
         the search: faiss and torch share one OpenMP runtime, so a count left behind would be every later torch
         computation's."""
+        check_k(k, threads)
         from ..modeling.cpu import threads as scoped_threads
 
         k = min(k, self.index.ntotal)

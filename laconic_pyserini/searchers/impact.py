@@ -30,7 +30,7 @@ import logging
 import os
 
 from ..fingerprint import FINGERPRINT_KEY
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from ..spec import EncoderSpec
 from .lucene import BulkLucene, index_terms, open_java_searcher
 from .queries import QueryEncoding, QueryVector, scorable_terms
@@ -121,6 +121,7 @@ class LaconicSearcher:
         return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
+        check_k(k)
         if self.bulk is None:
             return self.search_vector_per_hit(vector, k)
         terms = scorable_terms(vector, self.vocabulary)
@@ -134,6 +135,7 @@ class LaconicSearcher:
 
     def batch_search_vectors(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
         """Every query's top ``k``, on ``threads`` threads (Lucene's part runs in parallel)."""
+        check_k(k, threads)
         if self.bulk is None:
             return self.batch_search_vectors_per_hit(vectors, k, threads)
         empty = [qid for qid, vector in vectors.items() if not scorable_terms(vector, self.vocabulary)]

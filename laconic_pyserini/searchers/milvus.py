@@ -23,7 +23,7 @@ from ..errors import UsageError
 from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
 from ..index.milvus_uri import MilvusError, disconnect
 from ..quantize import QUERY_WEIGHTS
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from ..spec import EncoderSpec, load_spec
 from .queries import QueryEncoding, check_spec
 
@@ -127,6 +127,7 @@ class MilvusSearcher:
 
     def search_vectors(self, vectors: dict, k: int, threads: int = 1) -> Run:
         """Search prepared query vectors (see :meth:`query_vectors`), ``search_batch`` per request."""
+        check_k(k, threads)
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K} (Milvus's largest top-k), not {k}")
         # An empty sparse query matches nothing; Lucene answers it with no hits, so do we, without a request.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import numbers
 import os
 from collections import Counter
@@ -25,6 +26,9 @@ from ..quantize import QUERY_WEIGHTS, query_vectors
 from ..spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
+
+#: The largest query impact: Anserini's impact query boxes each weight as a Java Integer.
+MAX_QUERY_IMPACT = 2**31 - 1
 
 QueryVector = dict[str, int]
 #: A query vector of a float-scoring backend (``weights="float"``): the encoder's positive weights.
@@ -226,8 +230,10 @@ def _json_query(path: Path, number: int, obj: dict) -> tuple[str, QueryVector]:
         raise DataError(path, number, f"query {qid!r} has no 'vector' object", "expected {\"id\", \"vector\"}")
     impacts = {}
     for term, weight in vector.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != int(weight):
-            raise DataError(path, number, f"query {qid!r}: weight {weight!r} of {term!r} is not an integer impact",
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or weight != int(weight) or abs(weight) > MAX_QUERY_IMPACT:
+            raise DataError(path, number, f"query {qid!r}: weight {weight!r} of {term!r} is not an integer impact "
+                            f"of at most {MAX_QUERY_IMPACT} (Lucene's Integer)",
                             "pre-encoded vectors hold quantised impacts; write them with laconic_pyserini.encode.query")
         if weight > 0:
             impacts[term] = int(weight)

@@ -28,7 +28,7 @@ import os
 
 from ..index.impact import read_impact_manifest
 from ..index.seismic import INDEX_STEM, VOCABULARY, build_seismic_index, read_seismic_build, seismic_module
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from ..fingerprint import FINGERPRINT_KEY
 from ..spec import EncoderSpec
 from .queries import FloatQueryVector, QueryEncoding, QueryVector
@@ -83,6 +83,7 @@ class SeismicSearcher:
         return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
+        check_k(k)
         components, values = self._arrays(vector)
         if not len(components):
             return []
@@ -94,6 +95,7 @@ class SeismicSearcher:
         return self.batch_search_vectors(self.queries.vectors(queries), k, threads)
 
     def batch_search_vectors(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
+        check_k(k, threads)
         import numpy as np
 
         qids, components, values = [], [], []
