@@ -13,7 +13,7 @@ def read_json_file(path: Path, error: type[Exception], *, missing: str, invalid:
     error, with what to do: ``missing`` when there is no such file, ``invalid`` when it is not JSON, not UTF-8,
     too large (:mod:`laconic_pyserini.text_file`), nested too deep, or not of type ``shape`` (an object by default;
     None takes any value)."""
-    if not path.is_file():
+    if not path.exists() or path.is_dir():  # a device or a pipe is read, bounded, and refused when too large
         raise error(f"{path}: missing; {missing}")
     text = read_config_text(path, error)
     try:

@@ -332,6 +332,113 @@ case("search beside a user's RUN.manifest.json")(lambda c: (
                if c.write("run.txt.manifest.json", "{}\n") else ""], ["run.txt.manifest.json", "--output"]))
 
 
+# ---------------------------------------------------------------- identities and values that mean nothing
+def _copied_index(c: Ctx, edit: Callable[[dict], None]) -> str:
+    """A copy of the tiny impact index whose manifest ``edit`` changes."""
+    import shutil
+
+    shutil.copytree(c.index(), c.tmp / "idx")
+    manifest = json.loads((c.tmp / "idx" / "manifest.json").read_text())
+    edit(manifest)
+    (c.tmp / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    return "idx"
+
+
+case("impact index relabelled bm25")(lambda c: (
+    "search", ["--index", _copied_index(c, lambda m: m.update(kind="bm25")), "--topics",
+               c.write("t.tsv", "1\tcells\n"), "--output", "run.txt"], ["idx", "kind 'bm25'", "encoder spec"]))
+case("impact index without its encoder fingerprint")(lambda c: (
+    "search", ["--index", _copied_index(c, lambda m: m.pop("encoder_fingerprint")), "--topics",
+               c.write("t.tsv", "1\tcells\n"), "--output", "run.txt"],
+    ["idx", "records no encoder fingerprint", "--unrecorded-encoder accept"]))
+case("search --unrecorded-encoder maybe")(lambda c: (
+    "search", ["--index", c.index(), "--topics", c.write("t.tsv", "1\tcells\n"), "--output", "run.txt",
+               "--unrecorded-encoder", "maybe"], ["--unrecorded-encoder maybe", "refuse or accept"]))
+case("index manifest is a list")(lambda c: (
+    "search", ["--index", c.write("ix/manifest.json", "[1, 2]\n").split("/")[0], "--topics", "scifact",
+               "--output", "run.txt"], ["ix/manifest.json", "expected an object"]))
+case("index manifest nested too deep")(lambda c: (
+    "search", ["--index", c.write("ix/manifest.json", "[" * 100_000 + "]" * 100_000).split("/")[0], "--topics",
+               "scifact", "--output", "run.txt"], ["ix/manifest.json"]))
+for _name, _value in (("2^31", "2147483648"), ("1e29", "1e29"), ("NaN", "NaN"), ("Infinity", "Infinity")):
+    case(f"pre-encoded impact {_name}")(lambda c, v=_value: (
+        "search", ["--index", c.index(), "--output", "run.txt", "--pre-encoded",
+                   c.write("q.jsonl", '{"id": "1", "vector": {"\\u0120cell": ' + v + '}}\n')],
+        ["q.jsonl:1", "integer impact"]))
+case("eval -m nDCG@0")(lambda c: (
+    "eval", ["--qrels", "scifact", "--run", c.write("run.txt", "1 Q0 4983 1 2.0 x\n"), "-m", "nDCG@0"],
+    ["-m nDCG@0", "positive integer"]))
+case("eval of an empty run")(lambda c: (
+    "eval", ["--qrels", "scifact", "--run", c.write("run.txt", "")], ["run.txt", "no lines"]))
+case("run score NaN")(lambda c: (
+    "eval", ["--qrels", "scifact", "--run", c.write("run.txt", "1 Q0 4983 1 nan x\n")], ["run.txt:1", "finite"]))
+case("qrels grade inf")(lambda c: (
+    "eval", ["--qrels", c.write("qrels.tsv", "1\t4983\tinf\n"), "--run", c.write("run.txt", "1 Q0 4983 1 2 x\n")],
+    ["qrels.tsv:1", "finite"]))
+case("index --index MILVUS:// in capitals")(lambda c: (
+    "index", ["--input", str(c._tiny()["encoded"]), "--index", "MILVUS://127.0.0.1:1/c"],
+    ["MILVUS://127.0.0.1:1/c", "Milvus"]))
+
+# ---------------------------------------------------------------- model folders stay inside themselves
+def _st_export(c: Ctx, edit: Callable[[Path], None]) -> str:
+    c.run("export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"])
+    edit(c.tmp / "st")
+    return "st"
+
+
+def _modules_path(path: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        modules = json.loads((folder / "modules.json").read_text())
+        modules[1]["path"] = path
+        (folder / "modules.json").write_text(json.dumps(modules))
+    return edit
+
+
+def _symlinked_module(folder: Path) -> None:
+    (folder / "out").symlink_to(folder.parent.parent)  # the case's own scratch folder's parent: outside
+    _modules_path("out")(folder)
+
+
+for _label, _edit in (("'../x'", _modules_path("../x")), ("an absolute path", _modules_path("/etc")),
+                      ("a symlink out", _symlinked_module)):
+    case(f"SparseEncoder module path {_label}")(lambda c, e=_edit: (
+        "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(c, e), "--output",
+                         "q.tsv"], ["st/modules.json", "module path"]))
+case("SparseEncoder modules.json entries are strings")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(
+        c, lambda f: (f / "modules.json").write_text('["a", "b"]')), "--output", "q.tsv"], ["st/modules.json"]))
+case("SparseEncoder modules.json is /dev/zero")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(
+        c, lambda f: ((f / "modules.json").unlink(), (f / "modules.json").symlink_to("/dev/zero"))), "--output",
+                     "q.tsv"], ["st/modules.json", "too large"]))
+case("SparseEncoder config prompts not strings")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(
+        c, lambda f: (f / "config_sentence_transformers.json").write_text('{"prompts": {"query": 5}}')),
+        "--output", "q.tsv"], ["prompts"]))
+case("encoder spec gguf_file outside the folder")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", c.write(
+        "m/encoder_spec.json", json.dumps({"name": "m", "model": "m", "kind": "decoder",
+                                           "gguf_file": "/etc/passwd"})).split("/")[0], "--output", "q.tsv"],
+    ["gguf_file", "/etc/passwd"]))
+case("LoRA adapter saved as .bin")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", c.write(
+        "lora/adapter_config.json", '{"base_model_name_or_path": "splade-tiny"}') and c.write(
+        "lora/adapter_model.bin", b"\x80\x02}q\x00.").split("/")[0], "--output", "q.tsv"],
+    ["lora", "adapter_model.safetensors"]))
+case("model config.json is a list")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder",
+                     c.write("mdl/config.json", "[]").split("/")[0], "--output", "q.tsv"],
+    ["mdl/config.json", "expected an object"]))
+case("model config.json architectures a string")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder",
+                     c.write("mdl/config.json", '{"architectures": "BertForMaskedLM"}').split("/")[0], "--output",
+                     "q.tsv"], ["mdl/config.json", "architectures"]))
+case("model config.json not UTF-8")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder",
+                     c.write("mdl/config.json", b'{"a": "\xff"}').split("/")[0], "--output", "q.tsv"],
+    ["mdl/config.json:1", "UTF-8"]))
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
