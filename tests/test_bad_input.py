@@ -379,6 +379,26 @@ case("index --index MILVUS:// in capitals")(lambda c: (
     "index", ["--input", str(c._tiny()["encoded"]), "--index", "MILVUS://127.0.0.1:1/c"],
     ["MILVUS://127.0.0.1:1/c", "Milvus"]))
 
+def _recipe(c: Ctx, **top) -> str:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "eval" / "beir.yaml").read_text())
+    raw.update(top)
+    return c.write("r.yaml", yaml.safe_dump(raw))
+
+
+for _label, _top, _said in (("metrics: 5", {"metrics": 5}, "metrics: expected a list"),
+                            ("groups as a list", {"groups": ["a"]}, "groups: expected a mapping"),
+                            ("a misspelt top key", {"conditons": []}, "did you mean 'conditions'?")):
+    case(f"recipe {_label}")(lambda c, t=_top, w=_said: (
+        "reproduce", ["--recipe", _recipe(c, **t), "--list"], ["r.yaml", w]))
+case("recipe with YAML aliases")(lambda c: (
+    "reproduce", ["--recipe", c.write("r.yaml", "a: &x [1, 2]\nb: &y [*x, *x]\nc: [*y, *y]\n"), "--list"],
+    ["r.yaml", "alias"]))
+case("corpus line above the byte limit")(lambda c: (
+    "index", ["--bm25", "--input", c.corpus(bad=json.dumps({"_id": "big", "text": "cell " * (1 << 20)})),
+              "--index", "ix"], ["corpus.jsonl:3", "longer than"]))
+
 # ---------------------------------------------------------------- model folders stay inside themselves
 def _st_export(c: Ctx, edit: Callable[[Path], None]) -> str:
     c.run("export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"])
