@@ -332,6 +332,11 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
                         complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     manifest = load_manifest_file(mpath, root)
+    if not manifest.parts:
+        # Nothing was committed (e.g. the first run stopped at a bad line or a bad --max-length): start over with
+        # this run's encoder and settings, whatever the first run asked for.
+        return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     if current_spec_dict(manifest.spec) != spec.to_dict():
         from ..spec import EncoderSpec, SpecError
 
@@ -345,10 +350,6 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
                           f"for {spec.name!r} ({why}; differing fields: {', '.join(differing)}); pass an empty "
                           "--embeddings folder or delete this one")
     check_same_weights(manifest, fingerprint, mpath)
-    if not manifest.parts:
-        # Nothing was committed (e.g. the first run stopped at a bad line): start over with this run's settings.
-        return Manifest(root=root, spec=manifest.spec, corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     for key in ("path", "bytes", "lines"):
         if manifest.corpus.get(key) != corpus.get(key):
             raise EncodeError(f"{mpath}: this folder encodes {manifest.corpus.get('path')} "
