@@ -399,6 +399,19 @@ case("corpus line above the byte limit")(lambda c: (
     "index", ["--bm25", "--input", c.corpus(bad=json.dumps({"_id": "big", "text": "cell " * (1 << 20)})),
               "--index", "ix"], ["corpus.jsonl:3", "longer than"]))
 
+case("search a missing embedded Milvus file")(lambda c: (
+    "search", ["--index", f"milvus://{c.tmp}/none.db/c", "--topics", c.write("t.tsv", "1\tcells\n"), "--output",
+               "run.txt"], ["none.db does not exist"]))
+case("export into an embedded Milvus file in a missing folder")(lambda c: (
+    "index", ["--input", str(c._tiny()["encoded"]), "--index", f"milvus://{c.tmp}/no/x.db/c"],
+    ["folder", "/no does not exist"]))
+case("encode.query --device gpu")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", "splade-tiny", "--output", "q.tsv",
+                     "--device", "gpu"], ["--device gpu"]))
+case("encode.query --max-length beyond the model's positions")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", "splade-tiny", "--output", "q.tsv",
+                     "--max-length", "100000"], ["--max-length 100000", "512 positions"]))
+
 # ---------------------------------------------------------------- model folders stay inside themselves
 def _st_export(c: Ctx, edit: Callable[[Path], None]) -> str:
     c.run("export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"])
@@ -553,3 +566,17 @@ def test_outputs_of_ours_are_replaced_where_nothing_else_is_inside(tmp_path, dat
     page = (tmp_path / "page.md").read_text(encoding="utf-8")
     assert page.startswith("<!-- reproduction page") and "bm25-flat" in page
     assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "ix", "page.md"]
+
+
+def test_a_failed_encode_does_not_block_the_corrected_rerun(tmp_path, data_root):
+    """An encode that committed nothing (here: a --max-length the model cannot take) leaves a folder the corrected
+    command simply starts over in."""
+    ctx = Ctx(tmp_path, data_root, lambda: {}, tmp_path)
+    argv = ["--corpus", ctx.corpus(), "--embeddings", "enc", "--encoder", "splade-tiny", "--no-progress"]
+    failed = _cli("encode", [*argv, "--max-length", "100000"], tmp_path, _env())
+    assert failed.returncode == 2 and "--max-length 100000" in failed.stderr.strip().splitlines()[-1], failed.stderr
+    ctx.run("encode", argv)
+    from laconic_pyserini.encode import read_manifest
+
+    manifest = read_manifest(tmp_path / "enc")
+    assert manifest.complete and manifest.spec["max_length"] == 256 and manifest.documents == 5

@@ -151,7 +151,7 @@ def check_field(location: MilvusLocation, field: dict, vectors: str, dimension: 
 def open_collection(uri: str) -> tuple[MilvusLocation, object, dict]:
     """Connect to a finished export: ``(location, client, manifest)``, loaded and ready to search."""
     location = parse_milvus_uri(uri)
-    client = connect(location)
+    client = connect(location, create=False)  # searching a missing embedded file must not create it
     try:
         return location, client, _ready(location, client, uri)
     except BaseException:
