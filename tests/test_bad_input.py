@@ -405,6 +405,9 @@ case("search a missing embedded Milvus file")(lambda c: (
 case("export into an embedded Milvus file in a missing folder")(lambda c: (
     "index", ["--input", str(c._tiny()["encoded"]), "--index", f"milvus://{c.tmp}/no/x.db/c"],
     ["folder", "/no does not exist"]))
+case("BM25 query of more than 1024 distinct terms")(lambda c: (
+    "search", ["--index", c.bm25_index(), "--topics", c.write("t.tsv", "1\t" + " ".join(f"w{i}x" for i in range(1100))
+                                                            + "\n"), "--output", "run.txt"], ["1024", "shorten"]))
 case("encode.query --device gpu")(lambda c: (
     "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", "splade-tiny", "--output", "q.tsv",
                      "--device", "gpu"], ["--device gpu"]))
