@@ -32,22 +32,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .owned import RECORD, OutputError, check_not_inside_output, check_rebuildable, listing, record_text
+from .owned import (RECORD, TMP_PREFIX, OutputError, check_not_current, check_not_inside_output, check_rebuildable,
+                    is_temp_name, listing, record_text)
 
 logger = logging.getLogger(__name__)
 
-#: The prefix of every temporary file or folder this toolkit writes; nothing else is ever cleaned up.
-TMP_PREFIX = ".laconic-tmp-"
 MANIFEST = "manifest.json"
 LOCK_SUFFIX = ".lock"
 # Manifests written before outputs carried a "kind": their "format" says the same thing.
 _FORMAT_KINDS = {"laconic-pyserini/encoded-collection": "encoded", "laconic-pyserini/faiss-index": "faiss"}
 STOP_ENV = "LACONIC_TEST_STOP_AFTER_PARTS"
 WAIT_ENV = "LACONIC_TEST_WAIT_AFTER_PARTS"
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(TMP_PREFIX)
 
 
 def temp_path(target: str | os.PathLike, *, stable: bool = False) -> Path:
@@ -229,6 +224,7 @@ def aside_path(final: str | os.PathLike) -> Path:
 
 def fresh_aside(final: str | os.PathLike) -> Path:
     """An empty folder to build ``final`` in (a leftover of an earlier, interrupted build is removed)."""
+    check_not_current(final, flag="the output")
     aside = aside_path(final)
     if aside.exists():
         remove_temp(aside)

@@ -17,7 +17,12 @@ from .errors import LaconicError
 #: The record's name; it lists itself out (it is rewritten by every build).
 RECORD = ".laconic-written.json"
 RECORD_FORMAT = "laconic-pyserini/written-files"
-_TMP_PREFIX = ".laconic-tmp-"
+#: The prefix of every temporary file or folder this toolkit writes; nothing else is ever cleaned up.
+TMP_PREFIX = ".laconic-tmp-"
+
+
+def is_temp_name(name: str) -> bool:
+    return name.startswith(TMP_PREFIX)
 
 
 class OutputError(LaconicError):
@@ -31,13 +36,13 @@ def listing(folder: str | os.PathLike) -> list[str]:
     found = []
     for top, dirs, files in os.walk(folder):
         rel = Path(top).relative_to(folder)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(_TMP_PREFIX))
+        dirs[:] = sorted(d for d in dirs if not d.startswith(TMP_PREFIX))
         for name in dirs:
             path = Path(top) / name
             found.append((rel / name).as_posix() + ("" if path.is_symlink() else "/"))
         dirs[:] = [d for d in dirs if not (Path(top) / d).is_symlink()]
         found += [(rel / name).as_posix() for name in files
-                  if not name.startswith(_TMP_PREFIX) and not (top == str(folder) and name == RECORD)]
+                  if not name.startswith(TMP_PREFIX) and not (top == str(folder) and name == RECORD)]
     return sorted(found)
 
 
@@ -75,6 +80,7 @@ def foreign(folder: str | os.PathLike, owned: set[str]) -> list[str]:
 def check_rebuildable(folder: str | os.PathLike, *, flag: str, also: list[str] | None = None) -> None:
     """Refuse to replace our output ``folder`` while it holds anything its record (or ``also``: what the new build
     writes) does not list. Without a record and ``also`` nothing is known yet: the swap checks again."""
+    check_not_current(folder, flag=flag)
     owned = recorded(folder)
     if owned is None and also is None:
         return
@@ -91,3 +97,11 @@ def check_not_inside_output(path: str | os.PathLike, *, flag: str) -> None:
         if has_record(parent):
             raise OutputError(f"{path}: inside {parent}, an output of this toolkit that its rebuild replaces whole; "
                               f"pass a path outside it as {flag}")
+
+
+def check_not_current(folder: str | os.PathLike, *, flag: str) -> None:
+    """Refuse to build or replace a whole folder the current directory is in (``--index .``): the swap would move
+    the ground from under the command."""
+    if Path.cwd().resolve().is_relative_to(Path(folder).resolve()):
+        raise OutputError(f"{folder}: the current folder is inside this output, which a build replaces whole; run "
+                          f"the command from outside it, or pass another folder as {flag}")

@@ -583,3 +583,14 @@ def test_a_failed_encode_does_not_block_the_corrected_rerun(tmp_path, data_root)
 
     manifest = read_manifest(tmp_path / "enc")
     assert manifest.complete and manifest.spec["max_length"] == 256 and manifest.documents == 5
+
+
+def test_rebuilding_the_index_the_command_runs_in_is_refused(tmp_path, data_root):
+    ctx = Ctx(tmp_path, data_root, lambda: {}, tmp_path)
+    index = tmp_path / ctx.bm25_index()
+    before = _snapshot(tmp_path)
+    proc = _cli("index", ["--bm25", "--input", "../corpus.jsonl", "--index", "."], index, _env())
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("error: ") and "current folder is inside this output" in lines[-1], proc.stderr
+    assert _snapshot(tmp_path) == before
