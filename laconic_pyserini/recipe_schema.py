@@ -8,6 +8,7 @@ traceback or, worse, in a step per character. An unknown key is an error that na
 from __future__ import annotations
 
 import difflib
+import shlex
 
 _SCALAR = (str, int, float)  # what a name, a note or a path may be written as in YAML (``split: 2019``)
 
@@ -70,3 +71,8 @@ def check_recipe(raw: dict, where: str, error: type[Exception]) -> None:
         for j, step in enumerate(condition.get("steps") or []):
             if isinstance(step, dict):
                 check_keys(step, STEP, f"{at}.steps[{j}]", error)
+            command = step.get("command") if isinstance(step, dict) else step
+            try:
+                shlex.split(command) if isinstance(command, str) else None
+            except ValueError as exc:  # "No closing quotation": the step could never run
+                raise error(f"{at}.steps[{j}]: {exc} in {command!r}; close the quote") from None

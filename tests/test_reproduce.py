@@ -219,6 +219,7 @@ def test_tolerance_verdicts():
     ({"steps": [{"command": "python -m x", "skip_if_exist": "f"}]}, "did you mean 'skip_if_exists'?"),
     ({"requires": {"encoder": ["x"]}}, "did you mean 'encoders'?"),
     ({"tolerance": {"ok": "0.1"}}, "tolerance.ok: expected a number"),
+    ({"steps": ["python -m x --index 'a b"]}, "No closing quotation"),
 ])
 def test_bad_recipes_are_refused_with_the_place(tmp_path, problem, fix):
     raw = yaml.safe_load(BEIR.read_text())
