@@ -72,7 +72,8 @@ def check_recipe(raw: dict, where: str, error: type[Exception]) -> None:
             if isinstance(step, dict):
                 check_keys(step, STEP, f"{at}.steps[{j}]", error)
             command = step.get("command") if isinstance(step, dict) else step
-            try:
-                shlex.split(command) if isinstance(command, str) else None
-            except ValueError as exc:  # "No closing quotation": the step could never run
-                raise error(f"{at}.steps[{j}]: {exc} in {command!r}; close the quote") from None
+            if isinstance(command, str):
+                try:
+                    shlex.split(command)
+                except ValueError as exc:  # "No closing quotation": the step could never run
+                    raise error(f"{at}.steps[{j}]: {exc} in {command!r}; close the quote") from None
