@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .owned import (RECORD, TMP_PREFIX, OutputError, check_not_current, check_not_inside_output, check_rebuildable,
-                    is_temp_name, listing, record_text)
+                    is_temp_name, listing, nested_record, record_text)
 
 logger = logging.getLogger(__name__)
 
@@ -167,7 +167,6 @@ def claim_folder(folder: str | os.PathLike, kind: str, *, flag: str,
     """
     folder = Path(folder)
     check_apart(folder, inputs, flag=flag)
-    check_not_inside_output(folder, flag=flag)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: is a file, not a folder; pass a new folder as {flag}")
     found = manifest_kind(folder)
@@ -270,6 +269,8 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
             os.replace(old, final)  # the old output goes back under its name
         raise OutputError(f"{final}: could not be replaced ({exc.strerror}); pass a new folder as {flag}") from None
     fsync_dir(final.parent)
+    if (parent_record := nested_record(final.parent, final)) is not None:  # a cache inside an output of ours
+        write_text_atomic(final.parent / RECORD, parent_record)
     if old is not None:
         _remove(old)
     return final

@@ -63,6 +63,18 @@ def recorded(folder: str | os.PathLike) -> set[str] | None:
     return {entry for entry in data["entries"] if isinstance(entry, str)}
 
 
+def nested_record(parent: Path, child: Path) -> str | None:
+    """``parent``'s record extended with ``child``, an output this toolkit built inside it (e.g. a Seismic cache in
+    an impact index), so that rebuilding ``parent`` replaces the cache with it rather than call it foreign; None
+    when ``parent`` has no record."""
+    owned = recorded(parent)
+    if owned is None:
+        return None
+    prefix = child.name + "/"
+    entries = owned | {prefix, prefix + RECORD} | {prefix + entry for entry in listing(child)}
+    return json.dumps({"format": RECORD_FORMAT, "entries": sorted(entries)}, indent=1) + "\n"
+
+
 def has_record(folder: str | os.PathLike) -> bool:
     return (Path(folder) / RECORD).is_file()
 

@@ -17,7 +17,7 @@ from ..data import read_corpus
 from ..fingerprint import encoder_fingerprint
 from ..quantize import WEIGHTS, weigh
 from ..spec import current_spec_dict
-from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
+from ..outputs import after_commit, check_not_inside_output, claim_folder, clean_temps, locked, write_json_atomic
 from .manifest import (CONTRACT_SETTINGS, KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
                        load_manifest_file, part_intact, recorded_setting)
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
@@ -73,6 +73,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {}),
                 **({"weights": weights} if weights != "impact" else {})}
+    check_not_inside_output(root, flag="--embeddings")
     claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)

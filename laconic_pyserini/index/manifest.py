@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LaconicError
 from ..json_file import read_json_file
-from ..outputs import claim_folder, swap_in, write_json_atomic
+from ..outputs import check_not_inside_output, claim_folder, swap_in, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -42,6 +42,7 @@ def write_index_manifest(index_dir: Path, manifest: dict) -> None:
 
 def claim_index(index_dir: Path, kind: str, inputs, *, flag: str = "--index") -> None:
     """Refuse an index folder that is neither new/empty nor our own ``kind`` index, or that overlaps an input."""
+    check_not_inside_output(index_dir, flag=flag)
     claim_folder(index_dir, kind, flag=flag, inputs=inputs)
 
 
