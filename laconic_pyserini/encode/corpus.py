@@ -73,8 +73,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {}),
                 **({"weights": weights} if weights != "impact" else {})}
-    check_not_inside_output(root, flag="--embeddings")
-    claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
+    _claim(root, described["path"])
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
     fingerprint = encoder_fingerprint(spec)
@@ -91,6 +90,12 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         else:
             job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _claim(root: Path, corpus: str) -> None:
+    """The folder must be new, empty or an encoding of ours, apart from the corpus and not inside another output."""
+    check_not_inside_output(root, flag="--embeddings")
+    claim_folder(root, KIND, flag="--embeddings", inputs=[corpus], ours=_holds_shards)
 
 
 def _check_options(batch_size: int, part_size: int, window_batches: int, fields, weights: str) -> None:
