@@ -27,6 +27,9 @@ from .ids import trec_id
 
 DATA_ENV = "LACONIC_DATA"
 IR_DATASETS_ALIASES = {"beir/webis-touche2020": "beir/webis-touche2020/v2"}
+#: The longest line read from a corpus, topics, qrels or run file (4 MiB: a BEIR document is at most a few hundred
+#: kB, Anserini refuses a string of 20 MB, and the encoders read the first few hundred tokens of a document).
+MAX_LINE_BYTES = 4 << 20
 
 
 @dataclass(frozen=True)
@@ -120,11 +123,17 @@ def _open_bytes(path: Path):
 
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """(1-based line number, raw bytes) of a plain or gzipped file; a damaged .gz is a DataError at its line."""
+    """(1-based line number, raw bytes) of a plain or gzipped file; a damaged .gz, or a line longer than
+    :data:`MAX_LINE_BYTES` (read no further than that), is a DataError at its line."""
     number = 0
     with _open_bytes(path) as f:
         try:
-            for number, raw in enumerate(f, start=1):
+            while raw := f.readline(MAX_LINE_BYTES + 1):
+                number += 1
+                if len(raw) > MAX_LINE_BYTES:
+                    raise DataError(path, number, f"the line is longer than {MAX_LINE_BYTES} bytes, the limit for "
+                                    "one document, topic or run line", "split or shorten it; an encoder reads "
+                                    "only the first few hundred tokens")
                 yield number, raw
         except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
             raise DataError(path, number + 1, f"the gzip stream is truncated or damaged ({exc})",

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .errors import UsageError, cli
+from .errors import DataError, UsageError, cli
 from .run import Run, read_trec_run
 from .topics import load_qrels
 
@@ -54,6 +54,10 @@ def parse_measures(measures: Sequence[str]) -> list:
             hint = f"did you mean {close[0]}{name[len(base):]}? " if close else ""
             raise UsageError(f"-m {name}: not an ir_measures measure ({exc}); {hint}"
                              f"valid measures: {', '.join(known)} (e.g. nDCG@10 R@100 RR@10 MAP)") from None
+        cutoff = parsed[-1].params.get("cutoff")
+        if cutoff is not None and (isinstance(cutoff, bool) or not isinstance(cutoff, int) or cutoff < 1):
+            raise UsageError(f"-m {name}: the cutoff after @ must be a positive integer "
+                             f"(e.g. {name.split('@', 1)[0]}@10)")
     return parsed
 
 
@@ -67,7 +71,10 @@ def evaluate(qrels: dict[str, dict[str, int]], run: Run, measures: Sequence[str]
 
 def evaluate_run_file(qrels_source: str | os.PathLike, run_path: str | os.PathLike, split: str = "test",
                       measures: Sequence[str] = DEFAULT_MEASURES) -> dict[str, float]:
-    return evaluate(load_qrels(qrels_source, split), read_trec_run(run_path), measures)
+    run = read_trec_run(run_path)
+    if not run:
+        raise DataError(run_path, None, "the run has no lines", "evaluate the run a search wrote")
+    return evaluate(load_qrels(qrels_source, split), run, measures)
 
 
 @cli

@@ -10,7 +10,8 @@ The fingerprint is a sha256 over ``role/file: sha256`` lines, one per file the s
 folder (role ``model``), a LoRA adapter's base (``base``) and a separate tokenizer (``tokenizer``). File names are
 relative, so a copy under another path has the same fingerprint. A hub id with no local copy is identified by the
 revision its Hugging Face cache resolves ``main`` to (``basis: "hub"``); fingerprints of different bases are not
-comparable and give a warning, as do manifests written before fingerprints existed.
+comparable and are refused, as are manifests written before fingerprints existed, unless the user passes
+``--unrecorded-encoder accept`` (then one warning).
 
 File digests are cached in ``$XDG_CACHE_HOME/laconic-pyserini/file-digests.json``, keyed by the absolute path and
 checked against its size and ``mtime_ns``, so a multi-GB model is hashed once, not on every search. (A file rewritten
@@ -39,6 +40,9 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "sentencepiece.bpe.model")
 CONFIG_FILES = ("config.json", "adapter_config.json")
 _LARGE_FILE = 256 << 20
+#: What to do with an output that records no (comparable) fingerprint: refuse (default) or accept with a warning.
+UNRECORDED = ("refuse", "accept")
+UNRECORDED_FLAG = "--unrecorded-encoder"
 
 
 class FingerprintError(SpecError):
@@ -202,29 +206,38 @@ def fingerprint_difference(recorded: dict, current: dict) -> str:
     return "; ".join(parts) or "the fingerprints differ"
 
 
+def check_unrecorded_choice(unrecorded: str) -> None:
+    if unrecorded not in UNRECORDED:
+        raise SpecError(f"{UNRECORDED_FLAG} {unrecorded}: choose {' or '.join(UNRECORDED)}")
+
+
 def check_encoder_identity(recorded: dict | None, spec: EncoderSpec, *, where: str, fix: str,
-                           cache: DigestCache | None = None) -> None:
+                           cache: DigestCache | None = None, unrecorded: str = "refuse") -> None:
     """Refuse ``spec`` when its files differ from the fingerprint ``recorded`` in ``where``'s manifest.
 
     ``recorded`` None (a manifest older than fingerprints) and fingerprints that cannot be compared (a hub
-    revision against local files, a hub id not available here) give a one-line warning and pass.
+    revision against local files, a hub id not available here) are refused too, unless ``unrecorded`` is
+    ``accept`` (what the user chose with :data:`UNRECORDED_FLAG`): then a one-line warning, and they pass.
     """
-    if recorded is None:
-        _warn_unrecorded(where, f"the weights of encoder {spec.name!r}")
-        return
-    current = encoder_fingerprint(spec, cache=cache)
-    check_same_encoder(recorded, current, where=where, what=f"encoder {spec.name!r} ({spec.model})", fix=fix)
+    check_unrecorded_choice(unrecorded)
+    current = None if recorded is None else encoder_fingerprint(spec, cache=cache)
+    check_same_encoder(recorded, current, where=where, what=f"encoder {spec.name!r} ({spec.model})", fix=fix,
+                       unrecorded=unrecorded)
 
 
-def check_same_encoder(recorded: dict | None, current: dict | None, *, where: str, what: str, fix: str) -> None:
-    """Refuse when fingerprint ``current`` (of ``what``) differs from ``recorded`` (in ``where``'s manifest);
-    warn (one line) and pass when either is missing or they have different bases."""
-    if recorded is None:
-        _warn_unrecorded(where, what)
-        return
-    if current is None or current.get("basis") != recorded.get("basis"):
-        logger.warning("%s: %s has no fingerprint comparable with the recorded one (%s basis); its weights are not "
-                       "checked", where, what, recorded.get("basis"))
+def check_same_encoder(recorded: dict | None, current: dict | None, *, where: str, what: str, fix: str,
+                       unrecorded: str = "refuse") -> None:
+    """Refuse when fingerprint ``current`` (of ``what``) differs from ``recorded`` (in ``where``'s manifest), or
+    when either is missing or they have different bases unless ``unrecorded`` is ``accept`` (one warning)."""
+    check_unrecorded_choice(unrecorded)
+    if recorded is None or current is None or current.get("basis") != recorded.get("basis"):
+        problem = (f"{where} records no encoder fingerprint (written by an older version, or from a hub id with no "
+                   f"local files)" if recorded is None else f"{what} has no fingerprint comparable with the one "
+                   f"{where} records ({recorded.get('basis')} basis)")
+        if unrecorded != "accept":
+            raise FingerprintError(f"{problem}: {what} cannot be checked against it; rebuild it with local model "
+                                   f"files to record one, or pass {UNRECORDED_FLAG} accept to use it unchecked")
+        logger.warning("%s; %s is not checked (%s accept)", problem, what, UNRECORDED_FLAG)
         return
     if current.get("sha256") != recorded.get("sha256"):
         built = (recorded.get("locations") or {}).get("model", "?")
@@ -233,7 +246,3 @@ def check_same_encoder(recorded: dict | None, current: dict | None, *, where: st
             f"but {what} has other weights or tokenizer ({fingerprint_difference(recorded, current)}; fingerprint "
             f"{str(current.get('sha256'))[:12]}); {fix}")
 
-
-def _warn_unrecorded(where: str, what: str) -> None:
-    logger.warning("%s records no encoder fingerprint (written by an older version, or from a hub id with no local "
-                   "files): %s cannot be checked against it; re-encode to record one", where, what)

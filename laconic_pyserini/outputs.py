@@ -11,14 +11,13 @@ anything. The rules it keeps:
   containing one of the command's inputs.
 - A folder that must never be seen half-built is built aside (:func:`aside_path`, a stable name so a rerun can
   resume it) and swapped in by :func:`swap_in`; an older output of the same kind it replaces is removed only
-  after the new one is in place.
+  after the new one is in place, and only while it holds nothing but what its record (:mod:`.owned`) lists.
 - One writer per output: :func:`locked` keeps ``PID`` and host in a lock file beside the target; a second writer
   stops with an error, and a dead process's lock (same host) is taken over.
 
-Test hook (documented, read at call time, never at import): ``LACONIC_TEST_STOP_AFTER_PARTS=N`` makes a writer
-that calls :func:`after_commit` exit at once with ``os._exit`` -- no cleanup, no ``finally``, as ``kill -9``
-would -- after its N-th committed part; ``LACONIC_TEST_WAIT_AFTER_PARTS=N`` makes it block after the N-th part
-until its standard input is closed (a test holds a writer mid-run, deterministically).
+Test hook (read at call time): ``LACONIC_TEST_STOP_AFTER_PARTS=N`` makes a writer calling :func:`after_commit`
+exit with ``os._exit`` (as ``kill -9`` would) after its N-th committed part; ``LACONIC_TEST_WAIT_AFTER_PARTS=N``
+makes it block after the N-th part until its standard input is closed (a test holds a writer mid-run).
 """
 
 from __future__ import annotations
@@ -33,26 +32,17 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from .errors import LaconicError
+from .owned import (RECORD, TMP_PREFIX, OutputError, check_not_current, check_not_inside_output, check_rebuildable,
+                    is_temp_name, listing, nested_record, record_text)
 
 logger = logging.getLogger(__name__)
 
-#: The prefix of every temporary file or folder this toolkit writes; nothing else is ever cleaned up.
-TMP_PREFIX = ".laconic-tmp-"
 MANIFEST = "manifest.json"
 LOCK_SUFFIX = ".lock"
 # Manifests written before outputs carried a "kind": their "format" says the same thing.
 _FORMAT_KINDS = {"laconic-pyserini/encoded-collection": "encoded", "laconic-pyserini/faiss-index": "faiss"}
 STOP_ENV = "LACONIC_TEST_STOP_AFTER_PARTS"
 WAIT_ENV = "LACONIC_TEST_WAIT_AFTER_PARTS"
-
-
-class OutputError(LaconicError):
-    """An output that cannot be written as asked (not ours, overlapping an input, locked); the message says why."""
-
-
-def is_temp_name(name: str) -> bool:
-    return name.startswith(TMP_PREFIX)
 
 
 def temp_path(target: str | os.PathLike, *, stable: bool = False) -> Path:
@@ -181,6 +171,7 @@ def claim_folder(folder: str | os.PathLike, kind: str, *, flag: str,
         raise OutputError(f"{folder}: is a file, not a folder; pass a new folder as {flag}")
     found = manifest_kind(folder)
     if found == kind or (found is None and ours is not None and folder.is_dir() and ours(folder)):
+        check_rebuildable(folder, flag=flag)
         return True
     if is_fresh(folder):
         return False
@@ -217,6 +208,7 @@ def claim_file(path: str | os.PathLike, *, flag: str, ours: Callable[[Path], boo
     """Check that ``path`` may be (over)written: missing, empty, or recognised by ``ours`` as our output."""
     path = Path(path)
     check_apart(path, inputs, flag=flag)
+    check_not_inside_output(path, flag=flag)
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; pass a file name as {flag}")
     if path.exists() and path.stat().st_size > 0 and not ours(path):
@@ -231,6 +223,7 @@ def aside_path(final: str | os.PathLike) -> Path:
 
 def fresh_aside(final: str | os.PathLike) -> Path:
     """An empty folder to build ``final`` in (a leftover of an earlier, interrupted build is removed)."""
+    check_not_current(final, flag="the output")
     aside = aside_path(final)
     if aside.exists():
         remove_temp(aside)
@@ -254,7 +247,8 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
             ours: Callable[[Path], bool] | None = None) -> Path:
     """Put the finished ``aside`` folder at ``final``; an existing ``final`` must be our ``kind`` output.
 
-    The old output is renamed to a temporary name first and removed only once the new one is in place.
+    The old one is renamed aside and removed once the new one is in place; it is refused while holding anything
+    neither its record nor the new build lists. The new one gets its record (:mod:`laconic_pyserini.owned`).
     """
     aside, final = Path(aside), Path(final)
     if not is_temp_name(aside.name):
@@ -262,10 +256,12 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
     old = None
     if final.exists():
         if claim_folder(final, kind, flag=flag, ours=ours):
+            check_rebuildable(final, flag=flag, also=listing(aside))
             old = temp_path(final.with_name(final.name + ".old"))
             os.replace(final, old)
         else:
             clean_temps(final)
+    write_text_atomic(aside / RECORD, record_text(aside))
     try:
         os.replace(aside, final)  # onto a missing or empty folder
     except OSError as exc:
@@ -273,6 +269,8 @@ def swap_in(aside: str | os.PathLike, final: str | os.PathLike, kind: str, *, fl
             os.replace(old, final)  # the old output goes back under its name
         raise OutputError(f"{final}: could not be replaced ({exc.strerror}); pass a new folder as {flag}") from None
     fsync_dir(final.parent)
+    if (parent_record := nested_record(final.parent, final)) is not None:  # a cache inside an output of ours
+        write_text_atomic(final.parent / RECORD, parent_record)
     if old is not None:
         _remove(old)
     return final

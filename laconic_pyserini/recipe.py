@@ -24,6 +24,7 @@ from pathlib import Path
 from .data import DATA_ENV, DataError, resolve_dataset, with_gz
 from .errors import LaconicError
 from .eval import DEFAULT_MEASURES
+from .recipe_schema import check_recipe
 from .yaml_file import read_yaml_mapping
 
 
@@ -158,6 +159,7 @@ def load_recipe(path: str | os.PathLike) -> Recipe:
                             missing="the shipped recipes are eval/beir.yaml and eval/mteb-retrieval.yaml",
                             shape="'datasets' and 'conditions'")
     where = str(path)
+    check_recipe(raw, where, RecipeError)
     metrics = tuple(raw.get("metrics") or DEFAULT_MEASURES)
     datasets = {}
     for i, entry in enumerate(_list(raw, "datasets", where)):
@@ -207,11 +209,9 @@ def _known(names, known: dict, where: str) -> None:
 
 
 def _strings(value, where: str) -> dict[str, str]:
-    if value is None:
-        return {}
-    if not isinstance(value, dict):
+    if value is not None and not isinstance(value, dict):
         raise RecipeError(f"{where}: must be a mapping of names to strings")
-    return {str(k): "" if v is None else str(v) for k, v in value.items()}
+    return {str(k): "" if v is None else str(v) for k, v in (value or {}).items()}
 
 
 def _dataset(entry, where: str) -> Dataset:

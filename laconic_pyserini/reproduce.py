@@ -298,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     conditions = recipe.expand_conditions(_split(args.condition))
     datasets = recipe.expand_datasets(_split(args.dataset))
+    if args.page:
+        from .reproduce_page import claim_page
+
+        claim_page(args.page, args.recipe)  # before any cell runs
     cells = run_recipe(recipe, conditions, datasets, report=args.report, data_root=data_root,
                        dry_run=args.dry_run, overrides=overrides)
     if args.page:

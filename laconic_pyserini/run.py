@@ -5,11 +5,14 @@ A run is ``{query_id: [(doc_id, score), ...]}`` with hits in rank order.
 
 from __future__ import annotations
 
+import math
+import numbers
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 from .data import DataError, iter_lines
+from .errors import UsageError
 from .outputs import atomic_open, claim_file
 
 Hits = list[tuple[str, float]]
@@ -29,6 +32,14 @@ def fetch_depth(hits: int, remove_query: bool) -> int:
 def kept_hits(query_id: str, found: Hits, hits: int, remove_query: bool) -> Hits:
     """What a run keeps of ``found`` (fetched ``fetch_depth`` deep): without the self-hit, cut back to ``hits``."""
     return remove_self_hits(query_id, found)[:hits] if remove_query else found
+
+
+def check_k(k, threads: int = 1) -> None:
+    """Refuse a ``k`` (hits per query) or ``threads`` that is not a positive integer (``k=-1`` or ``k=1.5`` would
+    otherwise return some number of hits without a word)."""
+    for name, value in (("k", k), ("threads", threads)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+            raise UsageError(f"{name} must be a positive integer, not {value!r}")
 
 
 def looks_like_run(path: Path) -> bool:
@@ -73,6 +84,8 @@ def read_trec_run(path: str | os.PathLike) -> Run:
             score = float(cols[4])
         except ValueError:
             raise DataError(path, number, f"score {cols[4]!r} is not a number") from None
+        if not math.isfinite(score):  # a NaN ranks nowhere: trec_eval's order would be arbitrary
+            raise DataError(path, number, f"score {cols[4]!r} is not a finite number", "rewrite the run")
         seen = first_line.setdefault((cols[0], cols[2]), number)
         if seen != number:
             # trec_eval refuses such a run; keeping either row would silently change the metric.

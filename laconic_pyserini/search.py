@@ -21,17 +21,20 @@ query.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import jvm
 from .data import DataError
 from .console import progress_bar, progress_enabled
 from .errors import cli, require_at_least, require_output_file
 from .index.manifest import IndexFolderError, read_index_manifest
-from .run import Run, fetch_depth, kept_hits, write_trec_run
+from .run import Run, claim_run_file, fetch_depth, kept_hits, write_trec_run
 from .searchers import Backend, Searcher, all_backends, find_backend, index_phrase, kind_of
 from .topics import load_topics
 
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 #: Queries per batch_search call while a progress bar is drawn (large enough to keep bulk searching bulk).
 PROGRESS_BLOCK = 256
+RUN_MANIFEST_FORMAT = "laconic-pyserini/run"
 
 
 def search_topics(searcher: Searcher, topics: dict, *, hits: int = 1000, remove_query: bool = False,
@@ -116,7 +120,8 @@ def _queries(args: argparse.Namespace) -> dict:
     else:
         manifest = read_index_manifest(args.index)
     vectors = read_pre_encoded(args.pre_encoded, EncoderSpec.from_dict(manifest["spec"], source=args.index),
-                               index_fingerprint=manifest.get(FINGERPRINT_KEY))
+                               index_fingerprint=manifest.get(FINGERPRINT_KEY),
+                               unrecorded_encoder=args.unrecorded_encoder or "refuse")
     if args.topics is None:
         return vectors
     wanted = load_topics(args.topics, args.split)
@@ -125,6 +130,25 @@ def _queries(args: argparse.Namespace) -> dict:
         raise DataError(args.pre_encoded, None, f"{len(missing)} of the {len(wanted)} topics have no vector "
                         f"(e.g. {missing[0]!r})", "encode the same topics and split, or leave --topics out")
     return {qid: vectors[qid] for qid in wanted}
+
+
+def run_manifest_path(output: str | os.PathLike) -> Path:
+    return Path(f"{output}.manifest.json")
+
+
+def _is_run_manifest(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("format") == RUN_MANIFEST_FORMAT
+
+
+def claim_run_manifest(output: str | os.PathLike) -> None:
+    """Refuse a run whose ``RUN.manifest.json`` sidecar would overwrite a file this toolkit did not write."""
+    from .outputs import claim_file
+
+    claim_file(run_manifest_path(output), flag="--output", ours=_is_run_manifest)
 
 
 def _write_run_manifest(args: argparse.Namespace, searcher, backend: Backend) -> None:
@@ -136,9 +160,10 @@ def _write_run_manifest(args: argparse.Namespace, searcher, backend: Backend) ->
         return
     from .outputs import write_json_atomic
 
+    claim_run_manifest(args.output)
     index_manifest = getattr(searcher, "manifest", None) or {}
-    write_json_atomic(f"{args.output}.manifest.json", {
-        "format": "laconic-pyserini/run", "run": str(args.output), "index": str(args.index),
+    write_json_atomic(run_manifest_path(args.output), {
+        "format": RUN_MANIFEST_FORMAT, "run": str(args.output), "index": str(args.index),
         "backend": backend.name, "query_encoding": record,
         "index_encoding": {"quantize": index_manifest.get("encoding_quantize", "none")}})
 
@@ -154,11 +179,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     require_at_least(1, {"--hits": args.hits, "--threads": args.threads, "--batch-size": args.batch_size,
                          "--query-cut": args.query_cut, "--ef-search": args.ef_search})
     require_output_file("--output", args.output)
+    claim_run_file(args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     kind = kind_of(args.index)
     if args.bm25 and kind != "bm25":
         raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
     backend = find_backend(kind, args.backend, where=args.index)
+    if kind != "bm25" and args.pre_encoded is None:
+        claim_run_manifest(args.output)  # queries are encoded here: a sidecar will be written
     options = searcher_options(args, backend, args.index)
     topics = _queries(args)
     jvm.expect_queries(len(topics))  # a short run starts Anserini's JVM with its quick compiler

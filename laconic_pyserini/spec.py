@@ -16,7 +16,6 @@ This module imports neither torch nor transformers.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -94,8 +93,11 @@ class EncoderSpec:
             problems.append(f"top_k must be a positive integer or null, not {self.top_k!r}")
         if not is_finite_number(self.logit_offset):
             problems.append(f"logit_offset must be a finite number, not {self.logit_offset!r}")
-        if not self.quant_scale > 0:
-            problems.append(f"quant_scale must be positive, not {self.quant_scale!r}")
+        if not is_finite_number(self.quant_scale) or not self.quant_scale > 0:
+            problems.append(f"quant_scale must be a positive number, not {self.quant_scale!r}")
+        if self.gguf_file is not None and not is_plain_name(self.gguf_file):
+            problems.append(f"gguf_file must name a file in the model folder (no folder part, no '..'), not "
+                            f"{self.gguf_file!r}")
         if problems:
             raise SpecError(f"encoder spec {self.name!r}: " + "; ".join(problems))
 
@@ -115,10 +117,9 @@ class EncoderSpec:
         if missing:
             raise SpecError(f"{source}: encoder spec needs {', '.join(missing)}")
         values = dict(d)
-        if "quant_scale" in values:
-            values["quant_scale"] = float(values["quant_scale"])
-        if isinstance(values.get("logit_offset"), int) and not isinstance(values["logit_offset"], bool):
-            values["logit_offset"] = float(values["logit_offset"])
+        for key in ("quant_scale", "logit_offset"):  # a JSON integer is the same number
+            if isinstance(values.get(key), int) and not isinstance(values[key], bool):
+                values[key] = float(values[key])
         return cls(**values)
 
     # ---------------------------------------------------------------------------------------- texts
@@ -155,6 +156,11 @@ class EncoderSpec:
 def is_finite_number(value) -> bool:
     """An int or float (not a bool) that is neither inf nor nan."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_plain_name(value) -> bool:
+    """A file name inside a folder: a non-empty string without a folder part, ``..`` or a leading ``/``."""
+    return isinstance(value, str) and value not in ("", ".", "..") and "/" not in value and "\\" not in value
 
 
 def current_spec_dict(recorded: dict) -> dict:
@@ -268,10 +274,7 @@ def load_spec(encoder: str, *, tokenizer: str | None = None, **overrides) -> Enc
 def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str | None = None) -> EncoderSpec:
     saved = folder / SPEC_FILENAME
     if saved.exists():
-        try:
-            data = json.loads(saved.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise SpecError(f"{saved}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+        data = _read_json(saved)
         data["model"] = str(folder)
         return EncoderSpec.from_dict(data, source=str(saved))
     sentence_transformers_spec = _sentence_transformers_folder_spec(folder)
@@ -293,7 +296,12 @@ def _spec_for_folder(folder: Path, specs: dict[str, EncoderSpec], gguf_file: str
     if kind == "mlm":
         return EncoderSpec(name=name, model=str(folder), kind="mlm", base_model=base_model,
                            add_special_tokens=True, max_length=256, pooling="max", activation="log1p_relu")
-    return _dense_folder_spec(folder, name)
+    from .st_folder import FolderError, dense_folder_fields
+
+    try:
+        return EncoderSpec(name=name, model=str(folder), kind="dense", **dense_folder_fields(folder))
+    except FolderError as exc:
+        raise SpecError(str(exc)) from None
 
 
 def _sentence_transformers_folder_spec(folder: Path) -> EncoderSpec | None:
@@ -312,11 +320,12 @@ LACONIC_CONTRACT = dict(query_prefix="query: ", passage_prefix="passage: ", add_
                         max_length=256, pooling="max", activation="log1p_relu", top_k=512, quant_scale=100.0)
 
 
-def _read_json(path: Path) -> dict | list:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise SpecError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+def _read_json(path: Path, shape: type = dict) -> dict | list:
+    """A model folder's JSON file: bounded, UTF-8, of type ``shape`` (one error naming the file otherwise)."""
+    from .json_file import read_json_file
+
+    return read_json_file(path, SpecError, shape=shape, missing="is this a model folder?",
+                          invalid="fix the model folder's file, or pass another --encoder")
 
 
 def detect_kind(folder: Path) -> tuple[str, str | None]:
@@ -324,8 +333,11 @@ def detect_kind(folder: Path) -> tuple[str, str | None]:
     adapter = folder / "adapter_config.json"
     if adapter.exists():
         config = _read_json(adapter)
+        if not (folder / "adapter_model.safetensors").is_file():
+            raise SpecError(f"{folder}: a LoRA adapter is loaded from adapter_model.safetensors only (pickled "
+                            "adapter_model.bin files are never loaded); save it with safe_serialization=True")
         base = config.get("base_model_name_or_path")
-        if not base:
+        if not isinstance(base, str) or not base:
             raise SpecError(f"{adapter}: a LoRA adapter must name base_model_name_or_path")
         base_folder = Path(resolve_model_location(base))
         if base_folder.is_dir():
@@ -337,11 +349,14 @@ def detect_kind(folder: Path) -> tuple[str, str | None]:
                         f"{task!r}); pass --encoder with a spec that sets kind")
     modules = folder / "modules.json"
     if modules.exists():
-        types = " ".join(str(m.get("type", "")) for m in _read_json(modules))
+        types = " ".join(str(m.get("type", "")) for m in _read_json(modules, list) if isinstance(m, dict))
         return ("mlm" if "SpladePooling" in types or "MLMTransformer" in types else "dense"), None
     config_path = folder / "config.json"
     if config_path.exists():
         architectures = _read_json(config_path).get("architectures") or []
+        if not isinstance(architectures, list):
+            raise SpecError(f"{config_path}: architectures must be a list of class names, not {architectures!r}")
+        architectures = [str(arch) for arch in architectures]
         for arch in architectures:
             if arch.endswith("ForCausalLM"):
                 return "decoder", None
@@ -369,32 +384,3 @@ def _gguf_architecture(path: Path) -> str:
     if field is None:
         raise SpecError(f"{path}: GGUF file without general.architecture")
     return bytes(field.parts[field.data[0]]).decode("utf-8")
-
-
-def _dense_folder_spec(folder: Path, name: str) -> EncoderSpec:
-    """A sentence-transformers folder: its own max length, pooling and normalisation."""
-    max_length, pooling, normalize = 512, "mean", False
-    sbert = folder / "sentence_bert_config.json"
-    if sbert.exists():
-        max_length = int(_read_json(sbert).get("max_seq_length") or max_length)
-    modules = folder / "modules.json"
-    if modules.exists():
-        for module in _read_json(modules):
-            kind = str(module.get("type", ""))
-            if kind.endswith("Normalize"):
-                normalize = True
-            if kind.endswith("Pooling"):
-                pooling_config = folder / module.get("path", "") / "config.json"
-                if pooling_config.exists():
-                    pooling = _pooling_mode(_read_json(pooling_config), pooling_config)
-    return EncoderSpec(name=name, model=str(folder), kind="dense", add_special_tokens=True,
-                       max_length=max_length, pooling=pooling, activation="none", normalize=normalize)
-
-
-def _pooling_mode(config: dict, path: Path) -> str:
-    modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
-             "pooling_mode_lasttoken": "last", "pooling_mode_max_tokens": "max"}
-    chosen = [mode for key, mode in modes.items() if config.get(key)]
-    if len(chosen) != 1:
-        raise SpecError(f"{path}: exactly one pooling mode must be on (found {chosen or 'none'})")
-    return chosen[0]

@@ -13,8 +13,9 @@ The prompts (``query``; ``document``, ``passage`` or ``corpus``, in ST's own ord
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .json_file import read_json_file
 
 
 class FolderError(ValueError):
@@ -31,15 +32,29 @@ DOCUMENT_PROMPTS = ("document", "passage", "corpus")  # SparseEncoder.encode_doc
 _HONOURED_PROCESSING = {"padding", "truncation", "max_length", "add_special_tokens"}
 
 
-def _json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise FolderError(f"{path}: not valid JSON ({exc.msg}, line {exc.lineno})") from None
+def _json(path: Path, shape: type = dict):
+    return read_json_file(path, FolderError, shape=shape, missing="is this a sentence-transformers folder?",
+                          invalid="fix the model folder's file, or pass another --encoder")
 
 
 def _optional_json(path: Path) -> dict:
     return _json(path) if path.exists() else {}
+
+
+def module_folder(folder: Path, entry, modules_path: Path) -> Path:
+    """The folder of one ``modules.json`` entry, which must lie inside ``folder``: a relative path without ``..``
+    that resolves (symbolic links followed) inside it; anything else is refused."""
+    if not isinstance(entry, dict):
+        raise FolderError(f"{modules_path}: expected entries {{'type': …, 'path': …}}, found {entry!r}")
+    raw = entry.get("path", "")
+    if not isinstance(raw, str) or Path(raw).is_absolute() or ".." in Path(raw).parts or "\\" in raw:
+        raise FolderError(f"{modules_path}: module path {raw!r} must be a folder inside {folder} (relative, no "
+                          "'..'); fix the entry")
+    path = folder / raw
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise FolderError(f"{modules_path}: module path {raw!r} leads outside {folder} (a symbolic link); copy the "
+                          "module into the folder")
+    return path
 
 
 def sparse_encoder_folder_spec(folder: Path) -> tuple[dict, str] | None:
@@ -50,16 +65,18 @@ def sparse_encoder_folder_spec(folder: Path) -> tuple[dict, str] | None:
     if not modules_path.exists():
         return None
     st_config = _optional_json(folder / "config_sentence_transformers.json")
-    modules = _json(modules_path)
+    modules = _json(modules_path, list)
+    paths = [module_folder(folder, m, modules_path) for m in modules]
     classes = [str(m.get("type", "")).rsplit(".", 1)[-1] for m in modules]
     sparse_classes = {"SpladePooling", "MLMTransformer", "LaconicPooling", "LaconicTransformer"}
     if st_config.get("model_type") != "SparseEncoder" and not sparse_classes & set(classes):
         return None
     prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(v, str) for v in prompts.values()):
+        raise FolderError(f"{folder / 'config_sentence_transformers.json'}: prompts must map names to strings")
     document_prompt = next((prompts[name] for name in DOCUMENT_PROMPTS if name in prompts), "")
     common = dict(query_prefix=prompts.get("query") or "", passage_prefix=document_prompt or "",
                   top_k=st_config.get("max_active_dims"))
-    paths = [folder / str(m.get("path", "")) for m in modules]
     if classes == ["LaconicTransformer", "LaconicPooling"]:
         return _laconic_spec(paths, common)  # keeps the name it was exported under
     if len(classes) == 2 and classes[1] == "SpladePooling" and _is_fill_mask(classes[0], paths[0]):
@@ -110,7 +127,10 @@ def _splade_spec(paths: list[Path], common: dict) -> tuple[dict, str]:
         raise FolderError(f"{model_dir / 'sentence_bert_config.json'}: do_lower_case lower-cases texts before the "
                         f"tokenizer, which this toolkit does not do")
     add_special_tokens = True
-    for bucket, settings in (sbert.get("processing_kwargs") or {}).items():
+    processing = sbert.get("processing_kwargs") or {}
+    if not isinstance(processing, dict):
+        raise FolderError(f"{model_dir / 'sentence_bert_config.json'}: processing_kwargs must be an object")
+    for bucket, settings in processing.items():
         unknown = sorted(set(settings) - _HONOURED_PROCESSING) if isinstance(settings, dict) else [bucket]
         if unknown:
             raise FolderError(f"{model_dir / 'sentence_bert_config.json'}: processing_kwargs {bucket} "
@@ -127,4 +147,34 @@ def _max_length(model_dir: Path, sbert: dict) -> int:
     positions = _optional_json(model_dir / "config.json").get("max_position_embeddings") or 512
     length = sbert.get("max_seq_length") or _optional_json(model_dir / "tokenizer_config.json").get(
         "model_max_length") or positions
-    return int(min(length, positions))
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in (length, positions)):
+        raise FolderError(f"{model_dir}: max_seq_length / model_max_length / max_position_embeddings must be "
+                          f"positive integers (found {length!r}, {positions!r}); fix the folder's JSON")
+    return min(length, positions)
+
+
+def dense_folder_fields(folder: Path) -> dict:
+    """A dense sentence-transformers folder's own max length, pooling and normalisation (spec fields)."""
+    max_length, pooling, normalize = 512, "mean", False
+    sbert = folder / "sentence_bert_config.json"
+    if sbert.exists():
+        max_length = _json(sbert).get("max_seq_length") or max_length
+    modules_path = folder / "modules.json"
+    modules = _json(modules_path, list) if modules_path.exists() else []
+    for module in modules:
+        sub = module_folder(folder, module, modules_path)
+        kind = str(module.get("type", ""))
+        normalize = normalize or kind.endswith("Normalize")
+        if kind.endswith("Pooling") and (sub / "config.json").exists():
+            pooling = _pooling_mode(_json(sub / "config.json"), sub / "config.json")
+    return dict(add_special_tokens=True, max_length=max_length, pooling=pooling, activation="none",
+                normalize=normalize)
+
+
+def _pooling_mode(config: dict, path: Path) -> str:
+    modes = {"pooling_mode_mean_tokens": "mean", "pooling_mode_cls_token": "cls",
+             "pooling_mode_lasttoken": "last", "pooling_mode_max_tokens": "max"}
+    chosen = [mode for key, mode in modes.items() if config.get(key)]
+    if len(chosen) != 1:
+        raise FolderError(f"{path}: exactly one pooling mode must be on (found {chosen or 'none'})")
+    return chosen[0]

@@ -45,8 +45,8 @@ def load_qrels(source: str | os.PathLike, split: str = "test") -> dict[str, dict
                             "use BEIR's TSV layout or TREC's 4 columns")
         try:
             grade = int(float(cols[2]))
-        except ValueError:
-            raise DataError(path, number, f"score {cols[2]!r} is not a number") from None
+        except (ValueError, OverflowError):  # "x", "nan", "inf"
+            raise DataError(path, number, f"score {cols[2]!r} is not a finite number") from None
         query_id, doc_id = trec_id(cols[0], path, number, "query"), trec_id(cols[1], path, number, "document")
         qrels.setdefault(query_id, {})[doc_id] = grade
     if not qrels:

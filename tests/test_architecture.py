@@ -18,9 +18,9 @@ MAX_FUNCTION_LINES = 60
 #: Anything not named here (CLIs, any ``__main__``, compare, reproduce, serving, eval, train, ...) is
 #: orchestration, the top layer.
 LAYERS = (
-    {"errors", "outputs", "console"},
+    {"errors", "owned", "outputs", "console"},
     {"data", "ids", "ir_datasets_export", "topics", "spec", "st_folder", "fingerprint", "quantize", "modeling",
-     "yaml_file", "json_file", "jvm", "run"},
+     "yaml_file", "json_file", "text_file", "jvm", "run"},
     {"encode", "index", "searchers"},
 )
 

@@ -92,6 +92,16 @@ class Ctx:
     def index(self) -> str:
         return str(self._tiny()["index"])
 
+    def run(self, module: str, argv: list[str]) -> None:
+        """Run a CLI that must succeed (building what a case then misuses)."""
+        proc = _cli(module, argv, self.tmp, _env(**self.env))
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def bm25_index(self, name: str = "ix") -> str:
+        """A BM25 index of five SciFact documents, built here through the CLI."""
+        self.run("index", ["--bm25", "--input", self.corpus(), "--index", name])
+        return name
+
 
 CASES: dict[str, Callable[[Ctx], tuple[str, list[str], list[str]]]] = {}
 
@@ -277,6 +287,194 @@ case("unknown encoder")(lambda c: (
     "encode", ["--corpus", c.corpus(), "--embeddings", "enc", "--encoder", "no-such-encoder"], ["no-such-encoder"]))
 
 
+# ---------------------------------------------------------------- outputs stay the user's
+@case("index --bm25 rebuilt over our index holding a user's note and folder")
+def _(c):
+    index = c.bm25_index()
+    c.write(f"{index}/NOTES.md", "mine\n")
+    (c.tmp / index / "mine").mkdir()
+    return "index", ["--bm25", "--input", "corpus.jsonl", "--index", index], ["ix", "NOTES.md", "mine/", "Move"]
+
+
+@case("index --bm25 rebuilt over our index holding a file in its logs folder")
+def _(c):
+    index = c.bm25_index()
+    c.write(f"{index}/logs/mine.txt", "mine\n")
+    return "index", ["--bm25", "--input", "corpus.jsonl", "--index", index], ["logs/mine.txt"]
+
+
+case("search --output inside an index")(lambda c: (
+    "search", ["--index", c.bm25_index(), "--topics", "scifact", "--output", "ix/run.txt"],
+    ["ix/run.txt", "inside", "--output"]))
+case("index --bm25 --index inside an index")(lambda c: (
+    "index", ["--bm25", "--input", "corpus.jsonl", "--index", f"{c.bm25_index()}/sub"], ["ix/sub", "inside"]))
+
+
+@case("export sentence-transformers rebuilt over our export holding a user's file")
+def _(c):
+    c.run("export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"])
+    c.write("st/NOTES.md", "mine\n")
+    return "export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"], ["st", "NOTES.md"]
+
+
+def _page_argv(recipe: str, page: str) -> list[str]:
+    return ["--recipe", recipe, "--condition", "bm25-flat", "--dataset", "scifact", "--dry-run", "--page", page]
+
+
+case("reproduce --page over a user's file")(lambda c: (
+    "reproduce", _page_argv(str(REPO / "eval" / "beir.yaml"), c.write("thesis.tex", "\\documentclass{article}\n")),
+    ["thesis.tex", "not written by this toolkit", "--page"]))
+case("reproduce --page names the recipe")(lambda c: (
+    "reproduce", _page_argv(c.write("r.yaml", (REPO / "eval" / "beir.yaml").read_text()), "r.yaml"),
+    ["r.yaml", "--page"]))
+case("search beside a user's RUN.manifest.json")(lambda c: (
+    "search", ["--index", c.index(), "--topics", c.write("topics.tsv", "1\tcells\n"), "--output", "run.txt"
+               if c.write("run.txt.manifest.json", "{}\n") else ""], ["run.txt.manifest.json", "--output"]))
+
+
+# ---------------------------------------------------------------- identities and values that mean nothing
+def _copied_index(c: Ctx, edit: Callable[[dict], None]) -> str:
+    """A copy of the tiny impact index whose manifest ``edit`` changes."""
+    import shutil
+
+    shutil.copytree(c.index(), c.tmp / "idx")
+    manifest = json.loads((c.tmp / "idx" / "manifest.json").read_text())
+    edit(manifest)
+    (c.tmp / "idx" / "manifest.json").write_text(json.dumps(manifest))
+    return "idx"
+
+
+case("impact index relabelled bm25")(lambda c: (
+    "search", ["--index", _copied_index(c, lambda m: m.update(kind="bm25")), "--topics",
+               c.write("t.tsv", "1\tcells\n"), "--output", "run.txt"], ["idx", "kind 'bm25'", "encoder spec"]))
+case("impact index without its encoder fingerprint")(lambda c: (
+    "search", ["--index", _copied_index(c, lambda m: m.pop("encoder_fingerprint")), "--topics",
+               c.write("t.tsv", "1\tcells\n"), "--output", "run.txt"],
+    ["idx", "records no encoder fingerprint", "--unrecorded-encoder accept"]))
+case("search --unrecorded-encoder maybe")(lambda c: (
+    "search", ["--index", c.index(), "--topics", c.write("t.tsv", "1\tcells\n"), "--output", "run.txt",
+               "--unrecorded-encoder", "maybe"], ["--unrecorded-encoder maybe", "refuse or accept"]))
+case("index manifest is a list")(lambda c: (
+    "search", ["--index", c.write("ix/manifest.json", "[1, 2]\n").split("/")[0], "--topics", "scifact",
+               "--output", "run.txt"], ["ix/manifest.json", "expected an object"]))
+case("index manifest nested too deep")(lambda c: (
+    "search", ["--index", c.write("ix/manifest.json", "[" * 100_000 + "]" * 100_000).split("/")[0], "--topics",
+               "scifact", "--output", "run.txt"], ["ix/manifest.json"]))
+for _name, _value in (("2^31", "2147483648"), ("1e29", "1e29"), ("NaN", "NaN"), ("Infinity", "Infinity")):
+    case(f"pre-encoded impact {_name}")(lambda c, v=_value: (
+        "search", ["--index", c.index(), "--output", "run.txt", "--pre-encoded",
+                   c.write("q.jsonl", '{"id": "1", "vector": {"\\u0120cell": ' + v + '}}\n')],
+        ["q.jsonl:1", "integer impact"]))
+case("eval -m nDCG@0")(lambda c: (
+    "eval", ["--qrels", "scifact", "--run", c.write("run.txt", "1 Q0 4983 1 2.0 x\n"), "-m", "nDCG@0"],
+    ["-m nDCG@0", "positive integer"]))
+case("eval of an empty run")(lambda c: (
+    "eval", ["--qrels", "scifact", "--run", c.write("run.txt", "")], ["run.txt", "no lines"]))
+case("run score NaN")(lambda c: (
+    "eval", ["--qrels", "scifact", "--run", c.write("run.txt", "1 Q0 4983 1 nan x\n")], ["run.txt:1", "finite"]))
+case("qrels grade inf")(lambda c: (
+    "eval", ["--qrels", c.write("qrels.tsv", "1\t4983\tinf\n"), "--run", c.write("run.txt", "1 Q0 4983 1 2 x\n")],
+    ["qrels.tsv:1", "finite"]))
+case("index --index MILVUS:// in capitals")(lambda c: (
+    "index", ["--input", str(c._tiny()["encoded"]), "--index", "MILVUS://127.0.0.1:1/c"],
+    ["MILVUS://127.0.0.1:1/c", "Milvus"]))
+
+def _recipe(c: Ctx, **top) -> str:
+    import yaml
+
+    raw = yaml.safe_load((REPO / "eval" / "beir.yaml").read_text())
+    raw.update(top)
+    return c.write("r.yaml", yaml.safe_dump(raw))
+
+
+for _label, _top, _said in (("metrics: 5", {"metrics": 5}, "metrics: expected a list"),
+                            ("groups as a list", {"groups": ["a"]}, "groups: expected a mapping"),
+                            ("a misspelt top key", {"conditons": []}, "did you mean 'conditions'?")):
+    case(f"recipe {_label}")(lambda c, t=_top, w=_said: (
+        "reproduce", ["--recipe", _recipe(c, **t), "--list"], ["r.yaml", w]))
+case("recipe with YAML aliases")(lambda c: (
+    "reproduce", ["--recipe", c.write("r.yaml", "a: &x [1, 2]\nb: &y [*x, *x]\nc: [*y, *y]\n"), "--list"],
+    ["r.yaml", "alias"]))
+case("corpus line above the byte limit")(lambda c: (
+    "index", ["--bm25", "--input", c.corpus(bad=json.dumps({"_id": "big", "text": "cell " * (1 << 20)})),
+              "--index", "ix"], ["corpus.jsonl:3", "longer than"]))
+
+case("search a missing embedded Milvus file")(lambda c: (
+    "search", ["--index", f"milvus://{c.tmp}/none.db/c", "--topics", c.write("t.tsv", "1\tcells\n"), "--output",
+               "run.txt"], ["none.db does not exist"]))
+case("export into an embedded Milvus file in a missing folder")(lambda c: (
+    "index", ["--input", str(c._tiny()["encoded"]), "--index", f"milvus://{c.tmp}/no/x.db/c"],
+    ["folder", "/no does not exist"]))
+case("BM25 query of more than 1024 distinct terms")(lambda c: (
+    "search", ["--index", c.bm25_index(), "--topics", c.write("t.tsv", "1\t" + " ".join(f"w{i}x" for i in range(1100))
+                                                            + "\n"), "--output", "run.txt"], ["1024", "shorten"]))
+case("encode.query --device gpu")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", "splade-tiny", "--output", "q.tsv",
+                     "--device", "gpu"], ["--device gpu"]))
+case("encode.query --max-length beyond the model's positions")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", "splade-tiny", "--output", "q.tsv",
+                     "--max-length", "100000"], ["--max-length 100000", "512 positions"]))
+
+# ---------------------------------------------------------------- model folders stay inside themselves
+def _st_export(c: Ctx, edit: Callable[[Path], None]) -> str:
+    c.run("export", ["sentence-transformers", "--encoder", "splade-tiny", "--output", "st"])
+    edit(c.tmp / "st")
+    return "st"
+
+
+def _modules_path(path: str) -> Callable[[Path], None]:
+    def edit(folder: Path) -> None:
+        modules = json.loads((folder / "modules.json").read_text())
+        modules[1]["path"] = path
+        (folder / "modules.json").write_text(json.dumps(modules))
+    return edit
+
+
+def _symlinked_module(folder: Path) -> None:
+    (folder / "out").symlink_to(folder.parent.parent)  # the case's own scratch folder's parent: outside
+    _modules_path("out")(folder)
+
+
+for _label, _edit in (("'../x'", _modules_path("../x")), ("an absolute path", _modules_path("/etc")),
+                      ("a symlink out", _symlinked_module)):
+    case(f"SparseEncoder module path {_label}")(lambda c, e=_edit: (
+        "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(c, e), "--output",
+                         "q.tsv"], ["st/modules.json", "module path"]))
+case("SparseEncoder modules.json entries are strings")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(
+        c, lambda f: (f / "modules.json").write_text('["a", "b"]')), "--output", "q.tsv"], ["st/modules.json"]))
+case("SparseEncoder modules.json is /dev/zero")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(
+        c, lambda f: ((f / "modules.json").unlink(), (f / "modules.json").symlink_to("/dev/zero"))), "--output",
+                     "q.tsv"], ["st/modules.json", "too large"]))
+case("SparseEncoder config prompts not strings")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", _st_export(
+        c, lambda f: (f / "config_sentence_transformers.json").write_text('{"prompts": {"query": 5}}')),
+        "--output", "q.tsv"], ["prompts"]))
+case("encoder spec gguf_file outside the folder")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", c.write(
+        "m/encoder_spec.json", json.dumps({"name": "m", "model": "m", "kind": "decoder",
+                                           "gguf_file": "/etc/passwd"})).split("/")[0], "--output", "q.tsv"],
+    ["gguf_file", "/etc/passwd"]))
+case("LoRA adapter saved as .bin")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder", c.write(
+        "lora/adapter_config.json", '{"base_model_name_or_path": "splade-tiny"}') and c.write(
+        "lora/adapter_model.bin", b"\x80\x02}q\x00.").split("/")[0], "--output", "q.tsv"],
+    ["lora", "adapter_model.safetensors"]))
+case("model config.json is a list")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder",
+                     c.write("mdl/config.json", "[]").split("/")[0], "--output", "q.tsv"],
+    ["mdl/config.json", "expected an object"]))
+case("model config.json architectures a string")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder",
+                     c.write("mdl/config.json", '{"architectures": "BertForMaskedLM"}').split("/")[0], "--output",
+                     "q.tsv"], ["mdl/config.json", "architectures"]))
+case("model config.json not UTF-8")(lambda c: (
+    "encode.query", ["--topics", c.write("t.tsv", "1\tcells\n"), "--encoder",
+                     c.write("mdl/config.json", b'{"a": "\xff"}').split("/")[0], "--output", "q.tsv"],
+    ["mdl/config.json:1", "UTF-8"]))
+
+
 def _snapshot(root: Path) -> dict[str, str]:
     out = {}
     for path in sorted(root.rglob("*")):
@@ -354,3 +552,45 @@ def test_ids_that_are_json_integers_read_as_decimal_strings(tmp_path):
     topics = tmp_path / "topics.jsonl"
     topics.write_text(json.dumps({"_id": 12, "text": "q"}) + "\n", encoding="utf-8")
     assert load_topics(topics, None) == {"12": "q"}
+
+
+def test_outputs_of_ours_are_replaced_where_nothing_else_is_inside(tmp_path, data_root):
+    """The valid side of the ownership cases: an index, a page and a run's sidecar of ours are replaced."""
+    ctx = Ctx(tmp_path, data_root, lambda: {}, tmp_path)
+    index = tmp_path / ctx.bm25_index()
+    written = json.loads((index / ".laconic-written.json").read_text())["entries"]
+    assert "manifest.json" in written and "logs/" in written and "logs/index.log" in written
+    (index / ".laconic-written.json").unlink()  # an index built before outputs carried a record
+    ctx.run("index", ["--bm25", "--input", "corpus.jsonl", "--index", "ix"])  # the new build's files are ours
+    ctx.run("index", ["--bm25", "--input", "corpus.jsonl", "--index", "ix"])
+    assert json.loads((index / "manifest.json").read_text())["documents"] == 5
+    for _ in range(2):
+        ctx.run("reproduce", _page_argv(str(REPO / "eval" / "beir.yaml"), "page.md"))
+    page = (tmp_path / "page.md").read_text(encoding="utf-8")
+    assert page.startswith("<!-- reproduction page") and "bm25-flat" in page
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.jsonl", "ix", "page.md"]
+
+
+def test_a_failed_encode_does_not_block_the_corrected_rerun(tmp_path, data_root):
+    """An encode that committed nothing (here: a --max-length the model cannot take) leaves a folder the corrected
+    command simply starts over in."""
+    ctx = Ctx(tmp_path, data_root, lambda: {}, tmp_path)
+    argv = ["--corpus", ctx.corpus(), "--embeddings", "enc", "--encoder", "splade-tiny", "--no-progress"]
+    failed = _cli("encode", [*argv, "--max-length", "100000"], tmp_path, _env())
+    assert failed.returncode == 2 and "--max-length 100000" in failed.stderr.strip().splitlines()[-1], failed.stderr
+    ctx.run("encode", argv)
+    from laconic_pyserini.encode import read_manifest
+
+    manifest = read_manifest(tmp_path / "enc")
+    assert manifest.complete and manifest.spec["max_length"] == 256 and manifest.documents == 5
+
+
+def test_rebuilding_the_index_the_command_runs_in_is_refused(tmp_path, data_root):
+    ctx = Ctx(tmp_path, data_root, lambda: {}, tmp_path)
+    index = tmp_path / ctx.bm25_index()
+    before = _snapshot(tmp_path)
+    proc = _cli("index", ["--bm25", "--input", "../corpus.jsonl", "--index", "."], index, _env())
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[-1].startswith("error: ") and "current folder is inside this output" in lines[-1], proc.stderr
+    assert _snapshot(tmp_path) == before

@@ -150,10 +150,15 @@ def test_hub_id_without_local_files_is_identified_by_its_cached_revision(tmp_pat
     ref.write_text("0123abcd" * 5)
     hub = encoder_fingerprint(spec, cache=cache)
     assert hub["basis"] == "hub" and hub["files"] == {"model@revision": "0123abcd" * 5}
-    # A fingerprint of local files and one of a hub revision cannot be compared: one warning, no refusal.
+    # A fingerprint of local files and one of a hub revision cannot be compared: refused unless the user accepts
+    # it (then one warning).
     monkeypatch.setenv("LACONIC_MODELS", str(model_dir("splade-tiny").parent))
-    with caplog.at_level(logging.WARNING):
+    from laconic_pyserini.fingerprint import FingerprintError
+
+    with pytest.raises(FingerprintError, match="no fingerprint comparable.*--unrecorded-encoder accept"):
         check_encoder_identity(hub, load_spec("splade-tiny"), where="index X", fix="")
+    with caplog.at_level(logging.WARNING):
+        check_encoder_identity(hub, load_spec("splade-tiny"), where="index X", fix="", unrecorded="accept")
     assert len([r for r in caplog.records if "not checked" in r.getMessage()]) == 1
 
 
@@ -212,8 +217,8 @@ def test_model_replaced_in_place_is_refused_before_it_loads(scifact, copies, tmp
     assert searcher.queries._encoder is None
 
 
-def test_old_manifest_without_fingerprint_warns_once_and_works(scifact, copies, topics, tmp_path, caplog):
-    from laconic_pyserini.fingerprint import FINGERPRINT_KEY
+def test_old_manifest_without_fingerprint_is_refused_unless_accepted(scifact, copies, topics, tmp_path, caplog):
+    from laconic_pyserini.fingerprint import FINGERPRINT_KEY, FingerprintError
     from laconic_pyserini.searchers.impact import LaconicSearcher
 
     old_index = tmp_path / "old-index"
@@ -221,8 +226,12 @@ def test_old_manifest_without_fingerprint_warns_once_and_works(scifact, copies, 
     manifest = json.loads((old_index / "manifest.json").read_text())
     del manifest[FINGERPRINT_KEY]
     (old_index / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(FingerprintError, match="records no encoder fingerprint.*--unrecorded-encoder accept"):
+        LaconicSearcher(old_index, str(copies["same"]))
+    with pytest.raises(FingerprintError, match="records no encoder fingerprint"):
+        LaconicSearcher(old_index).batch_search(topics, 10)  # the index's own encoder, checked before it loads
     with caplog.at_level(logging.WARNING):
-        hits = LaconicSearcher(old_index, str(copies["same"])).batch_search(topics, 10)
+        hits = LaconicSearcher(old_index, str(copies["same"]), unrecorded_encoder="accept").batch_search(topics, 10)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "records no encoder fingerprint" in warnings[0] and "\n" not in warnings[0]
     assert hits == LaconicSearcher(scifact["index"]).batch_search(topics, 10)

@@ -372,3 +372,65 @@ def test_embedded_milvus_lite_file_is_the_same_grammar(tmp_path, encoded, scifac
                             "read_collection_manifest as r; print(r(sys.argv[1])['documents'])", uri],
                            capture_output=True, text=True, timeout=300)
     assert other.returncode == 0 and other.stdout.split()[-1] == "5183", other.stderr[-2000:]
+
+
+# -------------------------------------------------------------------------------------------- one writer, one identity
+
+@pytest.fixture(scope="module")
+def tiny_encoding(tmp_path_factory, data_root):
+    """Forty SciFact documents encoded with splade-tiny (cheap inputs for the lease and identity cases)."""
+    from laconic_pyserini.encode import encode_corpus
+
+    work = tmp_path_factory.mktemp("milvus-tiny")
+    with open(data_root / "scifact" / "corpus.jsonl", encoding="utf-8") as f:
+        (work / "corpus.jsonl").write_text("".join(next(f) for _ in range(40)), encoding="utf-8")
+    encode_corpus(work / "corpus.jsonl", work / "encoded", "splade-tiny", progress=False)
+    return work / "encoded"
+
+
+def test_a_second_export_into_a_collection_being_written_is_refused(milvus, tiny_encoding):
+    from laconic_pyserini.index.milvus import entity_count
+    from laconic_pyserini.index.milvus_manifest import read_manifest
+    from laconic_pyserini.index.milvus_uri import connect, parse_milvus_uri
+    from laconic_pyserini.outputs import WAIT_ENV
+
+    uri = f"milvus://{milvus}/two_writers"
+    command = [sys.executable, "-m", "laconic_pyserini.index", "--input", str(tiny_encoding), "--index", uri,
+               "--batch-size", "10", "--no-progress"]
+    first = subprocess.Popen(command, env={**os.environ, "PYTHONPATH": str(REPO), WAIT_ENV: "1"},
+                             stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in first.stderr:  # held after its first committed batch, lease in hand
+            if WAIT_ENV in line:
+                break
+        second = _index_cli(tiny_encoding, uri)
+    finally:
+        first.stdin.close()
+        rest = first.stderr.read()
+        first.wait(timeout=300)
+    assert second.returncode == 2 and "Traceback" not in second.stderr, second.stderr
+    errors = [line for line in second.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "another process is exporting into it" in errors[0] and f"pid {first.pid}" in errors[0]
+    assert first.returncode == 0, rest
+    location = parse_milvus_uri(uri)
+    client = connect(location)
+    assert read_manifest(client, location)["complete"] and entity_count(client, location) == 40
+    again = _index_cli(tiny_encoding, uri)  # the lease was released: a rerun finds the export complete
+    assert again.returncode == 0 and "already complete" in again.stderr, again.stderr
+
+
+def test_same_name_encoder_with_other_weights_is_refused_by_milvus(milvus, tiny_encoding, tmp_path):
+    from test_identity import _copy_model
+
+    from laconic_pyserini.fingerprint import FingerprintError
+    from laconic_pyserini.index.milvus import export_to_milvus
+    from laconic_pyserini.searchers.milvus import MilvusSearcher
+
+    uri = f"milvus://{milvus}/identity"
+    export_to_milvus(tiny_encoding, uri, progress=False)
+    noised = _copy_model("splade-tiny", tmp_path / "m" / "splade-tiny", noise=0.05)
+    with pytest.raises(FingerprintError, match="model/model.safetensors differs"):
+        MilvusSearcher(uri, encoder=str(noised))
+    same = _copy_model("splade-tiny", tmp_path / "same" / "splade-tiny")
+    query = {"q": "cancer cells and mutations"}
+    assert MilvusSearcher(uri, encoder=str(same)).batch_search(query, 5) == MilvusSearcher(uri).batch_search(query, 5)

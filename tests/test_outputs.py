@@ -325,3 +325,30 @@ def test_nothing_unpickles_checkpoint_files():
     hits = [str(path.relative_to(REPO)) for path in sorted((REPO / "laconic_pyserini").rglob("*.py"))
             if "weights_only=False" in path.read_text(encoding="utf-8")]
     assert hits == []
+
+
+def test_a_rebuild_replaces_only_what_the_record_lists(tmp_path):
+    """swap_in records what a build wrote; a cache the toolkit builds inside it (Seismic's, in an impact index) is
+    added to that record; a rebuild replaces both, and is refused while anything else is inside."""
+    def build(final: Path, files: dict[str, str], kind: str) -> Path:
+        with outputs.building(final) as aside:  # removed again if the swap is refused
+            for name, text in {"manifest.json": json.dumps({"kind": kind}), **files}.items():
+                (aside / name).parent.mkdir(parents=True, exist_ok=True)
+                (aside / name).write_text(text)
+            return outputs.swap_in(aside, final, kind, flag="--index")
+
+    index = build(tmp_path / "idx", {"segments_1": "a", "logs/index.log": "b"}, "impact")
+    build(index / "seismic", {"index.bin": "c"}, "seismic")
+    recorded = json.loads((index / ".laconic-written.json").read_text())["entries"]
+    assert {"logs/", "logs/index.log", "manifest.json", "segments_1", "seismic/", "seismic/index.bin",
+            "seismic/.laconic-written.json"} <= set(recorded)
+    build(index, {"segments_2": "d"}, "impact")  # the old index and its cache go, as the record says
+    assert sorted(p.name for p in index.iterdir()) == [".laconic-written.json", "manifest.json", "segments_2"]
+    (index / "NOTES.md").write_text("mine")
+    (index / "mine").mkdir()
+    with pytest.raises(OutputError, match=r"holds what this toolkit did not write \(NOTES.md, mine/\).*Move"):
+        build(index, {"segments_3": "e"}, "impact")
+    assert (index / "segments_2").is_file() and (index / "NOTES.md").read_text() == "mine"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(outputs.TMP_PREFIX)]
+    with pytest.raises(OutputError, match="inside .*idx, an output of this toolkit"):
+        outputs.claim_file(index / "run.txt", flag="--output", ours=lambda path: True)

@@ -214,6 +214,12 @@ def test_tolerance_verdicts():
     ({"expected": {"no-such-set": {"nDCG@10": 0.5}}}, "unknown ['no-such-set']"),
     ({"expected": {"scifact": {"nDCG@10": 67.89}}}, "is not a score in [0, 1]"),
     ({"source": ""}, "say where the expected numbers come from"),
+    ({"expectd": {"scifact": {"nDCG@10": 0.5}}}, "unknown key 'expectd'; did you mean 'expected'?"),
+    ({"steps": "python -m x"}, "steps: expected a list, found str"),
+    ({"steps": [{"command": "python -m x", "skip_if_exist": "f"}]}, "did you mean 'skip_if_exists'?"),
+    ({"requires": {"encoder": ["x"]}}, "did you mean 'encoders'?"),
+    ({"tolerance": {"ok": "0.1"}}, "tolerance.ok: expected a number"),
+    ({"steps": ["python -m x --index 'a b"]}, "No closing quotation"),
 ])
 def test_bad_recipes_are_refused_with_the_place(tmp_path, problem, fix):
     raw = yaml.safe_load(BEIR.read_text())

@@ -146,6 +146,30 @@ def test_sentence_transformers_6_asks_for_its_flag_so_open_sparse_encoder_import
         open_sparse_encoder(tmp_path / "empty")
 
 
+def test_open_sparse_encoder_validates_numbers_and_paths_as_the_encoder_path_does(tiny_llama, tmp_path):
+    """One validator: a NaN logit_offset or a module path out of the folder is refused by open_sparse_encoder with
+    the very error --encoder gives, before any weight loads."""
+    import shutil
+
+    from laconic_pyserini.integrations import open_sparse_encoder
+    from laconic_pyserini.spec import SpecError, load_spec
+
+    nan = tmp_path / "nan"
+    shutil.copytree(tiny_llama["st"], nan)
+    modules = json.loads((nan / "modules.json").read_text())
+    pooling = nan / modules[1]["path"] / "config.json"
+    pooling.write_text(json.dumps({**json.loads(pooling.read_text()), "logit_offset": float("nan")}))
+    for opener in (open_sparse_encoder, lambda folder: load_spec(str(folder))):
+        with pytest.raises(SpecError, match="logit_offset must be a finite number, not nan"):
+            opener(nan)
+    outside = tmp_path / "outside"
+    shutil.copytree(tiny_llama["st"], outside)
+    modules[1]["path"] = "../nan/" + modules[1]["path"]
+    (outside / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(SpecError, match="module path '../nan/.*' must be a folder inside"):
+        open_sparse_encoder(outside)
+
+
 def test_laconic_folder_loads_back_as_encoder(tiny_llama):
     from laconic_pyserini.modeling import load_sparse_encoder
     from laconic_pyserini.spec import load_spec

@@ -17,7 +17,7 @@ from ..data import read_corpus
 from ..fingerprint import encoder_fingerprint
 from ..quantize import WEIGHTS, weigh
 from ..spec import current_spec_dict
-from ..outputs import after_commit, claim_folder, clean_temps, locked, write_json_atomic
+from ..outputs import after_commit, check_not_inside_output, claim_folder, clean_temps, locked, write_json_atomic
 from .manifest import (CONTRACT_SETTINGS, KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
                        load_manifest_file, part_intact, recorded_setting)
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
@@ -73,7 +73,7 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
                 "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
                 "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {}),
                 **({"weights": weights} if weights != "impact" else {})}
-    claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
+    _claim(root, described["path"])
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
     fingerprint = encoder_fingerprint(spec)
@@ -90,6 +90,12 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         else:
             job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
+
+
+def _claim(root: Path, corpus: str) -> None:
+    """The folder must be new, empty or an encoding of ours, apart from the corpus and not inside another output."""
+    check_not_inside_output(root, flag="--embeddings")
+    claim_folder(root, KIND, flag="--embeddings", inputs=[corpus], ours=_holds_shards)
 
 
 def _check_options(batch_size: int, part_size: int, window_batches: int, fields, weights: str) -> None:
@@ -332,6 +338,11 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
         return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
                         complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     manifest = load_manifest_file(mpath, root)
+    if not manifest.parts:
+        # Nothing was committed (e.g. the first run stopped at a bad line or a bad --max-length): start over with
+        # this run's encoder and settings, whatever the first run asked for.
+        return Manifest(root=root, spec=spec.to_dict(), corpus=corpus, shard=shard, settings=settings, parts=[],
+                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     if current_spec_dict(manifest.spec) != spec.to_dict():
         from ..spec import EncoderSpec, SpecError
 
@@ -345,10 +356,6 @@ def _open_output(root: Path, spec, corpus: dict, settings: dict, shard_id: int, 
                           f"for {spec.name!r} ({why}; differing fields: {', '.join(differing)}); pass an empty "
                           "--embeddings folder or delete this one")
     check_same_weights(manifest, fingerprint, mpath)
-    if not manifest.parts:
-        # Nothing was committed (e.g. the first run stopped at a bad line): start over with this run's settings.
-        return Manifest(root=root, spec=manifest.spec, corpus=corpus, shard=shard, settings=settings, parts=[],
-                        complete=False, package_version=_version(), encoder_fingerprint=fingerprint)
     for key in ("path", "bytes", "lines"):
         if manifest.corpus.get(key) != corpus.get(key):
             raise EncodeError(f"{mpath}: this folder encodes {manifest.corpus.get('path')} "

@@ -37,6 +37,7 @@ from ..errors import cli, require_at_least
 from .impact import build_impact_index
 from .lucene import FIELDS, LOG_FILE, build_bm25_index
 from .manifest import read_index_manifest
+from .milvus_uri import is_milvus_uri
 from .recipe import IndexRecipe
 
 
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         recipe = index_recipe(args.recipe, args.condition, args.dataset)
         path = run_recipe(recipe, args.work, threads=args.threads, device=args.device)
-    elif args.index.startswith("milvus"):
+    elif is_milvus_uri(args.index):  # any case of the scheme; a local folder named milvus* stays local
         from .milvus import main_export
 
         return main_export(args)

@@ -15,7 +15,7 @@ from pathlib import Path
 from .. import __version__
 from ..errors import LaconicError
 from ..json_file import read_json_file
-from ..outputs import claim_folder, swap_in, write_json_atomic
+from ..outputs import check_not_inside_output, claim_folder, swap_in, write_json_atomic
 
 MANIFEST = "manifest.json"
 
@@ -42,9 +42,31 @@ def write_index_manifest(index_dir: Path, manifest: dict) -> None:
 
 def claim_index(index_dir: Path, kind: str, inputs, *, flag: str = "--index") -> None:
     """Refuse an index folder that is neither new/empty nor our own ``kind`` index, or that overlaps an input."""
+    check_not_inside_output(index_dir, flag=flag)
     claim_folder(index_dir, kind, flag=flag, inputs=inputs)
 
 
 def finish_build(partial: Path, index_dir: Path, kind: str, *, flag: str = "--index") -> Path:
     """Swap a complete build in from ``partial`` (replacing only an older ``kind`` index of ours)."""
     return swap_in(partial, index_dir, kind, flag=flag)
+
+
+def check_kind_holds(index_dir: str | os.PathLike, manifest: dict) -> str:
+    """The manifest's ``kind``, once checked against what ``index_dir`` holds: a Lucene index (bm25, impact) has its
+    segments, an impact index records its encoder spec and a BM25 one none, a faiss folder has its vectors and ids.
+    A manifest edited to name another kind would otherwise be searched the wrong way."""
+    index_dir = Path(index_dir)
+    kind = manifest.get("kind")
+    problem = None
+    if kind in ("bm25", "impact") and not any(index_dir.glob("segments_*")):
+        problem = "no Lucene segments (segments_*)"
+    elif kind == "bm25" and "spec" in manifest:
+        problem = "an encoder spec, which only an impact index records"
+    elif kind in ("impact", "faiss") and not isinstance(manifest.get("spec"), dict):
+        problem = "no encoder spec"
+    elif kind == "faiss" and not ((index_dir / "index").is_file() and (index_dir / "docid").is_file()):
+        problem = "no faiss 'index' and 'docid' files"
+    if problem:
+        raise IndexFolderError(f"{index_dir}: its {MANIFEST} says kind {kind!r} but the folder holds {problem}; "
+                               "rebuild the index (python -m laconic_pyserini.index)")
+    return str(kind)

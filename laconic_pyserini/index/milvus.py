@@ -31,7 +31,9 @@ from .. import __version__
 from ..json_file import read_json_file
 from .milvus_manifest import (FIELDS, FORMAT, FORMAT_VERSION, ID_FIELD, KIND, bounded_call, check_field, read_manifest,
                               side_name, term_ids_record, vector_field, vocabulary, write_manifest)
+from .milvus_lease import Lease, writer_lease
 from .milvus_uri import MilvusError, MilvusLocation, connect, disconnect, parse_milvus_uri
+from ..outputs import after_commit
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +69,13 @@ def export_to_milvus(source: str | os.PathLike, uri: str, *, batch_size: int = D
 
 
 def _export(client, location: MilvusLocation, target: dict, rows, batch_size: int, progress: bool) -> dict:
+    _refuse_foreign(client, location, target, read_manifest(client, location))  # before the lease writes a row
+    with writer_lease(client, location) as lease:
+        return _export_held(client, location, target, rows, batch_size, progress, lease)
+
+
+def _export_held(client, location: MilvusLocation, target: dict, rows, batch_size: int, progress: bool,
+                 lease: Lease) -> dict:
     uri = location.uri
     committed = _prepare(client, location, target)
     if committed is None:
@@ -74,8 +83,9 @@ def _export(client, location: MilvusLocation, target: dict, rows, batch_size: in
         return read_manifest(client, location)
     manifest = {**target, "committed": committed, "complete": False}
     start = time.perf_counter()
-    _write(client, location, manifest, rows(committed), batch_size, progress)
+    _write(client, location, manifest, rows(committed), batch_size, progress, lease)
     seconds = time.perf_counter() - start
+    lease.check()
     _finish(client, location, manifest)
     manifest.update(complete=True, export_seconds=round(seconds, 3))
     write_manifest(client, location, manifest)
@@ -179,10 +189,7 @@ def _prepare(client, location: MilvusLocation, target: dict) -> int | None:
     field = vector_field(client, location)
     existing = read_manifest(client, location)
     if existing is None:
-        if field is not None:
-            check_field(location, field, target["vectors"], target["dimension"], str(target["source"]["path"]))
-            raise MilvusError(f"{location.uri}: the collection exists and was not made by laconic_pyserini (no "
-                              f"{side_name(location.collection)}); use another collection name")
+        _refuse_foreign(client, location, target, existing)
         write_manifest(client, location, {**target, "committed": 0, "complete": False})
         _create(client, location, target)
         return 0
@@ -199,6 +206,15 @@ def _prepare(client, location: MilvusLocation, target: dict) -> int | None:
         return None
     logger.info("%s: resuming after %d of %d documents", location.uri, existing["committed"], target["documents"])
     return int(existing["committed"])
+
+
+def _refuse_foreign(client, location: MilvusLocation, target: dict, existing: dict | None) -> None:
+    """Refuse a collection that exists without a manifest of ours (another tool's)."""
+    field = vector_field(client, location) if existing is None else None
+    if field is not None:
+        check_field(location, field, target["vectors"], target["dimension"], str(target["source"]["path"]))
+        raise MilvusError(f"{location.uri}: the collection exists and was not made by laconic_pyserini (no "
+                          f"{side_name(location.collection)}); use another collection name")
 
 
 def _create(client, location: MilvusLocation, target: dict) -> None:
@@ -222,7 +238,7 @@ def _create(client, location: MilvusLocation, target: dict) -> None:
 
 
 def _write(client, location: MilvusLocation, manifest: dict, rows: Iterator[dict], batch_size: int,
-           progress: bool) -> None:
+           progress: bool, lease: Lease) -> None:
     from tqdm import tqdm
 
     exit_after = int(os.environ.get(EXIT_AFTER_ENV, "0") or 0)
@@ -234,6 +250,7 @@ def _write(client, location: MilvusLocation, manifest: dict, rows: Iterator[dict
             batch.append(row)
             if len(batch) < batch_size and manifest["committed"] + len(batch) < manifest["documents"]:
                 continue
+            lease.renew()  # a writer whose lease was taken over stops here, before it writes
             # An upsert, not an insert: after a kill, the first batch may already be on the server.
             bounded_call(location, f"upserting {len(batch)} documents", client.upsert, location.collection, batch)
             sent += 1
@@ -241,6 +258,7 @@ def _write(client, location: MilvusLocation, manifest: dict, rows: Iterator[dict
                 os._exit(137)
             manifest["committed"] += len(batch)
             write_manifest(client, location, manifest)
+            after_commit(sent)  # the test hooks of laconic_pyserini.outputs (hold a writer mid-export)
             bar.update(len(batch))
             batch = []
     if batch or manifest["committed"] != manifest["documents"]:

@@ -69,12 +69,36 @@ def read_manifest(client, location: MilvusLocation) -> dict | None:
 
 def write_manifest(client, location: MilvusLocation, manifest: dict) -> None:
     """Create the side collection if needed and upsert the manifest row."""
+    write_row(client, location, KEY, manifest)
+
+
+def read_row(client, location: MilvusLocation, key: str) -> dict | None:
+    """The JSON object of row ``key`` of the side collection (strong consistency), or None."""
+    side = side_name(location.collection)
+    if not bounded_call(location, f"looking up {side}", client.has_collection, side):
+        return None
+    rows = bounded_call(location, f"reading {side}", client.query, side, filter=f'key == "{key}"',
+                        output_fields=["value"], consistency_level="Strong")
+    try:
+        value = json.loads(rows[0]["value"]) if rows else None
+    except json.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else None
+
+
+def delete_row(client, location: MilvusLocation, key: str) -> None:
+    side = side_name(location.collection)
+    bounded_call(location, f"deleting {key} from {side}", client.delete, side, filter=f'key == "{key}"')
+
+
+def write_row(client, location: MilvusLocation, key: str, value: dict) -> None:
+    """Create the side collection if needed and upsert row ``key`` holding ``value`` as JSON."""
     from pymilvus import DataType
 
     side = side_name(location.collection)
-    text = json.dumps(manifest, sort_keys=True, ensure_ascii=False)
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
     if len(text.encode("utf-8")) > _MAX_JSON:
-        raise MilvusError(f"{location.uri}: the manifest is {len(text)} bytes, more than a VARCHAR holds")
+        raise MilvusError(f"{location.uri}: the {key} row is {len(text)} bytes, more than a VARCHAR holds")
     if not bounded_call(location, f"looking up {side}", client.has_collection, side):
         schema = client.create_schema(auto_id=False, description=f"laconic-pyserini manifest of {location.collection}")
         schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=64)
@@ -85,8 +109,8 @@ def write_manifest(client, location: MilvusLocation, manifest: dict) -> None:
         index.add_index("unused", index_type="FLAT", metric_type="L2")
         bounded_call(location, f"creating {side}", client.create_collection, side, schema=schema, index_params=index,
               consistency_level="Strong")
-    bounded_call(location, f"writing the manifest into {side}", client.upsert, side,
-          [{"key": KEY, "value": text, "unused": [0.0, 0.0]}])
+    bounded_call(location, f"writing the {key} into {side}", client.upsert, side,
+                 [{"key": key, "value": text, "unused": [0.0, 0.0]}])
 
 
 def vector_field(client, location: MilvusLocation) -> dict | None:
@@ -127,7 +151,7 @@ def check_field(location: MilvusLocation, field: dict, vectors: str, dimension: 
 def open_collection(uri: str) -> tuple[MilvusLocation, object, dict]:
     """Connect to a finished export: ``(location, client, manifest)``, loaded and ready to search."""
     location = parse_milvus_uri(uri)
-    client = connect(location)
+    client = connect(location, create=False)  # searching a missing embedded file must not create it
     try:
         return location, client, _ready(location, client, uri)
     except BaseException:

@@ -21,6 +21,7 @@ import os
 import re
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 from .manifest import IndexFolderError
@@ -135,8 +136,13 @@ def _name(text: str, name: str) -> str:
     return name
 
 
-def connect(location: MilvusLocation):
-    """A ``pymilvus.MilvusClient`` for the location, or a :class:`MilvusError` within ``location.timeout``."""
+def connect(location: MilvusLocation, *, create: bool = True):
+    """A ``pymilvus.MilvusClient`` for the location, or a :class:`MilvusError` within ``location.timeout``.
+
+    An embedded file is created only when ``create`` (an export); its folder must exist and be writable (milvus-lite
+    keeps a lock file beside it), which is said as such rather than as an unreachable server."""
+    if location.lite_file:
+        check_lite_file(location, create=create)
     try:
         from pymilvus import MilvusClient
     except ImportError:
@@ -158,6 +164,20 @@ def connect(location: MilvusLocation):
     if location.lite_file:
         _LITE_CLIENTS[_lite_key(location)] = _LITE_CLIENTS.get(_lite_key(location), 0) + 1
     return client
+
+
+def check_lite_file(location: MilvusLocation, *, create: bool) -> None:
+    path = Path(location.lite_file)
+    if not path.parent.is_dir():
+        raise MilvusError(f"{location.uri}: the folder {path.parent} does not exist; create it or fix the path")
+    if not path.exists() and not create:
+        raise MilvusError(f"{location.uri}: {path} does not exist; export a collection into it first "
+                          f"(python -m laconic_pyserini.index --input DIR --index {location.uri})")
+    if path.exists() and not path.is_file():
+        raise MilvusError(f"{location.uri}: {path} is not a file; name a .db file")
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.R_OK | os.W_OK)):
+        raise MilvusError(f"{location.uri}: {path} (or its folder) is not writable, and milvus-lite writes a lock "
+                          "file beside it even to search; copy it to a writable folder")
 
 
 #: Embedded (milvus-lite) files → the clients :func:`connect` has open on each in this process.

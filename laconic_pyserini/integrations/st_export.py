@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import LaconicError
-from ..outputs import claim_folder, fresh_aside, remove_temp, swap_in
+from ..outputs import check_not_inside_output, claim_folder, fresh_aside, remove_temp, swap_in
 from ..spec import EncoderSpec, load_spec
 from ..st_folder import HERE, TRANSFORMER_CONFIG, TRANSFORMER_FIELDS
 
@@ -43,6 +43,7 @@ def export_sentence_transformers(encoder: str, output: str | os.PathLike, *, tok
         raise ExportError(f"encoder {spec.name!r} is dense; export writes sparse encoders (SparseEncoder folders)")
     output = Path(output)
     # A new or empty folder, or this command's own earlier export (its marker says so): nothing else is written.
+    check_not_inside_output(output, flag="--output")
     claim_folder(output, MARKER_KIND, flag="--output", ours=_is_our_export)
     staging = fresh_aside(output)
     try:

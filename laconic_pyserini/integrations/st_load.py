@@ -76,6 +76,10 @@ def open_sparse_encoder(folder: str | os.PathLike, *, device: str | None = "cpu"
     if unknown:
         raise OpenError(f"{location}/modules.json: module type {unknown[0]!r} is neither this toolkit's nor "
                         f"sentence-transformers'; open it with sentence-transformers itself if you trust its code")
+    if os.path.isdir(location):
+        from ..spec import load_spec
+
+        load_spec(location)  # the --encoder path's validation: module paths inside the folder, every number
     modules = OrderedDict()
     for entry, name in zip(entries, types):
         cls = known[name] if name in known else _st_class(name)

@@ -283,6 +283,24 @@ def warn_once(key: str, message: str) -> None:
         logger.warning("%s", message)
 
 
+def check_device(device) -> "torch.device":
+    """``device`` as torch takes it; a :class:`~laconic_pyserini.errors.UsageError` for a name torch does not know
+    or a CUDA device on a machine without one (checked before any model loads)."""
+    import torch
+
+    from ..errors import UsageError
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"--device {device}: not a device name; use cpu or cuda (cuda:N)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {device}: no CUDA device here; use --device cpu")
+    if parsed.type not in ("cpu", "cuda"):
+        raise UsageError(f"--device {device}: this toolkit runs on cpu or cuda")
+    return parsed
+
+
 def resolve_dtype(dtype: str, *, decoder: bool, device: str = "cpu",
                   decision: KernelDecision | None = None) -> str:
     """``fp32``, ``bf16`` or ``fp16`` for a requested ``auto``/``fp32``/``bf16``/``fp16`` (aliases ``float32``/
@@ -293,6 +311,7 @@ def resolve_dtype(dtype: str, *, decoder: bool, device: str = "cpu",
     is kept, with one warning per process. ``fp16`` (the LACONIC authors' GPU encoding) is for GPUs: on a CPU it is
     refused (:class:`~laconic_pyserini.errors.UsageError`), since CPU fp16 matmuls are emulated or unsupported.
     """
+    check_device(device)
     from ..errors import UsageError
 
     aliases = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16"}

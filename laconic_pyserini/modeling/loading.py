@@ -175,7 +175,12 @@ def load_checkpoint(spec: EncoderSpec, family: str, *, device: str = "cpu", dtyp
 
 
 def _check_kind(spec: EncoderSpec, family: str, config, where: str) -> None:
-    """The family asked for must agree with the checkpoint's own architecture (a name proves nothing)."""
+    """The family asked for must agree with the checkpoint's own architecture (a name proves nothing), and the
+    spec's max_length must fit the model's positions (a longer input fails deep inside the forward pass)."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if isinstance(positions, int) and spec.max_length > positions:
+        raise SpecError(f"--max-length {spec.max_length}: {where} has {positions} positions; pass at most "
+                        f"--max-length {positions}")
     architectures = list(getattr(config, "architectures", None) or [])
     if not architectures:
         return  # GGUF configs carry a model_type only; check_supported vets decoders

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..index.manifest import IndexFolderError, read_index_manifest
+from ..index.manifest import IndexFolderError, check_kind_holds, read_index_manifest
 from ..run import Hits, Run
 
 
@@ -89,11 +89,11 @@ def kind_of(location: str | os.PathLike) -> str:
     """The index kind at ``location``: its scheme's kind, or its folder's ``manifest.json`` ``kind``."""
     text = str(location)
     # A transport suffix keeps its scheme's backend: milvus+tls:// is searched as milvus://.
-    scheme = text.split("://", 1)[0].split("+", 1)[0] if "://" in text else None
+    scheme = text.split("://", 1)[0].split("+", 1)[0].lower() if "://" in text else None
     for backend in all_backends():
         if backend.scheme and scheme == backend.scheme:
             return backend.kind
-    return str(read_index_manifest(location).get("kind"))
+    return check_kind_holds(location, read_index_manifest(location))
 
 
 def find_backend(kind: str, name: str | None = None, *, where: str = "the index") -> Backend:
@@ -163,16 +163,19 @@ _QUERY_WEIGHTS = Option("--query-weights", help="seismic, milvus sparse: impact 
 _QUANTIZE = Option("--quantize", help="query encoding, decoder (LACONIC) encoders on CPU: none (default), int8 or "
                                       "int4; the index may be full precision (the run's manifest records both)")
 
+_UNRECORDED = Option("--unrecorded-encoder", help="accept: search an index that records no encoder fingerprint "
+                                                  "(its encoder's weights cannot be checked); default: refuse it")
+
 register(Backend("bm25", "lucene", _bm25))
 register(Backend("impact", "lucene", _lucene_impact,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE), takes_vectors=True))
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE, _UNRECORDED), takes_vectors=True))
 register(Backend("impact", "seismic", _seismic,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE,
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _QUANTIZE, _UNRECORDED,
                   Option("--query-cut", int, "seismic: query terms looked up (default 10)"),
                   Option("--heap-factor", float, "seismic: block-skipping factor (default 0.7)"), _QUERY_WEIGHTS),
                  takes_vectors=True))
 register(Backend("faiss", "faiss", _faiss,
-                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
+                 (_ENCODER, _BATCH, _DEVICE, _DTYPE, _UNRECORDED, Option("--ef-search", int, "faiss HNSW: search breadth (default: the "
                                                                         "index's)"))))
 register(Backend("milvus", "milvus", _milvus,
-                 (_ENCODER, _BATCH, _DEVICE, _QUERY_WEIGHTS), takes_vectors=True, scheme="milvus"))
+                 (_ENCODER, _BATCH, _DEVICE, _QUERY_WEIGHTS, _UNRECORDED), takes_vectors=True, scheme="milvus"))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from .lucene import BulkLucene, open_java_searcher
 
 
@@ -49,6 +49,7 @@ class Bm25Searcher:
         return self._pyserini
 
     def search(self, query: str, k: int = 1000) -> Hits:
+        check_k(k)
         if self.bulk is None:
             return self.search_per_hit(query, k)
         return self.bulk.top(self.bulk.text_query(query, self._java_fields), k)
@@ -61,6 +62,7 @@ class Bm25Searcher:
 
     def batch_search(self, queries: dict[str, str], k: int, threads: int = 1) -> Run:
         """Every query's top ``k``, on ``threads`` threads (Lucene's part runs in parallel)."""
+        check_k(k, threads)
         if self.bulk is None:
             return self.batch_search_per_hit(queries, k, threads)
         return self.bulk.many(queries.items(), lambda query: self.search(query, k), threads)

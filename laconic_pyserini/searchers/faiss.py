@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 
 
 class FaissSearcher:
@@ -22,7 +22,8 @@ class FaissSearcher:
     encodes_queries = True
 
     def __init__(self, index_dir: str | os.PathLike, *, encoder: str | None = None, device: str = "cpu",
-                 dtype: str = "auto", ef_search: int | None = None, batch_size: int = 32) -> None:
+                 dtype: str = "auto", ef_search: int | None = None, batch_size: int = 32,
+                 unrecorded_encoder: str = "refuse") -> None:
         import faiss
 
         from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
@@ -40,9 +41,10 @@ class FaissSearcher:
                 raise SpecError(f"--encoder {encoder!r} does not match the encoder of {index_dir} ({why}); "
                                 f"search it with --encoder {indexed.name} or leave --encoder out")
             check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), asked, where=f"index {index_dir}", fix=(
-                "search with the encoder it was built with (leave --encoder out), or rebuild the index with this one"))
+                "search with the encoder it was built with (leave --encoder out), or rebuild the index with this one"),
+                unrecorded=unrecorded_encoder)
             self.spec = asked
-        self._checked = encoder is not None
+        self._checked, self.unrecorded = encoder is not None, unrecorded_encoder
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self.index = faiss.read_index(str(self.index_dir / "index"))
         self.docids = (self.index_dir / "docid").read_text(encoding="utf-8").splitlines()
@@ -67,7 +69,8 @@ class FaissSearcher:
 
             if not self._checked:
                 check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), self.spec, where=f"index {self.index_dir}",
-                                       fix="its model files changed since; restore them, or rebuild the index")
+                                       fix="its model files changed since; restore them, or rebuild the index",
+                                       unrecorded=self.unrecorded)
 
             self._encoder = DenseEncoder(self.spec, device=self.device, dtype=self.dtype, batch_size=self.batch_size)
         return self._encoder
@@ -79,6 +82,7 @@ class FaissSearcher:
         """Top-``k`` hits of each row of ``vectors``, searched on ``threads`` OpenMP threads. The count is scoped to
         the search: faiss and torch share one OpenMP runtime, so a count left behind would be every later torch
         computation's."""
+        check_k(k, threads)
         from ..modeling.cpu import threads as scoped_threads
 
         k = min(k, self.index.ntotal)

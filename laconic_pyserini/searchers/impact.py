@@ -30,7 +30,7 @@ import logging
 import os
 
 from ..fingerprint import FINGERPRINT_KEY
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from ..spec import EncoderSpec
 from .lucene import BulkLucene, index_terms, open_java_searcher
 from .queries import QueryEncoding, QueryVector, scorable_terms
@@ -51,7 +51,7 @@ class LaconicSearcher:
     encodes_queries = True
 
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, batch_size: int = 32, device: str = "cpu",
-                 dtype: str = "auto", quantize: str = "none") -> None:
+                 dtype: str = "auto", quantize: str = "none", unrecorded_encoder: str = "refuse") -> None:
         from .. import jvm
         from ..index.impact import read_impact_manifest
 
@@ -60,7 +60,8 @@ class LaconicSearcher:
         self.spec = EncoderSpec.from_dict(self.manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
                                      device=device, dtype=dtype, quantize=quantize,
-                                     index_fingerprint=self.manifest.get(FINGERPRINT_KEY))
+                                     index_fingerprint=self.manifest.get(FINGERPRINT_KEY),
+                                     unrecorded_encoder=unrecorded_encoder)
         self._java = self._pyserini = None
         self.bulk = BulkLucene.open_impact(self.index_dir)
         self.vocabulary = index_terms(self.bulk.reader if self.bulk is not None else self.java.reader)
@@ -120,6 +121,7 @@ class LaconicSearcher:
         return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
+        check_k(k)
         if self.bulk is None:
             return self.search_vector_per_hit(vector, k)
         terms = scorable_terms(vector, self.vocabulary)
@@ -133,6 +135,7 @@ class LaconicSearcher:
 
     def batch_search_vectors(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
         """Every query's top ``k``, on ``threads`` threads (Lucene's part runs in parallel)."""
+        check_k(k, threads)
         if self.bulk is None:
             return self.batch_search_vectors_per_hit(vectors, k, threads)
         empty = [qid for qid, vector in vectors.items() if not scorable_terms(vector, self.vocabulary)]

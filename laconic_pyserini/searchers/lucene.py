@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
+from ..errors import UsageError
 from ..run import Hits
 
 logger = logging.getLogger(__name__)
@@ -183,10 +184,17 @@ class BulkLucene:
         return self.generator.buildQuery(CONTENTS, java_map)
 
     def text_query(self, text: str, fields=None):
-        """The query Anserini builds from a text (``fields``: a Java ``{field: boost}`` map, or None)."""
-        if fields is None:
-            return self.generator.buildQuery(CONTENTS, self.analyzer, text)
-        return self.generator.buildQuery(fields, self.analyzer, text)
+        """The query Anserini builds from a text (``fields``: a Java ``{field: boost}`` map, or None); a text of
+        more distinct terms than Lucene's clause limit is a :class:`~laconic_pyserini.errors.UsageError`."""
+        try:
+            if fields is None:
+                return self.generator.buildQuery(CONTENTS, self.analyzer, text)
+            return self.generator.buildQuery(fields, self.analyzer, text)
+        except Exception as exc:  # jnius's JavaException, whose class exists only once the JVM runs
+            if "TooManyClauses" not in str(exc) and "maxClauseCount" not in str(exc):
+                raise
+            raise UsageError(f"the query {text[:60]!r}… has more distinct terms than Lucene's limit of 1024 clauses "
+                             "(maxClauseCount); shorten it") from None
 
     # ------------------------------------------------------------------------------------------ hits
 

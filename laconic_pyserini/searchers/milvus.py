@@ -20,9 +20,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from ..index.milvus_manifest import FIELDS, ID_FIELD, bounded_call, check_term_ids, open_collection, vocabulary
 from ..errors import UsageError
+from ..fingerprint import FINGERPRINT_KEY, check_encoder_identity
 from ..index.milvus_uri import MilvusError, disconnect
 from ..quantize import QUERY_WEIGHTS
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from ..spec import EncoderSpec, load_spec
 from .queries import QueryEncoding, check_spec
 
@@ -36,7 +37,7 @@ class MilvusSearcher:
     """``batch_search(queries, k, threads) -> Run`` over a Milvus collection this package exported."""
 
     def __init__(self, uri: str, encoder=None, *, batch_size: int = 32, device: str = "cpu", dtype: str = "fp32",
-                 query_weights: str = "impact", search_batch: int = 64) -> None:
+                 query_weights: str = "impact", search_batch: int = 64, unrecorded_encoder: str = "refuse") -> None:
         if query_weights not in QUERY_WEIGHTS:
             raise UsageError(f"--query-weights {query_weights}: choose {' or '.join(QUERY_WEIGHTS)}")
         self.uri = uri
@@ -47,16 +48,23 @@ class MilvusSearcher:
         self.query_weights, self.search_batch = query_weights, search_batch
         self.device, self.dtype, self.batch_size = device, dtype, batch_size
         self._dense_encoder = None
+        self._checked, self._unrecorded = encoder is not None, unrecorded_encoder
         if self.vectors_kind == "sparse":
             self.queries = QueryEncoding(self.spec, encoder, where=f"collection {uri}", batch_size=batch_size,
-                                         device=device, dtype=dtype, weights=query_weights)
+                                         device=device, dtype=dtype, weights=query_weights,
+                                         index_fingerprint=self.manifest.get(FINGERPRINT_KEY),
+                                         unrecorded_encoder=unrecorded_encoder)
             self.term_ids = vocabulary(self.spec)
             check_term_ids(self.location, self.manifest, self.spec, self.term_ids)
         else:
             if query_weights != "impact":
                 raise MilvusError(f"{uri}: a dense collection; query_weights applies to sparse collections")
             if encoder is not None:
-                check_spec(self.spec, load_spec(str(encoder)), where=f"collection {uri}", what="query encoder")
+                asked = load_spec(str(encoder))
+                check_spec(self.spec, asked, where=f"collection {uri}", what="query encoder")
+                check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), asked, where=f"collection {uri}",
+                                       fix="search with the encoder it was exported with (leave --encoder out)",
+                                       unrecorded=unrecorded_encoder)
 
     # ------------------------------------------------------------------------------------------ queries
 
@@ -82,6 +90,11 @@ class MilvusSearcher:
             raise MilvusError(f"{self.uri}: a dense collection is searched with query texts, not sparse vectors")
         if self._dense_encoder is None:
             from ..modeling.dense import DenseEncoder
+
+            if not self._checked:
+                check_encoder_identity(self.manifest.get(FINGERPRINT_KEY), self.spec, where=f"collection {self.uri}",
+                                       fix="its model files changed since; restore them, or export it again",
+                                       unrecorded=self._unrecorded)
 
             self._dense_encoder = DenseEncoder(self.spec, device=self.device, dtype=self.dtype,
                                                batch_size=self.batch_size)
@@ -114,6 +127,7 @@ class MilvusSearcher:
 
     def search_vectors(self, vectors: dict, k: int, threads: int = 1) -> Run:
         """Search prepared query vectors (see :meth:`query_vectors`), ``search_batch`` per request."""
+        check_k(k, threads)
         if not 1 <= k <= MAX_K:
             raise ValueError(f"k must be between 1 and {MAX_K} (Milvus's largest top-k), not {k}")
         # An empty sparse query matches nothing; Lucene answers it with no hits, so do we, without a request.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import numbers
 import os
 from collections import Counter
@@ -25,6 +26,9 @@ from ..quantize import QUERY_WEIGHTS, query_vectors
 from ..spec import EncoderSpec, SpecError, load_spec
 
 logger = logging.getLogger(__name__)
+
+#: The largest query impact: Anserini's impact query boxes each weight as a Java Integer.
+MAX_QUERY_IMPACT = 2**31 - 1
 
 QueryVector = dict[str, int]
 #: A query vector of a float-scoring backend (``weights="float"``): the encoder's positive weights.
@@ -47,7 +51,8 @@ class QueryEncoding:
 
     def __init__(self, index_spec: EncoderSpec, encoder=None, *, where: str = "the index", batch_size: int = 32,
                  device: str = "cpu", dtype: str = "auto", quantize: str = "none",
-                 index_fingerprint: dict | None = None, weights: str = "impact") -> None:
+                 index_fingerprint: dict | None = None, weights: str = "impact",
+                 unrecorded_encoder: str = "refuse") -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be positive, not {batch_size}")
         if weights not in QUERY_WEIGHTS:
@@ -64,12 +69,12 @@ class QueryEncoding:
         else:
             raise TypeError(f"encoder must be None, a spec name or path, or a SparseEncoder, not {type(encoder)}")
         check_spec(index_spec, spec, where=where, what="query encoder")
-        self.where, self.index_fingerprint = where, index_fingerprint
+        self.where, self.index_fingerprint, self.unrecorded = where, index_fingerprint, unrecorded_encoder
         self._identity_checked = encoder is not None
         if encoder is not None:
             check_encoder_identity(index_fingerprint, spec, where=where, fix=(
                 f"search with the encoder it was built with (leave --encoder out), or re-encode the collection with "
-                f"this one and rebuild the index"))
+                f"this one and rebuild the index"), unrecorded=unrecorded_encoder)
         self.spec = spec
         self.batch_size = batch_size
         self.device, self.dtype, self.quantize = device, dtype, quantize
@@ -89,7 +94,8 @@ class QueryEncoding:
 
             if not self._identity_checked:
                 check_encoder_identity(self.index_fingerprint, self.spec, where=self.where, fix=(
-                    "its model files changed since; restore them, or re-encode the collection and rebuild the index"))
+                    "its model files changed since; restore them, or re-encode the collection and rebuild the index"),
+                    unrecorded=self.unrecorded)
             self._encoder = load_sparse_encoder(self.spec, device=self.device, dtype=self.dtype,
                                                 quantize=self.quantize)
         return self._encoder
@@ -151,7 +157,8 @@ def check_spec(index_spec: EncoderSpec, query_spec: EncoderSpec, *, where: str, 
 
 
 def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = None, *,
-                     index_fingerprint: dict | None | str = "unchecked") -> dict[str, QueryVector]:
+                     index_fingerprint: dict | None | str = "unchecked",
+                     unrecorded_encoder: str = "refuse") -> dict[str, QueryVector]:
     """``{qid: {term: impact}}`` from a pre-encoded queries file, in file order.
 
     - TSV (``.tsv``/``.txt``): ``qid<TAB>term term term…``, each term repeated by its impact (pyserini's format);
@@ -166,7 +173,7 @@ def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = N
         raise DataError(path, None, "no such pre-encoded queries file",
                         "write one with `python -m laconic_pyserini.encode.query`")
     if index_spec is not None:
-        _check_sidecar(path, index_spec, index_fingerprint)
+        _check_sidecar(path, index_spec, index_fingerprint, unrecorded_encoder)
     name = path.name.removesuffix(".gz")
     queries: dict[str, QueryVector] = {}
     if name.endswith((".tsv", ".txt")):
@@ -182,7 +189,8 @@ def read_pre_encoded(path: str | os.PathLike, index_spec: EncoderSpec | None = N
     return queries
 
 
-def _check_sidecar(path: Path, index_spec: EncoderSpec, index_fingerprint: dict | None | str) -> None:
+def _check_sidecar(path: Path, index_spec: EncoderSpec, index_fingerprint: dict | None | str,
+                   unrecorded: str = "refuse") -> None:
     sidecar = path.with_name(path.name + ".manifest.json")
     if not sidecar.is_file():
         logger.warning("%s: no %s beside it; cannot check that its queries come from encoder %r",
@@ -196,11 +204,13 @@ def _check_sidecar(path: Path, index_spec: EncoderSpec, index_fingerprint: dict 
     check_spec(index_spec, spec, where="the index", what=f"the encoder of {path}")
     if index_fingerprint != "unchecked":
         if recorded.get(FINGERPRINT_KEY) is None:
-            check_same_encoder(None, None, where=str(sidecar), what="the encoder of these queries", fix="")
+            check_same_encoder(None, None, where=str(sidecar), what="the encoder of these queries", fix="",
+                               unrecorded=unrecorded)
             return
         check_same_encoder(index_fingerprint, recorded.get(FINGERPRINT_KEY), where="the index",
                            what=f"the encoder of {path} (its {sidecar.name})",
-                           fix=f"encode the queries with the index's encoder ({index_spec.name}, the same files)")
+                           fix=f"encode the queries with the index's encoder ({index_spec.name}, the same files)",
+                           unrecorded=unrecorded)
 
 
 def _tsv_query(path: Path, number: int, line: str) -> tuple[str, QueryVector]:
@@ -220,8 +230,10 @@ def _json_query(path: Path, number: int, obj: dict) -> tuple[str, QueryVector]:
         raise DataError(path, number, f"query {qid!r} has no 'vector' object", "expected {\"id\", \"vector\"}")
     impacts = {}
     for term, weight in vector.items():
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight != int(weight):
-            raise DataError(path, number, f"query {qid!r}: weight {weight!r} of {term!r} is not an integer impact",
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) \
+                or weight != int(weight) or abs(weight) > MAX_QUERY_IMPACT:
+            raise DataError(path, number, f"query {qid!r}: weight {weight!r} of {term!r} is not an integer impact "
+                            f"of at most {MAX_QUERY_IMPACT} (Lucene's Integer)",
                             "pre-encoded vectors hold quantised impacts; write them with laconic_pyserini.encode.query")
         if weight > 0:
             impacts[term] = int(weight)

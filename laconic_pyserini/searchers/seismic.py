@@ -28,7 +28,7 @@ import os
 
 from ..index.impact import read_impact_manifest
 from ..index.seismic import INDEX_STEM, VOCABULARY, build_seismic_index, read_seismic_build, seismic_module
-from ..run import Hits, Run
+from ..run import Hits, Run, check_k
 from ..fingerprint import FINGERPRINT_KEY
 from ..spec import EncoderSpec
 from .queries import FloatQueryVector, QueryEncoding, QueryVector
@@ -45,7 +45,7 @@ class SeismicSearcher:
     def __init__(self, index_dir: str | os.PathLike, encoder=None, *, query_cut: int = DEFAULT_QUERY_CUT,
                  heap_factor: float = DEFAULT_HEAP_FACTOR, batch_size: int = 32, device: str = "cpu",
                  dtype: str = "auto", quantize: str = "none", large_vocabulary: bool | None = None,
-                 build: dict | None = None, query_weights: str = "impact") -> None:
+                 build: dict | None = None, query_weights: str = "impact", unrecorded_encoder: str = "refuse") -> None:
         if query_cut < 1 or not 0 < heap_factor <= 1:
             raise ValueError(f"query_cut must be >= 1 and heap_factor in (0, 1]; got {query_cut}, {heap_factor}")
         self.index_dir = str(index_dir)
@@ -54,7 +54,8 @@ class SeismicSearcher:
         self.spec = EncoderSpec.from_dict(manifest["spec"], source=f"{index_dir}/manifest.json")
         self.queries = QueryEncoding(self.spec, encoder, where=f"index {index_dir}", batch_size=batch_size,
                                      device=device, dtype=dtype, quantize=quantize,
-                                     index_fingerprint=manifest.get(FINGERPRINT_KEY), weights=query_weights)
+                                     index_fingerprint=manifest.get(FINGERPRINT_KEY), weights=query_weights,
+                                     unrecorded_encoder=unrecorded_encoder)
         self.query_weights = query_weights
         folder = build_seismic_index(index_dir, large_vocabulary=large_vocabulary, **(build or {}))
         self.info = read_seismic_build(folder)
@@ -82,6 +83,7 @@ class SeismicSearcher:
         return self.search_vector(encoded, k)
 
     def search_vector(self, vector: QueryVector, k: int = 10) -> Hits:
+        check_k(k)
         components, values = self._arrays(vector)
         if not len(components):
             return []
@@ -93,6 +95,7 @@ class SeismicSearcher:
         return self.batch_search_vectors(self.queries.vectors(queries), k, threads)
 
     def batch_search_vectors(self, vectors: dict[str, QueryVector], k: int, threads: int = 1) -> Run:
+        check_k(k, threads)
         import numpy as np
 
         qids, components, values = [], [], []
