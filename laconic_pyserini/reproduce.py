@@ -32,7 +32,8 @@ from .data import DATA_ENV, default_data_root
 from .errors import cli
 from .outputs import discard, open_folder, write_json_atomic
 from .recipe import (DEFAULT_REPORT, SCORES_FILE, Condition, Dataset, Recipe, RecipeError, cell_commands,
-                     load_recipe, missing_data, missing_requirements, summarize, work_dir)
+                     load_recipe, summarize, work_dir)
+from .recipe_checks import missing_data, missing_requirements
 
 logger = logging.getLogger(__name__)
 

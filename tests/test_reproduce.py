@@ -238,6 +238,7 @@ def test_tolerance_verdicts():
     ({"expected": {"no-such-set": {"nDCG@10": 0.5}}}, "unknown ['no-such-set']"),
     ({"expected": {"scifact": {"nDCG@10": 67.89}}}, "is not a score in [0, 1]"),
     ({"source": ""}, "say where the expected numbers come from"),
+    ({"index": "bm25-flatt"}, "(bm25-flat).index: "),  # an index recipe that does not exist
 ])
 def test_bad_recipes_are_refused_with_the_place(tmp_path, problem, fix):
     raw = yaml.safe_load(BEIR.read_text())
@@ -247,7 +248,7 @@ def test_bad_recipes_are_refused_with_the_place(tmp_path, problem, fix):
     with pytest.raises(RecipeError, match=re.escape(str(path))) as info:
         recipe = load_recipe(path)
         condition = recipe.conditions["bm25-flat"]
-        recipe.render(condition.steps[0].command, condition, recipe.datasets["scifact"], "w")
+        recipe.render(condition.steps[-1].command, condition, recipe.datasets["scifact"], "w")
     assert fix in str(info.value)
 
 
