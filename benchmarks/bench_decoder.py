@@ -281,7 +281,7 @@ def bench_memory(args, tmp: Path) -> dict:
         for impl in ("chunked", "naive"):
             rows.append(run_worker({"bench": "memory", "impl": impl, "length": length, "batch": args.batch,
                                     "tmp": str(tmp)}))
-    print(f"\n| max length | tokens | chunked peak − before (MiB) | naive peak − before (MiB) | naive / chunked |")
+    print("\n| max length | tokens | chunked peak − before (MiB) | naive peak − before (MiB) | naive / chunked |")
     print("|---|---|---|---|---|")
     for length in args.lengths:
         c, n = [next(r for r in rows if r["length"] == length and r["impl"] == impl) for impl in ("chunked", "naive")]

@@ -4,7 +4,7 @@ Same model folder (splade-tiny), same SciFact documents (the first ``--docs``), 
 Rows: ours as a user gets it (``screen="auto"``: the kernels this CPU runs fast, laconic_pyserini.modeling.cpu),
 ours with the bf16 screen forced, with the int8 screen forced, with the exact fp32 head forced (``screen=False``:
 real tokens, cache-sized vocabulary blocks),
-ours with the B×L×V chunked fp32 head (the path before issue 18), and pyserini. Every row of ours must write
+ours with the B×L×V chunked fp32 head (the head before the vocabulary-blocked ones), and pyserini. Every row of ours must write
 byte-identical part files (checked). The CPU model, torch capability, flags and the bf16 decision are printed at
 the start and recorded in the JSON (``cpu``). Ours is timed end to end (read, length-sort, encode, quantise,
 write parts and manifest); pyserini's

@@ -85,7 +85,7 @@ def main() -> None:
                        "k1000": _latency(searcher, vectors, 1000, args.rounds)}
                 results["settings"].append(row)
                 print(json.dumps(row))
-    print(f"| index | recall@10 vs flat | nDCG@10 | k=10 p50 / p95 ms | k=1000 p50 / p95 ms |")
+    print("| index | recall@10 vs flat | nDCG@10 | k=10 p50 / p95 ms | k=1000 p50 / p95 ms |")
     print("|---|---:|---:|---:|---:|")
     for row in results["settings"]:
         print(f"| {row['system']} | {row['recall@10_vs_flat']:.4f} | {row['nDCG@10']:.4f} "

@@ -47,7 +47,7 @@ def main() -> None:
             spec = load_spec(name)
             cache_file = Path(tmp) / f"{name}.json"
 
-            def cold() -> dict:
+            def cold(cache_file: Path = cache_file, spec=spec) -> dict:
                 cache_file.unlink(missing_ok=True)
                 cache = DigestCache(cache_file)
                 found = encoder_fingerprint(spec, cache=cache)
@@ -62,7 +62,8 @@ def main() -> None:
             size = sum((location / key.split("/", 1)[1]).stat().st_size
                        for key in fingerprint["files"] if key.startswith("model/"))
             cold_s = _time(cold, args.rounds)
-            warm_s = _time(lambda: encoder_fingerprint(spec, cache=DigestCache(cache_file)), args.rounds)
+            warm_s = _time(lambda spec=spec, cache_file=cache_file: encoder_fingerprint(spec, cache=DigestCache(cache_file)),
+                           args.rounds)
             results["encoders"][name] = {
                 "files": len(fingerprint["files"]), "model_bytes": size, "cold_s": round(cold_s, 4),
                 "warm_s": round(warm_s, 6), "cold_mb_per_s": round(size / cold_s / 1e6, 1),

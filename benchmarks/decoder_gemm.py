@@ -91,7 +91,7 @@ def _ort_matmul_nbits(weight, bits: int):
                                                          onnx.helper.make_opsetid("com.microsoft", 1)])
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads, options.inter_op_num_threads = torch.get_num_threads(), 1
-    # Every session has its own thread pool, and a streamed ring holds hundreds: idle ones must sleep, not spin.
+    # Every InferenceSession has its own thread pool, and a streamed ring holds hundreds: idle ones must sleep, not spin.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])

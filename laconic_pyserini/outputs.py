@@ -361,7 +361,7 @@ def _take(lock: Path, target: Path) -> bool:
             _remove(stale)
             return False
         raise OutputError(f"{target}: another process is writing it (pid {pid} on {host}, lock {lock}); wait for "
-                          f"it to finish, or pass another output. If no such process runs, delete {lock}")
+                          f"it to finish, or pass another output. If no such process runs, delete {lock}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(me, f)
     return True

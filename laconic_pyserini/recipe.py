@@ -8,23 +8,24 @@ through a long run. Command templates use ``${name}`` placeholders (as pyserini'
 ``${split}``    the qrels split (``test``; MS MARCO: ``dev``)   ``${work}``  a folder for this cell's files
 ``${run}``      the TREC run the cell is scored on             ``${threads}`` and any ``vars`` of the recipe,
                                                                the dataset or the condition (``--var`` overrides)
-A condition's ``requires`` (encoder specs, model folders, modules) decides whether it can run here, checked
-against local folders only. This module starts no JVM and imports neither torch nor pyserini.
+A condition's ``index: NAME`` puts the commands of the index recipe ``index_recipes/NAME.yaml`` before its own
+steps. Its ``requires`` (encoder specs, model folders, modules) decides whether it can run here, checked
+against local folders only (:mod:`laconic_pyserini.recipe_checks`). This module starts no JVM and imports
+neither torch nor pyserini.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shlex
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .data import DATA_ENV, DataError, resolve_dataset, with_gz
 from .errors import LaconicError
 from .eval import DEFAULT_MEASURES
 from .recipe_schema import check_recipe
+from .index.recipe import IndexRecipeError, load_index_recipe, recipe_path, recipe_steps
 from .yaml_file import read_yaml_mapping
 
 
@@ -80,6 +81,7 @@ class Condition:
     expected_averages: dict[str, dict[str, float]] = field(default_factory=dict)
     note: str = ""
     approximates: str | None = None  # the exact condition shown beside; ${exact_work}: its cell (its vectors, index)
+    index: str | None = None  # the index recipe (index_recipes/NAME.yaml) whose commands open the steps
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ def _condition(entry, where: str, metrics: tuple[str, ...], default_tol: Toleran
     where = f"{where} ({name})"
     if not entry.get("source"):
         raise RecipeError(f"{where}: say where the expected numbers come from ('source')")
-    steps = []
+    index = None if entry.get("index") is None else str(entry["index"])
+    steps = _index_steps(index, where, entry.get("approximates")) if index else []
     for j, step in enumerate(entry.get("steps") or []):
         if isinstance(step, str):
             step = {"command": step}
@@ -287,60 +290,17 @@ def _condition(entry, where: str, metrics: tuple[str, ...], default_tol: Toleran
         requires_encoders=tuple(requires.get("encoders") or ()), requires_models=tuple(requires.get("models") or ()),
         requires_modules=tuple(requires.get("modules") or ()),
         vars=_strings(entry.get("vars"), f"{where}.vars"), note=str(entry.get("note") or "").strip(),
-        approximates=None if entry.get("approximates") is None else str(entry["approximates"]))
+        approximates=None if entry.get("approximates") is None else str(entry["approximates"]), index=index)
 
 
-# ------------------------------------------------------------------------------------------------ what is here
-
-
-def local_dataset(data: str, data_root: Path | None) -> Path | None:
-    """The local BEIR folder for a dataset id, or None; never downloads (``resolve_dataset(download=False)``)."""
+def _index_steps(name: str, where: str, approximates) -> list[Step]:
+    """The encode and index steps of the index recipe ``name``, into the cell's folder (or the exact cell's)."""
     try:
-        return resolve_dataset(data, download=False, data_root=data_root)
-    except DataError:
-        return None
-
-
-def missing_data(dataset: Dataset, data_root: Path | None) -> str | None:
-    """Why this dataset cannot be scored here (no local folder, or no qrels for its split), or None."""
-    folder = local_dataset(dataset.data, data_root)
-    if folder is None:
-        return f"data {dataset.data} not under {data_root or '$' + DATA_ENV}"
-    if with_gz(folder / "qrels" / f"{dataset.split}.tsv") is None:
-        return f"no qrels/{dataset.split}.tsv in {folder}"
-    return None
-
-
-def missing_requirements(condition: Condition, variables: dict[str, str] | None = None) -> str | None:
-    """Why this condition cannot run on this machine (a module not written yet, weights not local), or None.
-
-    Models are looked up the way the encoders find them (a path, ``$LACONIC_MODELS/<name>``), never on the hub;
-    a model given as ``${var}`` must be set (``--var var=PATH``).
-    """
-    for module in condition.requires_modules:
-        try:
-            found = importlib.util.find_spec(module) is not None
-        except ModuleNotFoundError:
-            found = False
-        if not found:
-            return f"{module} is not in this checkout"
-    from .spec import known_specs, models_root, resolve_model_location
-
-    specs = known_specs() if condition.requires_encoders else {}
-    for name in condition.requires_encoders:
-        if name not in specs:
-            return f"no encoder spec {name!r} in encoders/ (add encoders/{name}.yaml)"
-        for location in (specs[name].model, specs[name].tokenizer, specs[name].base_model):
-            if location and not Path(resolve_model_location(location)).is_dir():
-                return f"{location} not in {models_root()} (no network here)"
-    values = condition.vars if variables is None else variables
-    for template in condition.requires_models:
-        model = string.Template(template).safe_substitute(values).strip()
-        if not model or "$" in model:
-            return f"no model given for {template}: pass --var {template.strip('${}')}=PATH"
-        if not Path(resolve_model_location(model)).is_dir():
-            return f"{model} not in {models_root()} (no network here)"
-    return None
+        recipe = load_index_recipe(recipe_path(name))
+    except IndexRecipeError as exc:
+        raise RecipeError(f"{where}.index: {exc}") from None
+    folder = "${exact_work}" if approximates else "${work}"
+    return [Step(command, skip_if_exists) for command, skip_if_exists in recipe_steps(recipe, folder)]
 
 
 # ------------------------------------------------------------------------------------------------ averages

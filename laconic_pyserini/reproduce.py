@@ -6,7 +6,8 @@
 Each (condition, dataset) cell runs its command templates as subprocesses (``python -m laconic_pyserini...``),
 then the recipe's ``evaluate`` command, and compares the printed scores with the expected ones:
 OK within the condition's tolerance, OKish within its looser one, FAIL beyond; SKIP (with the reason) where the
-weights, the data or a module is not on this machine, checked without touching the network. Outputs go to
+weights, the data or a module is not on this machine, checked without touching the network. ``--dry-run`` prints
+every cell's commands, with that reason as a note beside a cell that would be skipped here. Outputs go to
 ``--report DIR/<recipe>/<condition>/<dataset>/``; a rerun reuses every step whose output already exists.
 The exit status is 1 when a cell that ran failed (or its command did), 2 for a bad recipe or arguments.
 ``--list`` prints every condition and dataset with the expected numbers and their source; ``--page`` writes the
@@ -31,7 +32,8 @@ from .data import DATA_ENV, default_data_root
 from .errors import cli
 from .outputs import discard, open_folder, write_json_atomic
 from .recipe import (DEFAULT_REPORT, SCORES_FILE, Condition, Dataset, Recipe, RecipeError, cell_commands,
-                     load_recipe, missing_data, missing_requirements, summarize, work_dir)
+                     load_recipe, summarize, work_dir)
+from .recipe_checks import missing_data, missing_requirements
 
 logger = logging.getLogger(__name__)
 
@@ -98,12 +100,15 @@ def run_cell(recipe: Recipe, condition: Condition, dataset: Dataset, *, report: 
     cell = Cell(condition.name, dataset.name, "DRY", commands=[c for c, _ in steps] + [evaluate])
     reason = (missing_requirements(condition, {**recipe.vars, **condition.vars, **(overrides or {})})
               or missing_data(dataset, data_root))
-    if reason:
-        cell.status, cell.reason = "SKIP", reason
-        return cell
-    if dry_run:
+    if dry_run:  # every command is shown, runnable here or not: a dry run plans a run on another machine too
+        cell.reason = reason or ""
+        if reason:
+            echo(f"  note: would be skipped on this machine: {reason}")
         for command in cell.commands:
             echo(f"  {command}")
+        return cell
+    if reason:
+        cell.status, cell.reason = "SKIP", reason
         return cell
     # Cell folders of earlier versions carry no manifest; their log says they are ours.
     open_folder(work, CELL_KIND, flag="--report", ours=lambda folder: (folder / LOG_FILE).is_file(),

@@ -278,6 +278,12 @@ case("recipe not UTF-8")(lambda c: (
 case("index recipe not UTF-8")(lambda c: (
     "index", ["--recipe", c.write("bad.yaml", b"name: x\n\xfe: 1\n"), "--condition", "splade-tiny", "--dataset",
               "scifact"], ["bad.yaml:2", "UTF-8"]))
+case("index recipe with an unknown key")(lambda c: (
+    "index", ["--recipe", c.write("r.yaml", b"kind: bm25\nfield: flat\n"), "--dataset", "scifact"],
+    ["r.yaml", "unknown key(s) ['field'] for a bm25 recipe"]))
+case("reproduction recipe given as an index recipe")(lambda c: (
+    "index", ["--recipe", str(REPO / "eval" / "beir.yaml"), "--dataset", "scifact"],
+    ["is a reproduction recipe", "--condition C", "index_recipes"]))
 case("training config not UTF-8")(lambda c: (
     "train", ["--config", c.write("bad.yaml", b"model: {}\n# \xe9\n")], ["bad.yaml:2", "UTF-8"]))
 case("training config missing")(lambda c: ("train", ["--config", "none.yaml"], ["none.yaml"]))

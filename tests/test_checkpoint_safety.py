@@ -1,4 +1,4 @@
-"""Training checkpoints never unpickle (issue 13 row 3), and resuming restores RNG and optimizer state exactly.
+"""Training checkpoints never unpickle, and resuming restores RNG and optimizer state exactly.
 
 The model is the real splade-tiny (a 2-layer BERT) trained for a few real AdamW steps on real SciFact titles; the
 crafted files are real pickles whose ``__reduce__`` creates a marker file when unpickled.
@@ -194,7 +194,7 @@ def test_pickle_disguised_as_a_state_file_is_refused(tmp_path):
 
 
 def test_package_never_unpickles():
-    """No ``torch.load`` / ``pickle`` / ``weights_only=False`` in the package source (issue 13's grep)."""
+    """No ``torch.load`` / ``pickle`` / ``weights_only=False`` in the package source (a grep of the source)."""
     pattern = re.compile(r"torch\.load\(|weights_only\s*=\s*False|\bpickle\.loads?\(|import pickle|allow_pickle=True")
     found = [f"{path.relative_to(REPO)}:{number}" for path in sorted((REPO / "laconic_pyserini").rglob("*.py"))
              for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)

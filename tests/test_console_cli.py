@@ -1,4 +1,4 @@
-"""What a person at a terminal sees from ``python -m laconic_pyserini.index`` (issue 21): a bar on Anserini's own
+"""What a person at a terminal sees from ``python -m laconic_pyserini.index``: a bar on Anserini's own
 document counter, the log's path, and no Anserini ``INFO`` line or JVM warning on the console; the index folder's
 ``logs/index.log`` holds them. Real Anserini on 60 real SciFact documents (BM25, and impact over splade-tiny)."""
 

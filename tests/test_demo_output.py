@@ -1,4 +1,4 @@
-"""What a newcomer sees in the terminal when the demo's ``compare`` runs (issue 21): one line per stage, progress
+"""What a newcomer sees in the terminal when the demo's ``compare`` runs: one line per stage, progress
 bars with rate, no Anserini ``INFO`` line or JVM warning on the console (they are in the run's log file), no false
 tokenizer warning, and at the end the table, where the reports are and the total time.
 

@@ -1,4 +1,4 @@
-"""Float document weights (issue 19): ``encode --weights float`` stores the encoder's positive weights, the manifest
+"""Float document weights: ``encode --weights float`` stores the encoder's positive weights, the manifest
 says so, a Lucene impact index quantises them on the way in to the very index the integer collection gives, and
 Seismic stores the floats (as the LACONIC authors do). Old integer collections keep working everywhere.
 

@@ -1,6 +1,6 @@
 """An encoder's identity is its weights: a copy of splade-tiny with other weights is never taken for the original.
 
-Issue 13 row 2: a folder named ``splade-tiny`` holding noised weights passed as ``--encoder`` searched an index of
+A folder named ``splade-tiny`` holding noised weights passed as ``--encoder`` searched an index of
 the real splade-tiny without a word. Here the real model, an exact copy under another path and a noised copy meet
 the real SciFact index of the session (tests/conftest.py ``encoded``), through the CLIs and the typed searchers.
 """

@@ -1,55 +1,116 @@
-"""Index recipes, made from the reproduction recipes in eval/: every sparse / dense cell of BEIR gives one, the corpus
-sizes promised are the corpora on disk, and a recipe builds a real index end to end (and fails on a wrong count)."""
+"""Index recipes (index_recipes/*.yaml): one per index kind and encoder, dataset-independent, checked key by key,
+named by the reproduction recipes (whose cells run their commands), and built end to end on a real corpus."""
 
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO, model_dir
 
 BEIR_RECIPE = REPO / "eval" / "beir.yaml"
-BEIR = ["arguana", "climate-fever", "dbpedia-entity", "fever", "fiqa", "hotpotqa", "nfcorpus", "nq",
-        "quora", "scidocs", "scifact", "trec-covid", "webis-touche2020"] + \
-    [f"cqadupstack-{s}" for s in ("android", "english", "gaming", "gis", "mathematica", "physics", "programmers",
-                                   "stats", "tex", "unix", "webmasters", "wordpress")]
+RECIPES = REPO / "index_recipes"
 
 
-def test_every_beir_cell_with_a_shipped_encoder_gives_an_index_recipe():
-    from laconic_pyserini.encode.source import resolve_docs_as_queries
-    from laconic_pyserini.index.__main__ import index_recipe
-    from laconic_pyserini.spec import known_specs
+def test_one_recipe_per_index_kind_and_encoder():
+    from laconic_pyserini.index.recipe import load_index_recipe
 
-    specs = known_specs()
-    for condition in ("splade-tiny", "laconic-1b", "laconic-3b", "laconic-8b", "minilm-dense"):
-        for dataset in BEIR:
-            recipe = index_recipe(BEIR_RECIPE, condition, dataset)
-            assert recipe.encoder in specs and recipe.name == f"{dataset}.{condition}"
-            assert recipe.documents > 0 and recipe.dataset.startswith("beir/")
-            # BEIR Quora and CQADupStack documents are questions, known from the dataset's name alone.
-            assert resolve_docs_as_queries(recipe.dataset) is dataset.startswith(("quora", "cqadupstack")), dataset
-            # The condition's own encode command decides what is encoded (float weights: the one encoding its
-            # Lucene and Seismic / Milvus cells share; LACONIC's max length 256), not defaults.
-            if condition == "minilm-dense":
-                assert recipe.spec == {} and "weights" not in recipe.encode
-            else:
-                assert recipe.encode["weights"] == "float" and recipe.encode["fields"] == ("title", "text")
-                assert recipe.spec["max_length"] == (None if condition == "splade-tiny" else 256)
+    recipes = {path.stem: load_index_recipe(path) for path in sorted(RECIPES.glob("*.yaml"))}
+    kinds = {(r.kind, r.fields if r.kind == "bm25" else r.source.encoder) for r in recipes.values()}
+    assert {("bm25", "flat"), ("bm25", "multifield"), ("impact", "splade-tiny"), ("impact", "laconic-1b"),
+            ("impact", "laconic-3b"), ("impact", "laconic-8b"), ("impact", "splade-pp-ed"), ("faiss", "minilm"),
+            ("seismic", "splade-tiny"), ("seismic", "laconic-8b"), ("milvus", "splade-tiny"),
+            ("milvus", "minilm")} <= kinds
+    assert len(kinds) == len(recipes) - 1  # no copies: only minilm-hnsw shares (faiss, minilm), with other knobs
+    for name, recipe in recipes.items():
+        assert recipe.name == name
+        raw = yaml.safe_load((RECIPES / f"{name}.yaml").read_text())
+        assert not {"dataset", "data", "documents", "corpus"} & set(raw)  # nothing names a dataset
+    # The LACONIC recipes encode as the authors do (max length 256, float weights kept), and their Seismic
+    # recipes index that very encoding.
+    assert recipes["laconic-1b"].spec == {"max_length": 256} and recipes["laconic-1b"].encode.weights == "float"
+    assert recipes["laconic-1b-seismic"].source is not None
+    assert recipes["laconic-1b-seismic"].source.name == "laconic-1b"
 
 
-def test_cells_that_cannot_be_index_recipes_are_refused():
-    from laconic_pyserini.index.__main__ import index_recipe
+def test_each_encode_and_index_command_is_written_once():
+    """No condition of eval/ spells an encode or index command of its own where an index recipe exists: it names
+    the recipe, and its cells run the recipe's commands (into the exact cell's folder for an approximate one)."""
+    from laconic_pyserini.recipe import cell_commands, load_recipe
+
+    for path in sorted((REPO / "eval").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        for entry in raw["conditions"]:
+            own = " ".join(s if isinstance(s, str) else s["command"] for s in entry["steps"])
+            if entry["name"].startswith("dense-"):  # a checkpoint given by --var: no shipped recipe
+                assert "index" not in entry
+                continue
+            assert (RECIPES / f"{entry['index']}.yaml").is_file(), (path, entry["name"])
+            assert "laconic_pyserini.encode" not in own and "laconic_pyserini.index" not in own, entry["name"]
+    recipe = load_recipe(BEIR_RECIPE)
+    work = Path("/r/beir/laconic-1b-seismic/scifact")
+    steps, _ = cell_commands(recipe, recipe.conditions["laconic-1b-seismic"], recipe.datasets["scifact"], work)
+    encode = shlex.split(steps[0][0])
+    assert encode[:3] == ["python", "-m", "laconic_pyserini.encode"]
+    assert encode[encode.index("--embeddings") + 1] == "/r/beir/laconic-1b/scifact/vectors"
+    assert encode[encode.index("--max-length") + 1] == "256" and encode[encode.index("--weights") + 1] == "float"
+    assert encode[encode.index("--device") + 1] == "cpu" and encode[encode.index("--batch-size") + 1] == "32"
+    assert steps[1][0] == ("python -m laconic_pyserini.index --input /r/beir/laconic-1b/scifact/vectors --index "
+                           "/r/beir/laconic-1b/scifact/index --threads 2")
+    assert "--backend seismic" in steps[2][0]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("kind: impact\nencoder: splade-tiny\nbatch_sise: 8\n", r"unknown key\(s\) \['batch_sise'\] for a impact recipe"),
+    ("kind: impact\nencoder: splade-tiny\ndataset: scifact\n", r"unknown key\(s\) \['dataset'\]"),
+    ("kind: impact\nencoder: splade-tiny\nencode: {weight: float}\n", r"encode: a mapping of"),
+    ("kind: impact\nencoder: splade-tiny\nencode: {weights: floats}\n", r"--weights floats: choose impact or float"),
+    ("kind: impact\n", r"names its 'encoder'"),
+    ("kind: lucene\n", r"kind 'lucene': choose one of bm25, impact, seismic, faiss, milvus"),
+    ("kind: bm25\nfields: both\n", r"fields 'both': choose one of flat, multifield"),
+    ("kind: faiss\nencoder: minilm\nindex_type: ivf\n", r"index_type 'ivf': choose flat or hnsw"),
+    ("kind: faiss\nencoder: minilm\nhnsw_m: 0\n", r"hnsw_m must be a positive integer"),
+    ("kind: seismic\nbase: minilm\n", r"base 'minilm' is a faiss recipe"),
+    ("kind: seismic\nbase: splade-tiny\nbuild: {n_posting: 10}\n", r"build: Seismic's knobs"),
+    ("kind: milvus\n", r"names its 'base'"),
+])
+def test_a_recipe_with_a_wrong_key_or_value_is_refused(tmp_path, text, message):
+    from laconic_pyserini.index.recipe import IndexRecipeError, load_index_recipe
+
+    for base in ("splade-tiny", "minilm"):  # bases are found beside the recipe
+        (tmp_path / f"{base}.yaml").write_text((RECIPES / f"{base}.yaml").read_text())
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(IndexRecipeError, match=message) as caught:
+        load_index_recipe(path)
+    assert str(path) in str(caught.value)
+
+
+def test_the_reproduction_form_reaches_the_conditions_index_recipe():
+    """``index --recipe eval/beir.yaml --condition C --dataset D`` builds the index recipe condition C names."""
+    from laconic_pyserini.index.__main__ import dataset_target, recipe_and_target
+    from laconic_pyserini.index.recipe import IndexRecipeError
     from laconic_pyserini.recipe import RecipeError
 
-    for condition in ("bm25-flat", "dense-1b"):  # BM25 encodes nothing; dense-1b waits for a --var checkpoint
-        with pytest.raises(RecipeError, match="names no encoder"):
-            index_recipe(BEIR_RECIPE, condition, "scifact")
+    recipe, target, variables = recipe_and_target(BEIR_RECIPE, "quora", "laconic-8b-seismic")
+    assert (recipe.name, recipe.kind, recipe.source.name) == ("laconic-8b-seismic", "seismic", "laconic-8b")
+    assert (target.data, target.documents) == ("beir/quora", 522931) and variables["device"] == "cpu"
+    recipe, target, _ = recipe_and_target(BEIR_RECIPE, "scifact", "bm25-multifield")
+    assert recipe.kind == "bm25" and recipe.fields == "multifield"
+    # The recipe form finds a dataset of eval/ by its short name, with its corpus size.
+    assert dataset_target("cqadupstack-gis") == type(target)("cqadupstack-gis", "beir/cqadupstack/gis", 37637)
+    with pytest.raises(RecipeError, match="names no index recipe"):  # a checkpoint given by --var
+        recipe_and_target(BEIR_RECIPE, "scifact", "dense-1b")
     with pytest.raises(RecipeError, match="is a group"):
-        index_recipe(BEIR_RECIPE, "splade-tiny", "cqadupstack")
+        recipe_and_target(BEIR_RECIPE, "cqadupstack", "splade-tiny")
     with pytest.raises(RecipeError, match="no condition 'splade'"):
-        index_recipe(BEIR_RECIPE, "splade", "scifact")
+        recipe_and_target(BEIR_RECIPE, "scifact", "splade")
+    with pytest.raises(IndexRecipeError, match=r"is a reproduction recipe: name one of its conditions"):
+        recipe_and_target(BEIR_RECIPE, "scifact")
 
 
 def test_promised_corpus_sizes_are_the_corpora_on_disk(data_root):
@@ -107,7 +168,7 @@ def test_a_recipe_builds_a_real_index_and_checks_the_count(tmp_path):
     assert lucene_document_count(index_dir) == 3
     manifest = read_index_manifest(index_dir)
     assert manifest["kind"] == "impact" and manifest["spec"]["name"] == "splade-tiny"
-    # Encoded as the condition's encode step says (--weights float), so a reproduction can resume it.
+    # Encoded as the condition's index recipe says (--weights float), so a reproduction can resume it.
     assert read_manifest(work / "encoded" / "tiny.splade-tiny").weights == "float"
     # A rerun keeps the index; a recipe that promises another count fails loudly.
     stamp = (index_dir / "manifest.json").stat().st_mtime_ns
@@ -118,3 +179,40 @@ def test_a_recipe_builds_a_real_index_and_checks_the_count(tmp_path):
     assert index_main(["--recipe", str(wrong), "--condition", "splade-tiny", "--dataset", "tiny",
                        "--work", str(tmp_path / "other")]) == 2
     assert not (tmp_path / "other" / "indexes" / "tiny.splade-tiny").exists()
+
+
+def test_recipes_of_every_kind_build_from_one_encoding(tmp_path):
+    """``index --recipe index_recipes/NAME.yaml --dataset D``: the Milvus and Seismic recipes of splade-tiny share
+    its encoding and Lucene index; the encoding records the recipe's settings, read back as the same object."""
+    model_dir("splade-tiny")
+    from laconic_pyserini.encode import read_manifest
+    from laconic_pyserini.encode.settings import EncodeSettings
+    from laconic_pyserini.index.__main__ import main as index_main
+    from laconic_pyserini.index.lucene import lucene_document_count
+    from laconic_pyserini.index.recipe import load_index_recipe
+    from laconic_pyserini.index.seismic import read_seismic_build
+
+    corpus = _tiny_recipe(tmp_path, 3).parent / "tiny"
+    work = tmp_path / "work"
+
+    def build(name: str, *extra: str) -> int:
+        return index_main(["--recipe", str(RECIPES / f"{name}.yaml"), "--dataset", str(corpus), "--work", str(work),
+                           "--encode-batch-size", "2", *extra])
+
+    assert build("splade-tiny-milvus", "--index", f"milvus://{tmp_path}/tiny.db/tiny_splade") == 0  # milvus-lite
+    encoded, index_dir = work / "encoded" / "tiny.splade-tiny", work / "indexes" / "tiny.splade-tiny"
+    assert lucene_document_count(index_dir) == 3
+    recorded = EncodeSettings.from_manifest(read_manifest(encoded).settings)
+    assert recorded == load_index_recipe(RECIPES / "splade-tiny.yaml").encode.__class__(
+        weights="float", docs_as_queries=False)
+    assert build("splade-tiny-seismic") == 0
+    seismic = read_seismic_build(index_dir / "seismic")
+    assert seismic is not None and seismic["documents"] == 3 and seismic["weights"] == "float"
+    # BM25 (Anserini leaves the empty document out, and says so): a corpus without one.
+    (corpus / "corpus.jsonl").write_text("".join(line for line in (corpus / "corpus.jsonl").read_text(
+        ).splitlines(keepends=True) if '"text": ""' not in line))
+    assert build("bm25-flat") == 0
+    assert lucene_document_count(work / "indexes" / "tiny.bm25-flat") == 2
+    # --index names a Milvus address; with another kind it is an error, and nothing is built.
+    assert build("bm25-multifield", "--index", str(tmp_path / "x")) == 2
+    assert not (work / "indexes" / "tiny.bm25-multifield").exists()

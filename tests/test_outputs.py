@@ -80,7 +80,7 @@ def _thesis(folder: Path) -> Path:
 
 
 def _case_index_over_foreign_folder(tmp: Path, enc: Path, data_root: Path):
-    v = _thesis(tmp / "v")
+    _thesis(tmp / "v")
     return ["laconic_pyserini.index", "--input", enc, "--index", "v"], tmp, "v", "--index", tmp
 
 
@@ -290,7 +290,7 @@ def test_atomic_files_and_run_files(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with outputs.atomic_open(target) as f:
             f.write("half")
-            1 / 0
+            raise ZeroDivisionError("a crash halfway through the write")
     assert json.loads(target.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["a.json"]
     thesis = _thesis(tmp_path / "paper") / "thesis.tex"
     with pytest.raises(OutputError, match="thesis.tex: exists and was not written by this toolkit.*--output"):

@@ -32,7 +32,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from conftest import MODELS_ROOT, model_dir  # noqa: E402
+from conftest import model_dir  # noqa: E402
 
 from laconic_pyserini.modeling.bidirectional import is_bidirectional  # noqa: E402
 from laconic_pyserini.modeling import int8_gemm  # noqa: E402

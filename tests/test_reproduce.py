@@ -189,15 +189,39 @@ def test_mteb_recipe_conventions():
     assert recipe.conditions["laconic-8b-seismic"].expected_averages[average] == {"nDCG@10": 0.602}
 
 
-def test_skips_say_why_and_touch_no_network(data_root, tmp_path):
+def _cell_blocks(stdout: str) -> dict[str, list[str]]:
+    """A dry run's output as ``{"condition / dataset": [its lines]}``."""
+    blocks: dict[str, list[str]] = {}
+    for line in stdout.splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            current = blocks.setdefault(line[1:-1], [])
+        elif line.startswith("  "):
+            current.append(line.strip())
+    return blocks
+
+
+def test_dry_run_shows_every_command_with_a_note_where_a_cell_cannot_run(data_root, tmp_path):
     proc = reproduce("--recipe", str(BEIR), "--dry-run", "--condition", "laconic-1b,dense-1b,bm25-flat",
                      "--dataset", "trec-covid,scifact", "--report", str(tmp_path), data_root=data_root)
     assert proc.returncode == 0, proc.stderr
-    out = proc.stdout
-    assert "[laconic-1b / scifact]\n  SKIP: utahnlp/laconic-1b not in" in out
-    assert "[dense-1b / scifact]\n  SKIP: no model given for ${dense_1b}: pass --var dense_1b=PATH" in out
-    assert "[bm25-flat / trec-covid]\n  SKIP: data beir/trec-covid not under" in out
-    assert "[bm25-flat / scifact]\n  python -m laconic_pyserini.index --bm25 --input beir/scifact" in out
+    assert "SKIP" not in proc.stdout
+    blocks = _cell_blocks(proc.stdout)
+    recipe = load_recipe(BEIR)
+    for name in ("laconic-1b", "dense-1b", "bm25-flat"):
+        for dataset in ("trec-covid", "scifact"):
+            lines = blocks[f"{name} / {dataset}"]
+            commands = [line for line in lines if not line.startswith("note:")]
+            # every step of the cell and its evaluation, whatever this machine lacks
+            assert len(commands) == len(recipe.conditions[name].steps) + 1, lines
+            assert all(c.startswith("python -m laconic_pyserini.") for c in commands), commands
+    assert blocks["laconic-1b / scifact"][0].startswith("note: would be skipped on this machine: utahnlp/laconic-1b "
+                                                        "not in")
+    assert any("--encoder laconic-1b " in line for line in blocks["laconic-1b / scifact"])
+    assert blocks["dense-1b / scifact"][0] == ("note: would be skipped on this machine: no model given for "
+                                               "${dense_1b}: pass --var dense_1b=PATH")
+    assert blocks["bm25-flat / trec-covid"][0].startswith("note: would be skipped on this machine: data "
+                                                          "beir/trec-covid not under")
+    assert blocks["bm25-flat / scifact"][0].startswith("python -m laconic_pyserini.index --bm25 --input beir/scifact")
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
@@ -220,6 +244,7 @@ def test_tolerance_verdicts():
     ({"requires": {"encoder": ["x"]}}, "did you mean 'encoders'?"),
     ({"tolerance": {"ok": "0.1"}}, "tolerance.ok: expected a number"),
     ({"steps": ["python -m x --index 'a b"]}, "No closing quotation"),
+    ({"index": "bm25-flatt"}, "(bm25-flat).index: "),  # an index recipe that does not exist
 ])
 def test_bad_recipes_are_refused_with_the_place(tmp_path, problem, fix):
     raw = yaml.safe_load(BEIR.read_text())
@@ -229,7 +254,7 @@ def test_bad_recipes_are_refused_with_the_place(tmp_path, problem, fix):
     with pytest.raises(RecipeError, match=re.escape(str(path))) as info:
         recipe = load_recipe(path)
         condition = recipe.conditions["bm25-flat"]
-        recipe.render(condition.steps[0].command, condition, recipe.datasets["scifact"], "w")
+        recipe.render(condition.steps[-1].command, condition, recipe.datasets["scifact"], "w")
     assert fix in str(info.value)
 
 

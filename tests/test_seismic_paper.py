@@ -1,4 +1,4 @@
-"""LACONIC the way its authors measured it (issue 19): Seismic at their settings with float weights, beside
+"""LACONIC the way its authors measured it: Seismic at their settings with float weights, beside
 the exact Lucene numbers; fp16 for GPU encoding only; an ungated default tokenizer and a clear gated-download error.
 
 Real components throughout: the session's splade-tiny encodings (integer and float) of SciFact and NFCorpus
@@ -26,7 +26,7 @@ from conftest import REPO, model_dir, require
 
 RECIPES = {"beir": REPO / "eval" / "beir.yaml", "mteb-retrieval": REPO / "eval" / "mteb-retrieval.yaml"}
 
-# The authors' method, as issue 19 quotes it from their Tevatron-v1 fork (encode_splade_causal.py,
+# The authors' method, as quoted from their Tevatron-v1 fork (encode_splade_causal.py,
 # encode_decoder_*_pyseismic.sh, pyseismic_search.py, run_eval.py): Seismic SeismicIndexLV with default build
 # settings, query_cut=10, heap_factor=0.7, float query weights, top 512 and max length 256 on both sides, fp16 on GPU,
 # BEIR's EvaluateRetrieval (which drops a hit whose document id is the query id); documents stored in Seismic as

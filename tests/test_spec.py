@@ -44,7 +44,7 @@ def test_shipped_specs_carry_the_laconic_contract():
         assert (spec.kind, spec.query_prefix, spec.passage_prefix, spec.add_special_tokens, spec.max_length,
                 spec.pooling, spec.activation, spec.top_k, spec.quant_scale, spec.bidirectional) == \
                ("decoder", "query: ", "passage: ", False, 256, "max", "log1p_relu", 512, 100.0, True)
-        assert spec.tokenizer == "unsloth/Llama-3.2-1B"  # ungated copy of the Llama-3.2 base tokenizer (issue 19)
+        assert spec.tokenizer == "unsloth/Llama-3.2-1B"  # ungated copy of the Llama-3.2 base tokenizer
     splade = specs["splade-tiny"]
     assert (splade.model, splade.kind, splade.add_special_tokens, splade.query_prefix, splade.top_k) == \
            ("rasyosef/splade-tiny", "mlm", True, "", None)

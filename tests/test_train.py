@@ -1,4 +1,4 @@
-"""The training curriculum (issue 7): loss terms against hand computations, the FLOPS warm-up, the cross-process
+"""The training curriculum: loss terms against hand computations, the FLOPS warm-up, the cross-process
 gathering math with real gloo processes, resume after a crash, the trained output loading as an encoder, and
 hard-negative mining with a real BM25 index of SciFact train."""
 

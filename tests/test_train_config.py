@@ -1,4 +1,4 @@
-"""Training configs are validated completely before any model loads (issue 13 row 10).
+"""Training configs are validated completely before any model loads.
 
 Each bad config goes through the real CLI (``laconic_pyserini.train.__main__.main``, and ``python -m`` for a few):
 exit 2, one ``error:`` line naming the config file and the key, and no output folder: training stopped before it

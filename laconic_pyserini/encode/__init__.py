@@ -2,7 +2,8 @@
 
 The typed API the other modules call:
 
-- :func:`encode_corpus` → an ``--embeddings`` folder (JsonVectorCollection parts + ``manifest.json``), resumable;
+- :func:`encode_corpus` → an ``--embeddings`` folder (JsonVectorCollection parts + ``manifest.json``), resumable,
+  from :class:`~.settings.EncodeSettings` (what the encoding is) and :class:`~.settings.InferenceSettings` (how fast);
 - :func:`read_manifest` / :func:`iter_vectors` / :func:`verify_collection` to use and check such a folder;
 - :func:`merge_shards` to combine the folders' shards; :func:`encode_topics` for pre-encoded queries.
 

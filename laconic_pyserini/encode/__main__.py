@@ -24,10 +24,10 @@ import sys
 from collections.abc import Sequence
 
 from ..data import require_documents
-from ..errors import UsageError, cli, require_at_least
+from ..errors import cli, require_at_least
 from ..modeling import QUANTIZE_HELP, QUANTIZE_SCHEMES
-from ..quantize import WEIGHTS
-from .corpus import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, encode_corpus
+from .corpus import encode_corpus
+from .settings import DEFAULT_PART_SIZE, DEFAULT_WINDOW_BATCHES, EncodeSettings, InferenceSettings
 from .shards import merge_shards, verify_collection
 
 GROUPS = ("input", "output", "encoder")
@@ -108,18 +108,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "--part-size": args.part_size, "--window-batches": args.window_batches,
                          "--shard-num": args.shard_num})
     require_at_least(0, {"--shard-id": args.shard_id})
-    if args.weights not in WEIGHTS:
-        raise UsageError(f"--weights {args.weights}: choose {' or '.join(WEIGHTS)}")
+    settings = EncodeSettings(weights=args.weights, quantize=args.quantize, fields=tuple(args.fields),
+                              docs_as_queries=args.docs_as_queries, skip_invalid=args.skip_invalid,
+                              part_size=args.part_size, window_batches=args.window_batches)
+    inference = InferenceSettings(batch_size=args.batch_size, device=_device(args.device), dtype=args.dtype)
     require_documents(args.corpus)  # before the model loads
     from ..spec import load_spec
 
     spec = load_spec(args.encoder, tokenizer=args.tokenizer, max_length=args.max_length)
-    manifest = encode_corpus(args.corpus, args.embeddings, spec, batch_size=args.batch_size,
-                             device=_device(args.device), dtype=args.dtype, quantize=args.quantize,
-                             weights=args.weights, shard_id=args.shard_id,
-                             shard_num=args.shard_num, skip_invalid=args.skip_invalid,
-                             docs_as_queries=args.docs_as_queries, fields=tuple(args.fields),
-                             part_size=args.part_size, window_batches=args.window_batches,
+    manifest = encode_corpus(args.corpus, args.embeddings, spec, settings=settings, inference=inference,
+                             shard_id=args.shard_id, shard_num=args.shard_num,
                              progress=False if args.no_progress else None)
     counts = manifest.counts
     print(f"{args.embeddings}: {counts['documents']} documents ({counts['empty_documents']} empty, "

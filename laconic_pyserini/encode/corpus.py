@@ -11,76 +11,76 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from ..data import read_corpus
 from ..fingerprint import encoder_fingerprint
-from ..quantize import WEIGHTS, weigh
+from ..quantize import weigh
 from ..spec import current_spec_dict
 from ..outputs import after_commit, check_not_inside_output, claim_folder, clean_temps, locked, write_json_atomic
 from .manifest import (CONTRACT_SETTINGS, KIND, MANIFEST_NAME, SHARDS_DIR, EncodeError, Manifest, check_same_weights,
                        load_manifest_file, part_intact, recorded_setting)
+from .settings import EncodeSettings, InferenceSettings, with_options
 from .shards import (all_shards_complete, manifest_path, merge_shards, parts_folder, resolve_shard, shard_range)
 from .source import describe_corpus, document_text, resolve_docs_as_queries
 from .writer import commit_part, vector_line
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PART_SIZE = 10_000
-DEFAULT_WINDOW_BATCHES = 50
 
 
 def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, spec=None, *,
-                  encoder=None, batch_size: int = 32, device: str = "cpu", dtype: str = "auto",
-                  shard_id: int | None = None, shard_num: int | None = None, skip_invalid: bool = False,
-                  docs_as_queries: bool | None = None, fields: tuple[str, ...] = ("title", "text"),
-                  part_size: int = DEFAULT_PART_SIZE, window_batches: int = DEFAULT_WINDOW_BATCHES,
-                  progress: bool | None = None, merge: bool = True, quantize: str = "none",
-                  weights: str = "impact") -> Manifest:
+                  settings: EncodeSettings | None = None, inference: InferenceSettings | None = None,
+                  encoder=None, shard_id: int | None = None, shard_num: int | None = None,
+                  progress: bool | None = None, merge: bool = True, **options) -> Manifest:
     """Encode ``corpus`` into an Anserini JsonVectorCollection under ``embeddings_dir``; resume if begun.
 
     ``spec`` is an :class:`~laconic_pyserini.spec.EncoderSpec` or anything ``load_spec`` accepts; ``encoder`` an
-    already loaded :class:`~laconic_pyserini.modeling.SparseEncoder` (its spec is used). ``docs_as_queries=None``
-    decides from the dataset's name (BEIR Quora and CQADupStack documents take the query prefix; see
-    :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). ``dtype="auto"`` resumes in the dtype the
-    folder was begun with, and otherwise takes what this CPU runs fast
-    (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run, the
-    kernels and CPU decision. ``quantize`` (``int8``/``int4``, decoders on CPU: :mod:`laconic_pyserini.modeling.quantized`)
-    is a contract setting too, and fixes the dtype to the one its kernels take. So is ``weights`` (recorded when
-    ``float``): ``impact`` (``rint(w * quant_scale)``) or ``float`` (positive weights), see :mod:`..quantize`.
-    ``progress=None`` draws a bar when the console is a terminal (:func:`laconic_pyserini.console.progress_enabled`). Returns this run's manifest (this shard's, when sharded;
-    the merged one when this shard finished last and ``merge``).
+    already loaded :class:`~laconic_pyserini.modeling.SparseEncoder` (its spec is used). ``settings`` are the
+    contract settings (:class:`~laconic_pyserini.encode.settings.EncodeSettings`: weights, quantize, fields,
+    docs_as_queries, skip_invalid, part size, window), ``inference`` the batch size, device and requested dtype;
+    each of their fields may also be given as a keyword (``batch_size=8, weights="float"``), which replaces that
+    field. ``docs_as_queries=None`` decides from the dataset's name (BEIR Quora and CQADupStack documents take the
+    query prefix; see :func:`~laconic_pyserini.encode.source.resolve_docs_as_queries`). ``dtype="auto"`` resumes
+    in the dtype the folder was begun with, and otherwise takes what this CPU runs fast
+    (:func:`laconic_pyserini.modeling.cpu.resolve_dtype`); the manifest records the resolved dtype and, per run,
+    the kernels and CPU decision. ``quantize`` (``int8``/``int4``, decoders on CPU:
+    :mod:`laconic_pyserini.modeling.quantized`) fixes the dtype to the one its kernels take. ``progress=None``
+    draws a bar when the console is a terminal (:func:`laconic_pyserini.console.progress_enabled`). Returns this
+    run's manifest (this shard's, when sharded; the merged one when this shard finished last and ``merge``).
 
     The folder must be new, empty, or an encoding of this toolkit (else :class:`~laconic_pyserini.outputs.OutputError`);
     one process writes it at a time (per shard). A rerun of a complete encoding re-checks every part's sha256 and
     re-encodes only the parts that are missing or damaged.
     """
+    settings, inference = with_options(settings, inference, options)
     spec = _resolve_spec(spec, encoder)
-    _check_options(batch_size, part_size, window_batches, fields, weights)
     shard_id, shard_num = resolve_shard(shard_id, shard_num)
     described = describe_corpus(corpus)
-    docs_as_queries = resolve_docs_as_queries(corpus, docs_as_queries)
     start, end = shard_range(shard_id, shard_num, described["lines"])
     root = Path(embeddings_dir)
+    dtype, quantize = inference.dtype, settings.quantize
     if encoder is not None:
         quantize = encoder.kernels.get("quantize", "none")
     elif quantize != "none":
         from ..modeling.quantized import check_scheme
 
-        dtype = check_scheme(quantize, spec.kind, device=device, dtype=dtype)
-    dtype = _run_dtype(dtype, spec, device, encoder, manifest_path(root, shard_id, shard_num))
-    settings = {"batch_size": batch_size, "device": device, "dtype": dtype, "part_size": part_size,
-                "window_batches": window_batches, "fields": list(fields), "docs_as_queries": bool(docs_as_queries),
-                "skip_invalid": bool(skip_invalid), **({"quantize": quantize} if quantize != "none" else {}),
-                **({"weights": weights} if weights != "impact" else {})}
-    _claim(root, described["path"])
+        dtype = check_scheme(quantize, spec.kind, device=inference.device, dtype=dtype)
+    settings = replace(settings, quantize=quantize,
+                       docs_as_queries=bool(resolve_docs_as_queries(corpus, settings.docs_as_queries)))
+    dtype = _run_dtype(dtype, spec, inference.device, encoder, manifest_path(root, shard_id, shard_num))
+    recorded = {"batch_size": inference.batch_size, "device": inference.device, "dtype": dtype,
+                **settings.recorded()}
+    check_not_inside_output(root, flag="--embeddings")
+    claim_folder(root, KIND, flag="--embeddings", inputs=[described["path"]], ours=_holds_shards)
     mpath = manifest_path(root, shard_id, shard_num)
     root.mkdir(parents=True, exist_ok=True)
     fingerprint = encoder_fingerprint(spec)
     with locked(mpath):
-        manifest = _open_output(root, spec, described, settings, shard_id, shard_num, start, end, fingerprint)
+        manifest = _open_output(root, spec, described, recorded, shard_id, shard_num, start, end, fingerprint)
         job = _Job(corpus, root, mpath, parts_folder(shard_id, shard_num), manifest, spec, encoder,
-                   dict(settings, start=start, end=end, progress=progress))
+                   dict(recorded, start=start, end=end, progress=progress))
         removed = clean_temps(root / job.folder)
         if removed:
             logger.info("removed %d temporary file(s) of an interrupted run: %s", len(removed),
@@ -90,21 +90,6 @@ def encode_corpus(corpus: str | os.PathLike, embeddings_dir: str | os.PathLike, 
         else:
             job.run()
     return _maybe_merge(root, manifest, shard_num, merge)
-
-
-def _claim(root: Path, corpus: str) -> None:
-    """The folder must be new, empty or an encoding of ours, apart from the corpus and not inside another output."""
-    check_not_inside_output(root, flag="--embeddings")
-    claim_folder(root, KIND, flag="--embeddings", inputs=[corpus], ours=_holds_shards)
-
-
-def _check_options(batch_size: int, part_size: int, window_batches: int, fields, weights: str) -> None:
-    if batch_size < 1 or part_size < 1 or window_batches < 1:
-        raise EncodeError("--batch-size, part size and window must be positive")
-    if weights not in WEIGHTS:
-        raise EncodeError(f"--weights {weights}: choose {' or '.join(WEIGHTS)}")
-    if not fields or any(f not in ("title", "text") for f in fields):
-        raise EncodeError(f"--fields {' '.join(fields)}: choose from title, text")
 
 
 def _run_dtype(requested: str, spec, device: str, encoder, mpath: Path) -> str:

@@ -277,7 +277,7 @@ def iter_documents(embeddings_dir: str | os.PathLike | Manifest, *,
         digest = hashlib.sha256()
         count = 0
         with open(path, "rb") as f:
-            for number, raw in enumerate(f, start=1):
+            for raw in f:
                 digest.update(raw)
                 obj = json.loads(raw)
                 vector = obj["vector"]

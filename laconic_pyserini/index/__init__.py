@@ -5,7 +5,8 @@
 - :mod:`.impact`: Lucene impact indexes of encoded collections (``python -m laconic_pyserini.encode``).
 - :mod:`.faiss`: faiss index folders (the layout pyserini's ``FaissSearcher`` reads) from dense vectors.
 - :mod:`.seismic`: Seismic indexes built beside an impact index, from the same encoded collection.
-- :mod:`.recipe`: encode + index + check the document count, from a recipe.
+- :mod:`.recipe`: index recipes (``index_recipes/*.yaml``), checked, and the commands they stand for;
+  :mod:`.recipe_build` builds one in-process (encode + index + check the document count).
 
 ``python -m laconic_pyserini.index`` is the CLI (:mod:`.__main__`). Nothing here imports the JVM, torch or faiss
 at import time.

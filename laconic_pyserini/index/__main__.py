@@ -11,10 +11,15 @@ Impact (learned sparse vectors written by ``python -m laconic_pyserini.encode``)
 
     python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize]
 
-A recipe: one (condition, dataset) cell of a reproduction recipe: encode the dataset with the condition's encoder,
-index it, check the dataset's document count (:mod:`laconic_pyserini.index.recipe`)::
+An index recipe (``index_recipes/NAME.yaml``, one per index kind and encoder): encode the dataset as the recipe
+says, index it, and check the dataset's document count (:mod:`laconic_pyserini.index.recipe_build`)::
 
-    python -m laconic_pyserini.index --recipe eval/beir.yaml --condition splade-tiny --dataset scifact [--work DIR]
+    python -m laconic_pyserini.index --recipe index_recipes/splade-tiny.yaml --dataset scifact [--work DIR]
+        [--device cuda] [--dtype auto] [--encode-batch-size 32] [--threads N]
+
+``--dataset`` is a dataset of ``eval/*.yaml`` (its corpus size is then checked) or anything the encoders read.
+The index recipe of a reproduction condition is reached through it too:
+``--recipe eval/beir.yaml --condition splade-tiny --dataset scifact``.
 
 What Anserini, Lucene and the JVM print goes to ``DIR/logs/index.log``; the console shows a bar on Anserini's
 document counter (on a terminal) and the warnings that matter, once each.
@@ -32,73 +37,59 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from ..errors import cli, require_at_least
+from ..encode.settings import InferenceSettings
+from ..errors import UsageError, cli, require_at_least
 from .impact import build_impact_index
 from .lucene import FIELDS, LOG_FILE, build_bm25_index
 from .manifest import read_index_manifest
 from .milvus_uri import is_milvus_uri
-from .recipe import IndexRecipe
+from .recipe import IndexRecipe, index_recipes_dir, load_index_recipe, recipe_path
+from .recipe_build import BuildSettings, Target, build_recipe
 
 
-def index_recipe(path: str | os.PathLike, condition: str, dataset: str) -> IndexRecipe:
-    """The index recipe of one cell of the reproduction recipe at ``path``: the dataset's data and corpus size, the
-    condition's encoder, its encode step's options (a sparse encoder; a dense one takes the recipe's
-    ``batch_size`` / ``device`` / ``dtype`` variables) and the ``threads`` variable."""
+def recipe_and_target(path: str | os.PathLike, dataset: str, condition: str | None = None,
+                      ) -> tuple[IndexRecipe, Target, dict[str, str]]:
+    """The index recipe at ``path`` (or, with ``condition``, the one that condition of the reproduction recipe at
+    ``path`` names), the dataset it is built for, and the reproduction recipe's variables (batch size, device ...)
+    where there is one."""
     from ..recipe import RecipeError, load_recipe
 
+    if condition is None:
+        return load_index_recipe(path), dataset_target(dataset), {}
     recipe = load_recipe(path)
     recipe.expand_conditions([condition])
     recipe.expand_datasets([dataset])
     cell_condition, cell_dataset = recipe.conditions[condition], recipe.datasets.get(dataset)
     if cell_dataset is None:  # a group name: an index is one corpus
         raise RecipeError(f"{path}: {dataset!r} is a group; name one of its datasets")
+    if cell_condition.index is None:
+        raise RecipeError(f"{path}: condition {condition!r} names no index recipe ('index: NAME' of "
+                          "index_recipes/); build its index with the commands of its steps")
     variables = recipe.variables(cell_condition, cell_dataset, work="")
-    if not variables.get("encoder"):
-        raise RecipeError(f"{path}: condition {condition!r} names no encoder; an index recipe encodes with one "
-                          "(BM25 indexes: python -m laconic_pyserini.index --bm25)")
-    if cell_dataset.documents is None:
-        raise RecipeError(f"{path}: dataset {dataset!r} gives no 'documents' (its corpus size, which the index "
-                          "must hold); add it to the dataset's entry")
-    # A sparse condition's own encode command decides, parsed by the encode CLI's parser; else the variables.
-    encode, spec = _sparse_encode_step(recipe, cell_condition, cell_dataset) or (_variable_options(variables), {})
-    return IndexRecipe(name=f"{dataset}.{condition}", dataset=cell_dataset.data, encoder=variables["encoder"],
-                       documents=cell_dataset.documents, encode=encode, spec=spec,
-                       index={"threads": int(variables.get("threads", 2))})
+    target = Target(dataset, cell_dataset.data, cell_dataset.documents)
+    return load_index_recipe(recipe_path(cell_condition.index)), target, variables
 
 
-def _variable_options(variables: dict) -> dict:
-    encode = {"batch_size": int(variables.get("batch_size", 32)), "device": variables.get("device", "cpu")}
-    if variables.get("dtype"):
-        encode["dtype"] = variables["dtype"]
-    return encode
+def dataset_target(name: str) -> Target:
+    """A dataset of ``eval/*.yaml`` by its short name (what the CLIs read, its corpus size), else ``name`` itself
+    as the data (any dataset name, folder or corpus file the encoders read; its size is not checked)."""
+    from ..recipe import load_recipe
+
+    for path in sorted(index_recipes_dir().parent.joinpath("eval").glob("*.yaml")):
+        found = load_recipe(path).datasets.get(name)
+        if found is not None:
+            return Target(name, found.data, found.documents)
+    return Target(Path(name).name.removesuffix(".jsonl"), name)
 
 
-def _sparse_encode_step(recipe, condition, dataset) -> tuple[dict, dict] | None:
-    """``(encode_corpus options, load_spec options)`` of the condition's ``python -m laconic_pyserini.encode`` step
-    (``--weights float``, ``--max-length 256``, ``--dtype`` ...), so that the index recipe encodes what the
-    reproduction does; None when the condition has no such step (a dense encoder: the recipe's variables)."""
-    import shlex
-
-    from ..encode.__main__ import build_parser, strip_groups
-    from ..recipe import RecipeError
-
-    for step in condition.steps:
-        words = shlex.split(recipe.render(step.command, condition, dataset, work="work"))
-        if words[1:3] != ["-m", "laconic_pyserini.encode"]:
-            continue
-        parser = build_parser()
-        parser.exit_on_error = False
-        try:
-            args = parser.parse_args(strip_groups(words[3:], parser))
-        except (argparse.ArgumentError, SystemExit) as exc:
-            raise RecipeError(f"{recipe.path}: condition {condition.name!r}: its encode step does not parse "
-                              f"({exc}); fix the command") from None
-        encode = {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-                  "quantize": args.quantize, "weights": args.weights, "fields": tuple(args.fields),
-                  "docs_as_queries": args.docs_as_queries}
-        return encode, {"tokenizer": args.tokenizer, "max_length": args.max_length}
-    return None
+def _build_settings(args, variables: dict[str, str]) -> BuildSettings:
+    inference = InferenceSettings(batch_size=args.encode_batch_size or int(variables.get("batch_size", 32)),
+                                  device=args.device or variables.get("device", "cpu"),
+                                  dtype=args.dtype or variables.get("dtype") or "auto")
+    threads = args.threads or int(variables.get("threads", 2))
+    return BuildSettings(work=Path(args.work), inference=inference, threads=threads, uri=args.index)
 
 
 @cli
@@ -111,11 +102,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fields", choices=FIELDS, default="flat")
     parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
     parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
-    parser.add_argument("--recipe", help="a reproduction recipe (eval/*.yaml): encode, index and check the count")
-    parser.add_argument("--condition", help="--recipe: the condition whose encoder is used (e.g. splade-tiny)")
+    parser.add_argument("--recipe", help="an index recipe (index_recipes/NAME.yaml): encode, index, check the count")
     parser.add_argument("--dataset", help="--recipe: the dataset to index (e.g. scifact)")
+    parser.add_argument("--condition", help="--recipe eval/*.yaml: the condition whose index recipe is used")
     parser.add_argument("--work", default="work", help="--recipe: folder for the encoding and the index")
-    parser.add_argument("--device", default=None, help="--recipe: encoding device (overrides the recipe's)")
+    parser.add_argument("--device", default=None, help="--recipe: encoding device (default cpu)")
+    parser.add_argument("--dtype", default=None, choices=("auto", "fp32", "bf16", "fp16"),
+                        help="--recipe: encoding dtype (default auto)")
+    parser.add_argument("--encode-batch-size", type=int, default=None, help="--recipe: encoding batch size (32)")
     from .milvus import add_arguments as add_milvus_arguments
 
     add_milvus_arguments(parser)
@@ -123,14 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.recipe is None and (args.input is None or args.index is None):
         parser.error("--input and --index are required (or --recipe)")
-    if args.recipe is not None and (args.condition is None or args.dataset is None):
-        parser.error("--recipe takes --condition and --dataset (see --list of python -m laconic_pyserini.reproduce)")
-    require_at_least(1, {"--threads": args.threads})
+    if args.recipe is not None and args.dataset is None:
+        parser.error("--recipe takes --dataset (and, for a reproduction recipe eval/*.yaml, --condition)")
+    require_at_least(1, {"--threads": args.threads, "--encode-batch-size": args.encode_batch_size})
     if args.recipe:
-        from .recipe import run_recipe
-
-        recipe = index_recipe(args.recipe, args.condition, args.dataset)
-        path = run_recipe(recipe, args.work, threads=args.threads, device=args.device)
+        recipe, target, variables = recipe_and_target(args.recipe, args.dataset, args.condition)
+        if args.index is not None and recipe.kind != "milvus":
+            raise UsageError(f"--index with --recipe is a Milvus recipe's address; {recipe.name} builds its index "
+                             f"under --work {args.work}")
+        where = build_recipe(recipe, target, _build_settings(args, variables))
+        if recipe.kind in ("milvus", "seismic"):
+            print(f"{where}\t{recipe.kind} index of {target.name}")
+            return 0
+        path = Path(where)
     elif is_milvus_uri(args.index):  # any case of the scheme; a local folder named milvus* stays local
         from .milvus import main_export
 

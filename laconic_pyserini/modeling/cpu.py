@@ -38,8 +38,12 @@ import os
 import platform
 import sys
 import time
+from typing import TYPE_CHECKING
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 

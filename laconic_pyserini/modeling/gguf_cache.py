@@ -19,15 +19,23 @@ import logging
 import os
 from pathlib import Path
 
-import torch
-
 from ..fingerprint import DigestCache
-from .llamacpp import cache_dir
 
 logger = logging.getLogger(__name__)
 
+#: Where GGUF conversions are kept, both ways (llama.cpp's quantised files, :mod:`.llamacpp`, and this module's
+#: transformers folders under ``transformers/``).
+CACHE_ENV = "LACONIC_GGUF_CACHE"
+
 #: Bump when the folder's layout or contents change: older folders are then left unread.
 LAYOUT = "1"
+
+
+def cache_dir() -> Path:
+    """``$LACONIC_GGUF_CACHE``, else ``$XDG_CACHE_HOME/laconic-pyserini/gguf`` (``~/.cache`` when unset)."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "laconic-pyserini" / "gguf"
 
 
 def converted_folder(location: str | os.PathLike, gguf_file: str) -> Path:
@@ -41,6 +49,7 @@ def converted_folder(location: str | os.PathLike, gguf_file: str) -> Path:
 
 def ensure_converted(location: str | os.PathLike, gguf_file: str) -> Path:
     """The transformers folder of a local GGUF checkpoint, converted now if this file was never converted."""
+    import torch
     from safetensors.torch import save_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 from ..spec import EncoderSpec, SpecError
+from .gguf_cache import cache_dir
 
 logger = logging.getLogger(__name__)
 
 #: ``--quantize`` schemes run by llama.cpp, and the llama.cpp file type each is quantised to.
 SCHEMES = {"q8_0": "LLAMA_FTYPE_MOSTLY_Q8_0", "q4_0": "LLAMA_FTYPE_MOSTLY_Q4_0"}
-CACHE_ENV = "LACONIC_GGUF_CACHE"
 #: Tokens per llama_decode call (at least the spec's max_length): two 256-token documents. llama.cpp sizes its
 #: logits and compute buffers by it (~0.25 GB each at 512 tokens × 128,256 terms).
 BATCH_TOKENS = 512
@@ -49,13 +49,6 @@ def _llama_cpp():
         raise SpecError("--quantize q8_0/q4_0 needs llama-cpp-python (built from source by `make setup`; by hand: "
                         "pip install llama-cpp-python)") from exc
     return llama_cpp
-
-
-def cache_dir() -> Path:
-    """``$LACONIC_GGUF_CACHE``, else ``$XDG_CACHE_HOME/laconic-pyserini/gguf`` (``~/.cache`` when unset)."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "laconic-pyserini" / "gguf"
 
 
 def gguf_path(spec: EncoderSpec, scheme: str) -> Path | None:

@@ -157,7 +157,7 @@ def exact_max_pool(hidden: torch.Tensor, attention_mask: torch.Tensor, head, *,
 
     One sequence at a time, its real tokens times a block of vocabulary columns whose logits fit in a core's L2
     cache (:func:`vocab_columns`), reduced at once: the B×L×V path writes each logit to memory and reads it back,
-    which took as long as the products themselves (issue 18: 34.7 → 18.4 ms per SciFact document on AVX2, 29.0 →
+    which took as long as the products themselves (34.7 → 18.4 ms per SciFact document on AVX2, 29.0 →
     11.4 on AVX-512, splade-tiny, one thread). Each logit is the same fp32 dot product as in the B×L×V path, but a
     BLAS may pick another kernel (another order of its K-loop) for another shape, so floats can differ from that
     path by a few units in the last place (MKL's AVX2 kernels do; its AVX-512 ones did not): the quantised impacts

@@ -70,7 +70,7 @@ class Bm25Searcher:
     # ------------------------------------------------------------------------------------------ per-hit path
 
     def search_per_hit(self, query: str, k: int = 1000) -> Hits:
-        """pyserini's ``LuceneSearcher.search``, hits read one by one (what :meth:`search` did before)."""
+        """pyserini's ``LuceneSearcher.search``, hits read one by one (kept for comparison with :meth:`search`)."""
         return [(hit.docid, float(hit.score)) for hit in self.searcher.search(query, k, fields=self.fields)]
 
     def batch_search_per_hit(self, queries: dict[str, str], k: int, threads: int = 1) -> Run:

@@ -146,7 +146,7 @@ class LaconicSearcher:
     # ------------------------------------------------------------------------------------------ per-hit path
 
     def search_vector_per_hit(self, vector: QueryVector, k: int = 10) -> Hits:
-        """Anserini's own ``search`` with hits read one by one (what :meth:`search_vector` did before)."""
+        """Anserini's own ``search`` with hits read one by one (pyserini's per-hit reading, kept for comparison with :meth:`search_vector`)."""
         query = self._java_query(vector)
         if query is None:
             return []

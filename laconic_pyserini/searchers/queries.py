@@ -73,8 +73,8 @@ class QueryEncoding:
         self._identity_checked = encoder is not None
         if encoder is not None:
             check_encoder_identity(index_fingerprint, spec, where=where, fix=(
-                f"search with the encoder it was built with (leave --encoder out), or re-encode the collection with "
-                f"this one and rebuild the index"), unrecorded=unrecorded_encoder)
+                "search with the encoder it was built with (leave --encoder out), or re-encode the collection with "
+                "this one and rebuild the index"), unrecorded=unrecorded_encoder)
         self.spec = spec
         self.batch_size = batch_size
         self.device, self.dtype, self.quantize = device, dtype, quantize
