@@ -92,3 +92,20 @@ def test_mcp_tools_answer_over_stdio(indexes, tmp_path):
     assert set(tools) >= {"search", "document"}
     assert [c["rank"] for c in found["candidates"]] == [1, 2, 3]
     assert doc["doc"] == found["candidates"][0]["doc"]
+
+
+def test_mcp_tools_answer_over_streamable_http(server):
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def session() -> dict:
+        async with streamable_http_client(server.url + "/mcp/") as (read, write, *_):
+            async with ClientSession(read, write) as client:
+                await client.initialize()
+                found = await client.call_tool("search", {"index": "bm25", "query": "aspirin", "hits": 2})
+                return json.loads(found.content[0].text)
+
+    found = asyncio.run(asyncio.wait_for(session(), 120))
+    rest = server.get("/v1/bm25/search?query=aspirin&hits=2")[1]
+    assert [(c["docid"], c["score"]) for c in found["candidates"]] == \
+        [(c["docid"], c["score"]) for c in rest["candidates"]]

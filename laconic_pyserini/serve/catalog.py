@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..index.manifest import read_index_manifest
 from ..searchers import Searcher, find_backend, kind_of
 from .settings import Inference
 
@@ -65,6 +67,8 @@ def open_index(name: str, location: str, inference: Inference) -> ServedIndex:
     kind, backend_name, options = searcher_options(location, inference)
     searcher = find_backend(kind, backend_name).open(location, **options)
     manifest = dict(getattr(searcher, "manifest", None) or {})
+    if not manifest and os.path.isdir(location):  # a searcher that keeps no manifest of its own (BM25)
+        manifest = read_index_manifest(location)
     group = None
     if getattr(searcher, "encodes_queries", False):
         weights = getattr(getattr(searcher, "queries", None), "weights", "dense")
