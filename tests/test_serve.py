@@ -226,7 +226,9 @@ def test_sigterm_finishes_requests_in_flight(splade_index, topics, tmp_path):
         texts = list(topics.values())[:12]
         with ThreadPoolExecutor(12) as pool:
             futures = [pool.submit(server.get, search_path("splade", t, hits=100, explain="true")) for t in texts]
-            while queue_depth(server) < 1:  # requests admitted and not yet answered
+            # Every request admitted and none answered: the first explanation reads the stored vectors meanwhile.
+            deadline = time.monotonic() + 60
+            while queue_depth(server) < len(texts) and time.monotonic() < deadline:
                 time.sleep(0.01)
             server.process.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]
