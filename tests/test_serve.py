@@ -236,3 +236,29 @@ def test_sigterm_finishes_requests_in_flight(splade_index, topics, tmp_path):
         assert server.process.wait(60) == 0
     finally:
         server.terminate()
+
+
+def test_failing_backend_is_503_naming_it_while_others_serve(encoded, bm25_index, tmp_path):
+    """A Milvus collection whose server goes away answers 503 naming its index; BM25 beside it keeps serving."""
+    from laconic_pyserini.index.milvus import export_to_milvus
+    from laconic_pyserini.index.milvus_server import LocalMilvus
+
+    milvus = LocalMilvus(tmp_path / "milvus").__enter__()
+    try:
+        uri = f"milvus://{milvus.address}/serve_splade"
+        export_to_milvus(encoded("splade-tiny", "scifact")["encoded"], uri, batch_size=1000, progress=False)
+        server = ServerProcess(["--index", f"milvus={uri}?timeout=5", "--index", f"bm25={bm25_index('scifact')}",
+                                "--no-mcp"], log=tmp_path / "serve.log")
+        try:
+            status, before, _ = server.get(search_path("milvus", "aspirin and heart attacks"))
+            lucene = server.get(search_path("bm25", "aspirin and heart attacks"))
+            assert status == 200 and before["candidates"] and lucene[0] == 200
+            milvus.stop()
+            status, body, _ = server.get(search_path("milvus", "aspirin and heart attacks"))
+            assert status == 503 and "'milvus'" in body["error"], body
+            assert server.get(search_path("bm25", "aspirin and heart attacks"))[:2] == lucene[:2]
+            assert server.get("/ready")[1]["failing"] == ["milvus"]
+        finally:
+            server.terminate()
+    finally:
+        milvus.stop()

@@ -69,12 +69,19 @@ def open_index(name: str, location: str, inference: Inference) -> ServedIndex:
     manifest = dict(getattr(searcher, "manifest", None) or {})
     if not manifest and os.path.isdir(location):  # a searcher that keeps no manifest of its own (BM25)
         manifest = read_index_manifest(location)
-    group = None
-    if getattr(searcher, "encodes_queries", False):
-        weights = getattr(getattr(searcher, "queries", None), "weights", "dense")
-        group = json.dumps([manifest.get("encoder_fingerprint") or manifest.get("spec"), weights,
-                            options.get("quantize", "none"), options.get("dtype", "auto")], sort_keys=True)
+    group = encoder_group(searcher, manifest, kind, options)
     return ServedIndex(name, location, kind, backend_name, searcher, manifest, group)
+
+
+def encoder_group(searcher: Searcher, manifest: dict, kind: str, options: dict) -> str | None:
+    """Indexes whose query texts one model encodes alike: the same encoder fingerprint, query weights and
+    precision (sparse indexes of every backend share one), or also the same kind (dense vectors differ by backend)."""
+    if not getattr(searcher, "encodes_queries", False):
+        return None
+    queries = getattr(searcher, "queries", None)
+    weights = queries.weights if queries is not None else f"dense {kind}"
+    return json.dumps([manifest.get("encoder_fingerprint") or manifest.get("spec"), weights,
+                       options.get("quantize", "none"), options.get("dtype", "auto")], sort_keys=True)
 
 
 def open_indexes(indexes: dict[str, str], inference: Inference) -> dict[str, ServedIndex]:
@@ -88,8 +95,8 @@ def open_indexes(indexes: dict[str, str], inference: Inference) -> dict[str, Ser
 
 
 def encode_texts(searcher: Searcher, texts: list[str]) -> list:
-    """Query texts as the searcher's own batch path encodes them (one list entry per text), for
-    ``searcher.search_encoded``."""
+    """Query texts as the searcher's own batch path encodes them, one entry per text: ``{term: weight}`` for
+    sparse searchers (the group's shared form, see :func:`searchable`), a row for dense ones."""
     queries = getattr(searcher, "queries", None)
     if queries is not None:  # sparse searchers: QueryEncoding, which batch_search uses too
         return queries.encode(texts)
@@ -98,3 +105,12 @@ def encode_texts(searcher: Searcher, texts: list[str]) -> list:
         rows = encode_many(texts)
         return [rows[i:i + 1] for i in range(len(texts))]
     return [searcher.encode_query(text) for text in texts]
+
+
+def searchable(searcher: Searcher, vector: Any) -> Any:
+    """A group's ``{term: weight}`` vector as this searcher's ``search_encoded`` takes it: a searcher that
+    prepares vectors its own way (Milvus: term ids) takes it as a pre-encoded query, the others as it is."""
+    prepare = getattr(searcher, "query_vectors", None)
+    if isinstance(vector, dict) and callable(prepare):
+        return prepare({"q": vector})["q"]
+    return vector

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..errors import describe
 from .batcher import EncodeBatcher
-from .catalog import ServedIndex, encode_texts
+from .catalog import ServedIndex, encode_texts, searchable
 from .documents import DocumentNotFound, DocumentStore
 from .explain import explanation, query_terms
 from .metrics import Metrics
@@ -153,7 +153,8 @@ class SearchService:
     async def hits_of(self, index: ServedIndex, vector: Any, hits: int) -> list[tuple[str, float]]:
         loop = asyncio.get_running_loop()
         try:
-            found = await loop.run_in_executor(self._pool, index.searcher.search_encoded, vector, hits)
+            found = await loop.run_in_executor(self._pool, lambda: index.searcher.search_encoded(
+                searchable(index.searcher, vector), hits))
         except Exception as exc:
             raise self.backend_failed(index, exc) from None
         index.healthy, index.failure = True, None
