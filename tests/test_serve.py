@@ -262,3 +262,18 @@ def test_failing_backend_is_503_naming_it_while_others_serve(encoded, bm25_index
             server.terminate()
     finally:
         milvus.stop()
+
+
+@pytest.mark.parametrize("args, env, says", [
+    (["--index", "a=/nowhere", "--host", "0.0.0.0"], {}, "needs an API key"),
+    (["--index", "nameless"], {}, "expected NAME=LOCATION"),
+    (["--index", "a/b=/nowhere"], {}, "an index name is"),
+    (["--index", "a=/nowhere"], {"LACONIC_API_KEY_FILE": "/nowhere/key"}, "LACONIC_API_KEY_FILE=/nowhere/key"),
+    (["--index", "a=/nowhere", "--queue-bound", "0"], {}, "--queue-bound 0"),
+])
+def test_bad_settings_are_one_error_line(args, env, says):
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LACONIC_API_KEY")}
+    done = subprocess.run([sys.executable, "-m", "laconic_pyserini.serve", *args], cwd=REPO, capture_output=True,
+                          text=True, env={**clean, "PYTHONPATH": str(REPO), **env}, timeout=120)
+    assert done.returncode == 2 and done.stderr.startswith("error: ") and says in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
