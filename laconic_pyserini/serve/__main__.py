@@ -21,6 +21,20 @@ from ..errors import cli
 from .settings import Inference, Limits, ServeSettings, parse_index, read_api_key
 
 
+LIMIT_HELP = {
+    "max_batch": "query texts encoded together, at most",
+    "batch_wait_ms": "how long a batch waits for mates after its first text",
+    "queue_bound": "requests admitted at once; one more is answered 429 with Retry-After at once",
+    "request_timeout_s": "a request's deadline (504 after it); also how long SIGTERM waits for requests in flight",
+    "search_threads": "threads that run searches",
+    "max_query_chars": "a query text's length (400 beyond it)",
+    "max_hits": "the largest hits (400 beyond it)",
+    "max_queries": "queries in one POST search (400 beyond it)",
+    "max_body_bytes": "a request body's size (400 beyond it)",
+    "retry_after_s": "the Retry-After of a 429",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.serve", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -40,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         if field.name == "batching":
             limits.add_argument("--no-batching", action="store_true", help="encode every query alone")
             continue
-        limits.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default)
+        limits.add_argument("--" + field.name.replace("_", "-"), type=type(field.default), default=field.default,
+                            help=f"{LIMIT_HELP[field.name]} (default {field.default})")
     return parser
 
 
