@@ -130,7 +130,9 @@ class SearchService:
                 return index.searcher.queries.vectors({"q": query})["q"]
             except (ValueError, TypeError) as exc:
                 raise ServiceError(422, f"query vector: {describe(exc)}") from None
-        raise ServiceError(422, f"index {index.name!r} ({index.kind}) takes query texts only, not vectors")
+        if isinstance(query, dict):
+            raise ServiceError(422, f"index {index.name!r} ({index.kind}) takes query texts only, not vectors")
+        raise ServiceError(422, f"a query is a text or a {{term: weight}} object, not {type(query).__name__}")
 
     # ------------------------------------------------------------------------------------------ search
 
