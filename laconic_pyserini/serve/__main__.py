@@ -81,7 +81,9 @@ def run(settings: ServeSettings) -> None:
 
         torch.set_num_threads(settings.inference.threads)
     service = SearchService(open_indexes(settings.indexes, settings.inference), settings.limits)
-    mcp_app = build_mcp(service).streamable_http_app(streamable_http_path="/", host=settings.host) if settings.mcp_http else None
+    mcp_app = None
+    if settings.mcp_http:
+        mcp_app = build_mcp(service).streamable_http_app(streamable_http_path="/", host=settings.host)
     app = create_app(service, settings, mcp_app=mcp_app)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", access_log=False,
                             timeout_graceful_shutdown=settings.limits.request_timeout_s + 5)
