@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..index.manifest import read_index_manifest
-from ..searchers import Searcher, find_backend, kind_of
+from ..searchers import Searcher, find_backend, kind_of, open_searcher
 from .settings import Inference
 
 logger = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def searcher_options(location: str, inference: Inference) -> tuple[str, str, dic
 def open_index(name: str, location: str, inference: Inference) -> ServedIndex:
     """Open one index through the registry (its default backend) with the service's inference settings."""
     kind, backend_name, options = searcher_options(location, inference)
-    searcher = find_backend(kind, backend_name).open(location, **options)
+    searcher = open_searcher(location, **options)
     manifest = dict(getattr(searcher, "manifest", None) or {})
     if not manifest and os.path.isdir(location):  # a searcher that keeps no manifest of its own (BM25)
         manifest = read_index_manifest(location)
