@@ -53,7 +53,7 @@ class ServerProcess:
 
     def request(self, method: str, path: str, body: dict | bytes | None = None, *, auth: bool = True,
                 headers: dict | None = None, timeout: float = 120) -> tuple[int, dict, dict]:
-        """``(status, JSON body, headers)``."""
+        """``(status, JSON body, headers)``; header names in lower case."""
         headers = dict(headers or {})
         if auth and self.api_key is not None:
             headers.setdefault("X-API-Key", self.api_key)
@@ -63,9 +63,10 @@ class ServerProcess:
         request = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                raw, status, got = response.read(), response.status, dict(response.headers)
+                raw, status, got = response.read(), response.status, response.headers
         except urllib.error.HTTPError as exc:
-            raw, status, got = exc.read(), exc.code, dict(exc.headers)
+            raw, status, got = exc.read(), exc.code, exc.headers
+        got = {name.lower(): value for name, value in got.items()}
         try:
             return status, json.loads(raw), got
         except ValueError:

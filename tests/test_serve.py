@@ -217,7 +217,7 @@ def test_overload_is_refused_at_once(unbatched, topics):
         answers = list(pool.map(one, texts))
     refused = [a for a in answers if a[0] == 429]
     assert refused and all(a[0] == 200 for a in answers if a[0] != 429)
-    assert all(headers.get("Retry-After") == "1" and elapsed < 0.1 for _, headers, elapsed in refused), refused
+    assert all(headers.get("retry-after") == "1" and elapsed < 0.1 for _, headers, elapsed in refused), refused
 
 
 def test_sigterm_finishes_requests_in_flight(splade_index, topics, tmp_path):
@@ -233,7 +233,8 @@ def test_sigterm_finishes_requests_in_flight(splade_index, topics, tmp_path):
             server.process.send_signal(signal.SIGTERM)
             answers = [f.result() for f in futures]
         assert [a[0] for a in answers] == [200] * len(texts)
-        assert server.process.wait(60) == 0
+        # uvicorn re-raises the signal once every request is answered: the process ends by SIGTERM, not a kill.
+        assert server.process.wait(60) in (0, -signal.SIGTERM)
     finally:
         server.terminate()
 
@@ -248,7 +249,7 @@ def test_failing_backend_is_503_naming_it_while_others_serve(encoded, bm25_index
         uri = f"milvus://{milvus.address}/serve_splade"
         export_to_milvus(encoded("splade-tiny", "scifact")["encoded"], uri, batch_size=1000, progress=False)
         server = ServerProcess(["--index", f"milvus={uri}?timeout=5", "--index", f"bm25={bm25_index('scifact')}",
-                                "--no-mcp"], log=tmp_path / "serve.log")
+                                "--no-mcp", "--backend-timeout-s", "8"], log=tmp_path / "serve.log")
         try:
             status, before, _ = server.get(search_path("milvus", "aspirin and heart attacks"))
             lucene = server.get(search_path("bm25", "aspirin and heart attacks"))

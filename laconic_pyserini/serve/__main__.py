@@ -26,6 +26,7 @@ LIMIT_HELP = {
     "batch_wait_ms": "how long a batch waits for mates after its first text",
     "queue_bound": "requests admitted at once; one more is answered 429 with Retry-After at once",
     "request_timeout_s": "a request's deadline (504 after it); also how long SIGTERM waits for requests in flight",
+    "backend_timeout_s": "one search backend call's deadline (503 naming the index after it)",
     "search_threads": "threads that run searches",
     "max_query_chars": "a query text's length (400 beyond it)",
     "max_hits": "the largest hits (400 beyond it)",

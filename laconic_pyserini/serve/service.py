@@ -153,10 +153,15 @@ class SearchService:
                                  "serve")
 
     async def hits_of(self, index: ServedIndex, vector: Any, hits: int) -> list[tuple[str, float]]:
+        """The index's top ``hits``; a backend that fails or outlasts ``backend_timeout_s`` is a 503 naming it."""
         loop = asyncio.get_running_loop()
+        call = loop.run_in_executor(self._pool, lambda: index.searcher.search_encoded(
+            searchable(index.searcher, vector), hits))
         try:
-            found = await loop.run_in_executor(self._pool, lambda: index.searcher.search_encoded(
-                searchable(index.searcher, vector), hits))
+            found = await asyncio.wait_for(call, self.limits.backend_timeout_s)
+        except TimeoutError:
+            raise self.backend_failed(index, TimeoutError(
+                f"no answer within {self.limits.backend_timeout_s} s (--backend-timeout-s)")) from None
         except Exception as exc:
             raise self.backend_failed(index, exc) from None
         index.healthy, index.failure = True, None

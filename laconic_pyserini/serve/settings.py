@@ -43,6 +43,7 @@ class Limits:
     batching: bool = True             # False: every query is encoded alone (max_batch 1, no wait)
     queue_bound: int = 64             # requests admitted at once; the next gets 429 + Retry-After
     request_timeout_s: float = 30.0   # a request's deadline (504 after it)
+    backend_timeout_s: float = 10.0   # one search backend call's deadline (503 naming the index after it)
     search_threads: int = 2           # the pool that runs searches
     max_query_chars: int = 2_000      # a query text's length
     max_hits: int = 1_000             # ``hits``
@@ -55,8 +56,8 @@ class Limits:
                      "max_body_bytes", "retry_after_s"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be at least 1")
-        if self.batch_wait_ms < 0 or self.request_timeout_s <= 0:
-            raise UsageError("--batch-wait-ms must be ≥ 0 and --request-timeout-s > 0")
+        if self.batch_wait_ms < 0 or self.request_timeout_s <= 0 or self.backend_timeout_s <= 0:
+            raise UsageError("--batch-wait-ms must be ≥ 0, --request-timeout-s and --backend-timeout-s > 0")
 
     @property
     def batch_size(self) -> int:
