@@ -68,7 +68,7 @@ class SearchService:
         self.ready = False
         for batcher in self._batchers.values():
             await batcher.close()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)  # a hung backend call must not hold the exit
 
     # ------------------------------------------------------------------------------------------ admission
 
