@@ -1,8 +1,8 @@
 """What a search service is told: its indexes, where it listens, how it encodes queries and its limits.
 
 Typed objects, filled by the CLI (``python -m laconic_pyserini.serve``) or by a caller. The defaults suit a 2-core
-CPU: one encoding batch at a time of up to 16 queries, gathered for at most 5 ms after the first arrives (a
-splade-tiny query encodes in ~4 ms here, so waiting longer than one encoding only adds latency); two search
+CPU: one encoding batch at a time of up to 16 queries, gathered for at most 5 ms after the first arrives (about one
+splade-tiny query encoding on such a CPU, README's demo table: waiting longer than one encoding only adds latency); two search
 threads (Lucene's part releases the GIL); 64 requests admitted at once, any more answered ``429`` at once.
 """
 
@@ -77,7 +77,7 @@ class ServeSettings:
     port: int = 8000
     inference: Inference = field(default_factory=Inference)
     limits: Limits = field(default_factory=Limits)
-    api_key: str | None = None
+    api_key: str | None = field(default=None, repr=False)  # never printed with the settings
     cors_origins: tuple[str, ...] = ()
     mcp_http: bool = True             # the MCP tools over streamable HTTP at /mcp
 
