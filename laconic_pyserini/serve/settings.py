@@ -2,8 +2,9 @@
 
 Typed objects, filled by the CLI (``python -m laconic_pyserini.serve``) or by a caller. The defaults suit a 2-core
 CPU: one encoding batch at a time of up to 16 queries, gathered for at most 5 ms after the first arrives (about one
-splade-tiny query encoding on such a CPU, README's demo table: waiting longer than one encoding only adds latency); two search
-threads (Lucene's part releases the GIL); 64 requests admitted at once, any more answered ``429`` at once.
+splade-tiny query encoding on such a CPU, README's demo table: waiting longer than one encoding only adds
+latency); two search threads (Lucene's part releases the GIL); 64 requests admitted at once, any more answered
+``429`` at once; 30 s per request and 10 s per search backend call.
 """
 
 from __future__ import annotations
