@@ -271,6 +271,7 @@ def test_failing_backend_is_503_naming_it_while_others_serve(encoded, bm25_index
     (["--index", "a/b=/nowhere"], {}, "an index name is"),
     (["--index", "a=/nowhere"], {"LACONIC_API_KEY_FILE": "/nowhere/key"}, "LACONIC_API_KEY_FILE=/nowhere/key"),
     (["--index", "a=/nowhere", "--queue-bound", "0"], {}, "--queue-bound 0"),
+    (["--index", "a=/nowhere"], {}, "/nowhere: no such index folder"),
 ])
 def test_bad_settings_are_one_error_line(args, env, says):
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LACONIC_API_KEY")}
