@@ -1,5 +1,5 @@
 """The search service as a client sees it: a real server process on a free loopback port, real indexes (the
-session's splade-tiny impact index and BM25 index of SciFact), real HTTP.
+shared fixtures' splade-tiny impact index and BM25 index of SciFact), real HTTP.
 
 Every SciFact test query's hits over REST equal the search CLI's run (ids, scores, order), with batching on
 (queries sent by 16 concurrent clients, so batches form) and off.

@@ -1,5 +1,5 @@
 """The service's page in a real headless browser (Debian's chromium, driven by Playwright), and its MCP tools over
-stdio: both against real server processes over the session's SciFact indexes."""
+stdio: both against real server processes over the shared fixtures' SciFact indexes."""
 
 from __future__ import annotations
 
