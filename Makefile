@@ -8,7 +8,7 @@ export LACONIC_MODELS
 FETCH_MODELS := ../shared/assets/fetch-models.sh
 DEMO_DIR ?= runs/demo
 
-.PHONY: setup models test demo bench clean llama-cpp
+.PHONY: setup models browser test demo bench clean llama-cpp
 
 # The venv is rebuilt when the package metadata changes. torch goes in first and pinned: the CPU wheel of
 # 2.13.0 is on this machine's disk, and an unpinned torch would pull a multi-GB CUDA build.
@@ -65,13 +65,20 @@ models: $(LACONIC_MODELS)/.fetched
 
 setup: $(VENV)/.installed models
 
+# The service page's test drives Debian's chromium headless (Playwright cannot download its own browser here). As
+# root it is installed with apt; otherwise the command to run is printed and the test fails naming it.
+browser:
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "note: run 'sudo apt-get install -y chromium chromium-driver' for tests/test_serve_page.py" >&2; fi
+
 # The suite runs on every core (pytest-xdist, at most 4 workers: each holds a JVM and small models), whole test
 # files per worker (a module's fixtures are built once); the artefacts several files share (SciFact encodings and
 # indexes) are built once per run (tests/conftest.py). The slowest 25 tests and the total close every run's log.
 # pytest exits 5 when it collected no test: that is a failure here, said out loud.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 PYTEST_ARGS ?=
-test: setup
+test: setup browser
 	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
