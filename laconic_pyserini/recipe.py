@@ -24,6 +24,7 @@ from pathlib import Path
 from .data import DATA_ENV, DataError, resolve_dataset, with_gz
 from .errors import LaconicError
 from .eval import DEFAULT_MEASURES
+from .shipped import resolve_recipe, shipped_recipes
 from .yaml_file import read_yaml_mapping
 
 
@@ -152,11 +153,10 @@ class Recipe:
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and check a recipe; any problem raises :class:`RecipeError` naming the file and the entry."""
-    path = Path(path)
-    raw = read_yaml_mapping(path, RecipeError,
-                            missing="the shipped recipes are eval/beir.yaml and eval/mteb-retrieval.yaml",
-                            shape="'datasets' and 'conditions'")
+    """Read and check a recipe (a path, or a shipped one's name: ``beir``); errors name the file and the entry."""
+    path = resolve_recipe(path)
+    raw = read_yaml_mapping(path, RecipeError, missing="name a recipe file, or a shipped recipe by name: "
+                            + ", ".join(shipped_recipes()), shape="'datasets' and 'conditions'")
     where = str(path)
     metrics = tuple(raw.get("metrics") or DEFAULT_MEASURES)
     datasets = {}
