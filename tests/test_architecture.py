@@ -21,7 +21,7 @@ LAYERS = (
     {"errors", "outputs", "console"},
     {"data", "ids", "ir_datasets_export", "topics", "spec", "st_folder", "fingerprint", "quantize", "modeling",
      "yaml_file", "json_file", "jvm", "run", "shipped"},
-    {"encode", "index", "searchers"},
+    {"encode", "index", "searchers", "front"},
 )
 
 

@@ -9,7 +9,7 @@ its own field (BeirMultifieldCollection) and searches ``contents`` and ``title``
 
 Impact (learned sparse vectors written by ``python -m laconic_pyserini.encode``)::
 
-    python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize]
+    python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize] [--no-store-raw]
 
 A recipe: one (condition, dataset) cell of a reproduction recipe: encode the dataset with the condition's encoder,
 index it, check the dataset's document count (:mod:`laconic_pyserini.index.recipe`)::
@@ -110,6 +110,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fields", choices=FIELDS, default="flat")
     parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
     parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
+    parser.add_argument("--no-store-raw", dest="store_raw", action="store_false",
+                        help="impact: leave the documents' raw lines out of the index (smaller; doc() then reads "
+                             "the corpus the manifest names)")
     parser.add_argument("--recipe", help="a reproduction recipe (eval/*.yaml): encode, index and check the count")
     parser.add_argument("--condition", help="--recipe: the condition whose encoder is used (e.g. splade-tiny)")
     parser.add_argument("--dataset", help="--recipe: the dataset to index (e.g. scifact)")
@@ -137,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.bm25:
         path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
     else:
-        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
+        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize,
+                                  store_raw=args.store_raw)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents")
     if (path / LOG_FILE).is_file():
