@@ -67,7 +67,7 @@ GRAPH = {name: _imports(name) for name in MODULES}
 
 def _layer(name: str) -> int:
     parts = name.split(".")
-    if len(parts) == 1:  # the package itself: its __init__ holds only the version
+    if len(parts) == 1:  # the package itself: the version, and front-door names imported lazily by string (PEP 562)
         return 0
     if parts[-1] == "__main__":  # a package's CLI is orchestration, whatever package it sits in
         return len(LAYERS)
