@@ -96,18 +96,17 @@ def test_stock_pyserini_with_our_query_encoder_decoder(tiny_llama200, topics):
     assert effect["queries_losing_terms"] > 0 and effect["rankings_changed"] > 0
 
 
-def test_pyserini_search_cli_through_our_jvm_gives_our_run(splade200, scifact200, topics, tmp_path):
+def test_pyserini_search_cli_through_our_jvm_gives_our_run(splade200, scifact200, tmp_path):
     from laconic_pyserini import open_searcher
     from laconic_pyserini.encode import encode_topics
     from laconic_pyserini.run import read_trec_run
 
-    vectors = encode_topics(scifact200, tmp_path / "queries.jsonl", "splade-tiny")
-    (tmp_path / "topics.tsv").write_text("".join(f"{q}\t{t}\n" for q, t in topics.items()), encoding="utf-8")
+    # pyserini's pre-encoded TSV: each term repeated by its impact; read by pyserini's whitespace term counter.
+    vectors = encode_topics(scifact200, tmp_path / "queries.tsv", "splade-tiny")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "laconic_pyserini.pyserini", "pyserini.search.lucene", "--impact",
-               "--index", str(splade200["index"]), "--topics", str(tmp_path / "topics.tsv"),
-               "--encoder", str(tmp_path / "queries.jsonl"), "--output", str(tmp_path / "run.txt"),
-               "--hits", "10", "--min-idf", "-1"]
+               "--index", str(splade200["index"]), "--topics", str(tmp_path / "queries.tsv"),
+               "--output", str(tmp_path / "run.txt"), "--hits", "10", "--min-idf", "-1"]
     done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     with open_searcher(splade200["index"]) as ours:
