@@ -26,12 +26,15 @@ def _source_copy(target: Path) -> Path:
     return target
 
 
-def _venv(folder: Path) -> Path:
-    """A fresh venv that sees the test environment's installed dependencies (a ``.pth`` line naming its
-    site-packages: a venv made from a venv's python sees the base interpreter's packages, not the venv's) but
-    not its editable install of this package (a plain path line runs no ``.pth`` file found there)."""
+def _venv(folder: Path, wheel: Path) -> Path:
+    """A fresh venv with ``wheel`` installed (``--no-deps``) that then sees the test environment's installed
+    dependencies (a ``.pth`` line naming its site-packages, written after the install so pip sees no other copy of
+    this package: a venv made from a venv's python sees the base interpreter's packages, not the venv's) but not its
+    editable install of this package (a plain path line runs no ``.pth`` file found there)."""
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(folder)], check=True)
     python = folder / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
+                    str(wheel)], check=True, capture_output=True)
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     Path(purelib, "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
@@ -45,9 +48,7 @@ def test_the_wheel_works_outside_the_checkout(tmp_path, scifact200, splade200):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
                     str(tmp_path / "dist"), str(source)], check=True, capture_output=True)
     wheel = next((tmp_path / "dist").glob("laconic_pyserini-*.whl"))
-    python = _venv(tmp_path / "venv")
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, capture_output=True)
+    python = _venv(tmp_path / "venv", wheel)
     work = tmp_path / "user"
     work.mkdir()
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "LACONIC_DATA")}
