@@ -26,17 +26,23 @@ def _source_copy(target: Path) -> Path:
     return target
 
 
+def outside_env() -> dict[str, str]:
+    """The environment without the checkout on ``PYTHONPATH`` (nor a data root that points beside it)."""
+    return {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "LACONIC_DATA")}
+
+
 def _venv(folder: Path, wheel: Path) -> Path:
     """A fresh venv with ``wheel`` installed (``--no-deps``) that then sees the test environment's installed
     dependencies (a ``.pth`` line naming its site-packages, written after the install so pip sees no other copy of
     this package: a venv made from a venv's python sees the base interpreter's packages, not the venv's) but not its
     editable install of this package (a plain path line runs no ``.pth`` file found there)."""
-    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(folder)], check=True)
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(folder)], check=True,
+                   env=outside_env())
     python = folder / "bin" / "python"
     subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q",
-                    str(wheel)], check=True, capture_output=True)
+                    str(wheel)], check=True, capture_output=True, env=outside_env())
     purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+                             capture_output=True, text=True, check=True, env=outside_env()).stdout.strip()
     Path(purelib, "test-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8")
     return python
 
@@ -51,7 +57,7 @@ def test_the_wheel_works_outside_the_checkout(tmp_path, scifact200, splade200):
     python = _venv(tmp_path / "venv", wheel)
     work = tmp_path / "user"
     work.mkdir()
-    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "LACONIC_DATA")}
+    env = outside_env()
 
     def run(*args: str) -> str:
         done = subprocess.run([str(python), *args], cwd=work, env=env, capture_output=True, text=True, timeout=600)
