@@ -26,6 +26,7 @@ from .errors import LaconicError
 from .eval import DEFAULT_MEASURES
 from .recipe_schema import check_recipe
 from .index.recipe import IndexRecipeError, load_index_recipe, recipe_path, recipe_steps
+from .shipped import resolve_recipe, shipped_recipes
 from .yaml_file import read_yaml_mapping
 
 
@@ -155,11 +156,10 @@ class Recipe:
 
 
 def load_recipe(path: str | os.PathLike) -> Recipe:
-    """Read and check a recipe; any problem raises :class:`RecipeError` naming the file and the entry."""
-    path = Path(path)
-    raw = read_yaml_mapping(path, RecipeError,
-                            missing="the shipped recipes are eval/beir.yaml and eval/mteb-retrieval.yaml",
-                            shape="'datasets' and 'conditions'")
+    """Read and check a recipe (a path, or a shipped one's name: ``beir``); errors name the file and the entry."""
+    path = resolve_recipe(path)
+    raw = read_yaml_mapping(path, RecipeError, missing="name a recipe file, or a shipped recipe by name: "
+                            + ", ".join(shipped_recipes()), shape="'datasets' and 'conditions'")
     where = str(path)
     check_recipe(raw, where, RecipeError)
     metrics = tuple(raw.get("metrics") or DEFAULT_MEASURES)

@@ -281,7 +281,7 @@ def _num(value: float | None) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.reproduce", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--recipe", required=True, help="recipe YAML, e.g. eval/beir.yaml")
+    parser.add_argument("--recipe", required=True, help="recipe YAML file, or a shipped recipe by name (beir, mteb-retrieval)")
     parser.add_argument("--list", action="store_true", help="print conditions, datasets and expected numbers")
     parser.add_argument("--condition", action="append", help="condition(s) to run (repeat or comma-separate)")
     parser.add_argument("--dataset", action="append", help="dataset(s) or group(s) to run (repeat or comma-separate)")

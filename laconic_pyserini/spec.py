@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LaconicError
+from .shipped import encoders_dir  # noqa: F401  (spec.encoders_dir: where the shipped specs are)
 
 MODELS_ENV = "LACONIC_MODELS"
 SPEC_FILENAME = "encoder_spec.json"
@@ -204,15 +205,6 @@ def resolve_model_location(hub_id_or_path: str) -> str:
 
 
 # -------------------------------------------------------------------------------------------- yaml specs
-
-
-def encoders_dir() -> Path:
-    """The folder of shipped ``*.yaml`` specs (``encoders/`` at the top of the checkout)."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "encoders", here / "encoders"):
-        if candidate.is_dir():
-            return candidate
-    return here.parent / "encoders"
 
 
 def known_specs() -> dict[str, EncoderSpec]:

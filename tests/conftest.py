@@ -158,3 +158,29 @@ def encoded(shared_build, data_root):
         return shared_build(f"{encoder}-{dataset}-{weights}", build)
 
     return get
+
+
+@pytest.fixture(scope="session")
+def scifact200(tmp_path_factory, data_root) -> Path:
+    """The first 200 SciFact documents as a BEIR folder, with SciFact's queries and test qrels whole."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("data") / "scifact200"
+    (folder / "qrels").mkdir(parents=True)
+    with open(data_root / "scifact" / "corpus.jsonl", encoding="utf-8") as corpus:
+        (folder / "corpus.jsonl").write_text("".join(line for _, line in zip(range(200), corpus)), encoding="utf-8")
+    shutil.copy(data_root / "scifact" / "queries.jsonl", folder / "queries.jsonl")
+    shutil.copy(data_root / "scifact" / "qrels" / "test.tsv", folder / "qrels" / "test.tsv")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def splade200(tmp_path_factory, scifact200) -> dict[str, Path]:
+    """``scifact200`` encoded with splade-tiny and indexed (an impact index with its raw documents, the default)."""
+    from laconic_pyserini.encode import encode_corpus
+    from laconic_pyserini.index.impact import build_impact_index
+
+    model_dir("splade-tiny")
+    work = tmp_path_factory.mktemp("splade200")
+    encode_corpus(scifact200, work / "encoded", "splade-tiny", batch_size=32, progress=False)
+    return {"encoded": work / "encoded", "index": build_impact_index(work / "encoded", work / "index", threads=2)}

@@ -10,7 +10,9 @@ import sys
 import pytest
 
 LIGHT_MODULES = ["laconic_pyserini", "laconic_pyserini.data", "laconic_pyserini.run", "laconic_pyserini.eval",
-                 "laconic_pyserini.index", "laconic_pyserini.search", "laconic_pyserini.searchers"]
+                 "laconic_pyserini.index", "laconic_pyserini.search", "laconic_pyserini.searchers",
+                 "laconic_pyserini.front.searcher", "laconic_pyserini.front.encoder", "laconic_pyserini.pyserini",
+                 "laconic_pyserini.integrations.pyserini"]
 
 
 def _python(code: str, env: dict | None = None) -> str:

@@ -9,7 +9,7 @@ its own field (BeirMultifieldCollection) and searches ``contents`` and ``title``
 
 Impact (learned sparse vectors written by ``python -m laconic_pyserini.encode``)::
 
-    python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize]
+    python -m laconic_pyserini.index --input ENCODED_DIR --index DIR [--threads N] [--optimize] [--no-store-raw]
 
 An index recipe (``index_recipes/NAME.yaml``, one per index kind and encoder): encode the dataset as the recipe
 says, index it, and check the dataset's document count (:mod:`laconic_pyserini.index.recipe_build`)::
@@ -45,7 +45,8 @@ from .impact import build_impact_index
 from .lucene import FIELDS, LOG_FILE, build_bm25_index
 from .manifest import read_index_manifest
 from .milvus_uri import is_milvus_uri
-from .recipe import IndexRecipe, index_recipes_dir, load_index_recipe, recipe_path
+from ..shipped import recipes_dir
+from .recipe import IndexRecipe, load_index_recipe, recipe_path
 from .recipe_build import BuildSettings, Target, build_recipe
 
 
@@ -77,7 +78,7 @@ def dataset_target(name: str) -> Target:
     as the data (any dataset name, folder or corpus file the encoders read; its size is not checked)."""
     from ..recipe import load_recipe
 
-    for path in sorted(index_recipes_dir().parent.joinpath("eval").glob("*.yaml")):
+    for path in sorted(recipes_dir().glob("*.yaml")):
         found = load_recipe(path).datasets.get(name)
         if found is not None:
             return Target(name, found.data, found.documents)
@@ -102,6 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fields", choices=FIELDS, default="flat")
     parser.add_argument("--threads", type=int, default=None, help="indexing threads (default 2, or the recipe's)")
     parser.add_argument("--optimize", action="store_true", help="impact: merge the index into one segment")
+    parser.add_argument("--no-store-raw", dest="store_raw", action="store_false",
+                        help="impact: leave the documents' raw lines out of the index (smaller; doc() then reads "
+                             "the corpus the manifest names)")
     parser.add_argument("--recipe", help="an index recipe (index_recipes/NAME.yaml): encode, index, check the count")
     parser.add_argument("--dataset", help="--recipe: the dataset to index (e.g. scifact)")
     parser.add_argument("--condition", help="--recipe eval/*.yaml: the condition whose index recipe is used")
@@ -137,7 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.bm25:
         path = build_bm25_index(args.input, args.index, fields=args.fields, threads=args.threads or 2)
     else:
-        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize)
+        path = build_impact_index(args.input, args.index, threads=args.threads or 2, optimize=args.optimize,
+                                  store_raw=args.store_raw)
     manifest = read_index_manifest(path)
     print(f"{path}\t{manifest['documents']} documents")
     if (path / LOG_FILE).is_file():

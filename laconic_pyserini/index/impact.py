@@ -31,11 +31,13 @@ KIND = "impact"
 
 
 def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathLike, *, threads: int = 2,
-                       optimize: bool = False) -> Path:
+                       optimize: bool = False, store_raw: bool = True) -> Path:
     """Index an encoded collection with Anserini (impact postings, pretokenized terms); returns the index folder.
 
     The part files are checked against the encoding manifest's sha256 first, so a modified collection is never
     indexed. ``optimize`` merges the index into one segment (slower to build, a little faster to search).
+    ``store_raw`` keeps each document's line (Anserini's ``-storeRaw``: its text, and its vector) in the index, so
+    ``searcher.doc(docid)``, ours and stock pyserini's, answers from the index alone (docs/indexing.md: its size).
     """
     from ..encode.manifest import EncodeError, read_manifest, verify_parts
 
@@ -54,10 +56,11 @@ def build_impact_index(encoded_dir: str | os.PathLike, index_dir: str | os.PathL
                                "needs sparse vectors (build a faiss index instead)")
     claim_index(index_dir, KIND, [encoded_dir])
     with locked(index_dir), building(index_dir) as partial:
-        return _build(manifest, encoded_dir, partial, index_dir, threads, optimize)
+        return _build(manifest, encoded_dir, partial, index_dir, threads, optimize, store_raw)
 
 
-def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads: int, optimize: bool) -> Path:
+def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads: int, optimize: bool,
+           store_raw: bool) -> Path:
     spec = manifest.spec
     # Anserini reads every file under -input; the manifest's part list is the collection, nothing else.
     with tempfile.TemporaryDirectory(prefix=TMP_PREFIX + "impact-", dir=index_dir.parent) as tmp:
@@ -67,6 +70,8 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
                 "-threads", str(threads)]
         if optimize:
             args.append("-optimize")
+        if store_raw:
+            args.append("-storeRaw")
         indexed = index_collection(args, partial, index_dir, documents=manifest.documents,
                                    desc=f"index {index_dir.name} (impact)")
     if indexed != manifest.documents:
@@ -85,8 +90,10 @@ def _build(manifest, encoded_dir: Path, partial: Path, index_dir: Path, threads:
         "encoding_quantize": manifest.settings.get("quantize", "none"),
         "encoding_weights": manifest.weights,  # the index itself always holds integer impacts
         "empty_vector_term": _empty_term(),
+        "store_raw": store_raw,
         "anserini": {"collection": "JsonVectorCollection", "generator": "DefaultLuceneDocumentGenerator",
-                     "impact": True, "pretokenized": True, "optimize": optimize},
+                     "impact": True, "pretokenized": True, "optimize": optimize,
+                     "storeRaw": store_raw},
     })
     logger.info("impact index of %d documents (%s) -> %s", indexed, spec.get("name"), index_dir)
     return finish_build(partial, index_dir, KIND)

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from ..encode.settings import EncodeSettings
 from ..errors import LaconicError
+from ..shipped import index_recipes_dir
 from ..yaml_file import read_yaml_mapping
 from .lucene import FIELDS
 
@@ -72,11 +73,6 @@ class IndexRecipe:
     def source(self) -> "IndexRecipe":
         """The recipe that encodes (itself, or the base of a Seismic / Milvus recipe)."""
         return self.base if self.base is not None else self
-
-
-def index_recipes_dir() -> Path:
-    """The shipped recipes: ``index_recipes/`` at the top of the checkout."""
-    return Path(__file__).resolve().parents[2] / "index_recipes"
 
 
 def recipe_path(name: str, folder: Path | None = None) -> Path:

@@ -48,7 +48,7 @@ class Bm25Searcher:
             self._pyserini.set_bm25(self.k1, self.b)
         return self._pyserini
 
-    def search(self, query: str, k: int = 1000) -> Hits:
+    def search(self, query: str, k: int = 10) -> Hits:
         check_k(k)
         if self.bulk is None:
             return self.search_per_hit(query, k)
@@ -69,7 +69,7 @@ class Bm25Searcher:
 
     # ------------------------------------------------------------------------------------------ per-hit path
 
-    def search_per_hit(self, query: str, k: int = 1000) -> Hits:
+    def search_per_hit(self, query: str, k: int = 10) -> Hits:
         """pyserini's ``LuceneSearcher.search``, hits read one by one (kept for comparison with :meth:`search`)."""
         return [(hit.docid, float(hit.score)) for hit in self.searcher.search(query, k, fields=self.fields)]
 
@@ -78,3 +78,10 @@ class Bm25Searcher:
         qids = list(queries)
         results = self.searcher.batch_search([queries[q] for q in qids], qids, k, threads, fields=self.fields)
         return {q: [(hit.docid, float(hit.score)) for hit in results.get(q, [])] for q in qids}
+
+    def close(self) -> None:
+        """Close the Java searcher (and pyserini's, if the per-hit path opened one)."""
+        if self._pyserini is not None:
+            self._pyserini.close()
+            self._pyserini = None
+        self.java.close()

@@ -97,10 +97,14 @@ class FaissSearcher:
     def search_encoded(self, encoded: np.ndarray, k: int) -> Hits:
         return self.search_vectors(encoded, k)[0]
 
-    def search(self, query: str, k: int = 1000) -> Hits:
+    def search(self, query: str, k: int = 10) -> Hits:
         return self.search_vectors(self.encode_queries([query]), k)[0]
 
     def batch_search(self, queries: dict[str, str], k: int, threads: int = 1) -> Run:
         qids = list(queries)
         vectors = self.encode_queries([queries[q] for q in qids])
         return dict(zip(qids, self.search_vectors(vectors, k, threads)))
+
+    def close(self) -> None:
+        """Let go of the index and the query encoder (faiss holds no file open once read)."""
+        self.index = self._encoder = None
