@@ -53,15 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_fusion_options(parser: argparse.ArgumentParser) -> None:
-    """``--rrf.k``, ``--alpha`` and ``--depth``, as pyserini's fusion CLI spells them (search takes them too)."""
-    parser.add_argument("--rrf.k", dest="rrf_k", type=int, default=DEFAULT_RRF_K,
+def add_fusion_options(parser: argparse.ArgumentParser, *, defaults: bool = True) -> None:
+    """``--rrf.k``, ``--alpha`` and ``--depth``, as pyserini's fusion CLI spells them; ``defaults=False`` leaves
+    them None when not given (search tells a flag given from one left out)."""
+    parser.add_argument("--rrf.k", dest="rrf_k", type=int, default=DEFAULT_RRF_K if defaults else None,
                         help=f"RRF's k: 1 / (k + rank) (default {DEFAULT_RRF_K})")
-    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA,
+    parser.add_argument("--alpha", type=float, default=DEFAULT_ALPHA if defaults else None,
                         help=f"interpolation: weight of the first run, 1 - alpha of the second (default "
                              f"{DEFAULT_ALPHA})")
     parser.add_argument("--depth", type=int, default=None,
-                        help=f"hits of each run considered per query (default {DEFAULT_DEPTH}; search: --hits)")
+                        help=f"hits of each run considered per query (default {DEFAULT_DEPTH}; search: the hits "
+                             "it fetches)")
 
 
 @cli

@@ -20,7 +20,7 @@ MAX_FUNCTION_LINES = 60
 LAYERS = (
     {"errors", "outputs", "console"},
     {"data", "ids", "ir_datasets_export", "topics", "spec", "st_folder", "fingerprint", "quantize", "modeling",
-     "yaml_file", "json_file", "jvm", "run"},
+     "yaml_file", "json_file", "jvm", "run", "fusion"},
     {"encode", "index", "searchers"},
 )
 
