@@ -81,7 +81,7 @@ def test_fuse_equals_pyserini_fusion(case, ids, run_files, tmp_path):
     assert main(["--runs", *map(str, runs), "--output", str(tmp_path / "ours.trec"), "--runtag", "pyserini.fusion",
                  *options]) == 0
     got = (tmp_path / "ours.trec").read_text(encoding="utf-8")
-    assert len(got.splitlines()) > QUERIES * 20
+    assert len(got.splitlines()) >= QUERIES * 20
     assert got == want
 
 

@@ -123,14 +123,15 @@ def open_searcher(location: str | os.PathLike | Sequence[str | os.PathLike], *, 
     """Open the searcher that fits the index at ``location`` (``backend`` picks among several for one kind).
 
     Several locations open a fused searcher (:mod:`.fused`): each index is searched by its own default backend,
-    with the ``options`` it takes, and the runs are fused as ``fusion`` says (default: RRF, pyserini's settings).
+    with the ``options`` it takes, and the runs are fused as ``fusion`` says (default: RRF with k = 60, each part
+    searched as deep as the hits asked for).
     """
     if isinstance(location, (str, os.PathLike)):
         return find_backend(kind_of(location), backend, where=str(location)).open(location, **options)
     if backend is not None:
         raise SearcherError("backend= picks the backend of one index; a fused searcher opens each index with "
                             "its default")
-    return open_fused(list(location), fusion or FusionSettings(), **options)
+    return open_fused(list(location), fusion or FusionSettings(depth=None), **options)
 
 
 def open_fused(locations: Sequence[str | os.PathLike], fusion: FusionSettings, **options) -> Searcher:
