@@ -56,6 +56,18 @@ class FusedSearcher:
         self.names = list(names) or [f"part {n}" for n in range(1, len(parts) + 1)]
         self.settings = settings
         self.encodes_queries = any(part.encodes_queries for part in self.parts)
+        self._loaded = False
+        self._loading = threading.Lock()
+
+    def _load_encoders(self) -> None:
+        """Let each part load its query encoder, one after the other, before any runs in a thread: loading a
+        transformers model switches torch's default device to ``meta`` process-wide for a moment, so two loads at
+        once break each other ("Cannot copy out of meta tensor")."""
+        with self._loading:
+            if not self._loaded:
+                for part in self.parts:
+                    part.encode_query("warm-up")
+                self._loaded = True
 
     def _fused(self, runs: list[Run], k: int) -> Run:
         return fuse(runs, replace(self.settings, depth=None, k=k))
@@ -66,6 +78,7 @@ class FusedSearcher:
 
     def batch_search(self, queries: dict[str, Any], k: int, threads: int = 1) -> Run:
         """Every part's ``batch_search`` at :meth:`depth` (all parts at once), fused and cut to ``k``."""
+        self._load_encoders()
         depth = self.depth(k)
         runs = in_threads([lambda part=part: part.batch_search(queries, depth, threads) for part in self.parts])
         fused = self._fused(runs, k)
@@ -76,6 +89,7 @@ class FusedSearcher:
         return tuple(part.encode_query(text) for part in self.parts)
 
     def search_encoded(self, encoded: tuple, k: int) -> Hits:
+        self._load_encoders()
         depth = self.depth(k)
         found = in_threads([lambda part=part, e=e: part.search_encoded(e, depth)
                             for part, e in zip(self.parts, encoded)])
