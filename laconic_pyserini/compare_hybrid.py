@@ -5,9 +5,8 @@ on its own (a part not named on its own is added to the comparison, so a hybrid 
 parts). The hybrid's run is the RRF fusion of the parts' runs (:mod:`laconic_pyserini.fusion`, pyserini's
 arithmetic, every hit of every part considered), and its costs are the sum of what it runs: per query, the parts'
 encoding and search latencies plus the time fusion took for that query; index size, resident memory and load time
-summed over the parts' processes. Serving the parts in parallel threads of one process (as
-:class:`~laconic_pyserini.searchers.fused.FusedSearcher` does) may answer sooner; the sum is what the hybrid costs
-in CPU time and what a single-threaded server pays.
+summed over the parts' processes: what the hybrid costs in CPU time, and per query what
+:class:`~laconic_pyserini.searchers.fused.FusedSearcher` pays, which searches its parts one after the other.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ topics' ids are searched. ``--backend seismic`` searches an approximate Seismic 
 one.
 
 Several ``--index`` search each index with its default backend (the backend options apply to every index whose
-backend takes them) in threads of their own and fuse the runs as ``python -m laconic_pyserini.fuse`` does
+backend takes them) one after the other and fuse the runs as ``python -m laconic_pyserini.fuse`` does
 (:class:`laconic_pyserini.searchers.fused.FusedSearcher`): each index answers ``--depth`` hits (default: the hits
 fetched) and the fused run keeps ``--hits``.
 

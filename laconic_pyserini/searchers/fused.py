@@ -1,4 +1,9 @@
-"""A searcher over several indexes: each part searches (in a thread of its own), the runs are fused.
+"""A searcher over several indexes: each part searches, the runs are fused.
+
+The parts search one after the other in the calling thread. Searched at once, each in a thread of its own
+(:func:`in_threads`), a BM25 and an impact part in one JVM returned other hits for some queries than each
+alone, and a dense part's query embeddings in a worker thread differed in their last bits from the caller's, so
+a fused run no longer equalled the fusion of its parts' runs; ``parallel=True`` asks for threads anyway.
 
 The parts are any searchers of the registry (BM25, impact, faiss, Seismic, Milvus); fusion is
 :mod:`laconic_pyserini.fusion`, pyserini's arithmetic. Each part answers ``settings.depth`` hits (``None``: the
@@ -47,7 +52,7 @@ class FusedSearcher:
     """Search every part and fuse their runs (``settings``: method, ``rrf_k``, ``alpha``, ``depth``)."""
 
     def __init__(self, parts: Sequence[Any], settings: FusionSettings = FusionSettings(),
-                 names: Sequence[str] = ()) -> None:
+                 names: Sequence[str] = (), *, parallel: bool = False) -> None:
         if len(parts) < 2:
             raise UsageError(f"a fused searcher needs at least 2 parts, got {len(parts)}")
         if settings.method == "interpolation" and len(parts) != 2:
@@ -55,6 +60,7 @@ class FusedSearcher:
         self.parts = list(parts)
         self.names = list(names) or [f"part {n}" for n in range(1, len(parts) + 1)]
         self.settings = settings
+        self.parallel = parallel
         self.encodes_queries = any(part.encodes_queries for part in self.parts)
         self._loaded = False
         self._loading = threading.Lock()
@@ -69,6 +75,9 @@ class FusedSearcher:
                     part.encode_query("warm-up")
                 self._loaded = True
 
+    def _each(self, calls: Sequence[Callable[[], Any]]) -> list[Any]:
+        return in_threads(calls) if self.parallel else [call() for call in calls]
+
     def _fused(self, runs: list[Run], k: int) -> Run:
         return fuse(runs, replace(self.settings, depth=None, k=k))
 
@@ -80,7 +89,7 @@ class FusedSearcher:
         """Every part's ``batch_search`` at :meth:`depth` (all parts at once), fused and cut to ``k``."""
         self._load_encoders()
         depth = self.depth(k)
-        runs = in_threads([lambda part=part: part.batch_search(queries, depth, threads) for part in self.parts])
+        runs = self._each([lambda part=part: part.batch_search(queries, depth, threads) for part in self.parts])
         fused = self._fused(runs, k)
         return {qid: fused.get(qid, []) for qid in queries}
 
@@ -91,7 +100,7 @@ class FusedSearcher:
     def search_encoded(self, encoded: tuple, k: int) -> Hits:
         self._load_encoders()
         depth = self.depth(k)
-        found = in_threads([lambda part=part, e=e: part.search_encoded(e, depth)
+        found = self._each([lambda part=part, e=e: part.search_encoded(e, depth)
                             for part, e in zip(self.parts, encoded)])
         return self._fused([{"q": hits} for hits in found], k).get("q", [])
 
