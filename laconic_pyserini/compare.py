@@ -7,7 +7,9 @@
 Without ``--system`` it compares the offline defaults: BM25, ``sparse:rasyosef/splade-tiny`` and
 ``dense:sentence-transformers/all-MiniLM-L6-v2`` (found under ``$LACONIC_MODELS``). ``sparse:laconic-1b`` is the
 LACONIC paper's comparison where the hub is reachable. ``KIND:INDEX_DIR`` (e.g. ``sparse:indexes/scifact.splade``)
-uses an index already built by this package for the same corpus, as is.
+uses an index already built by this package for the same corpus, as is. ``hybrid:bm25+sparse:splade-tiny`` (any
+two or more systems joined by ``+``) is the RRF fusion of its parts' runs, reported beside them, its latency and
+memory the sum of theirs (:mod:`laconic_pyserini.compare_hybrid`).
 
 For every system: build its index (encode → index; reused when the index manifest records the same encoder spec,
 corpus and index settings), then serve it in a fresh child process -- load, one warm-up query, every topic one at a
@@ -35,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .compare_hybrid import hybrid_row, is_hybrid, parse_hybrid, with_parts
 from .console import ConsoleHandler, captured, log_file, say
 from .data import resolve_dataset
 from .errors import cli, require_at_least
@@ -246,7 +249,8 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     """Build, serve, evaluate every system; write ``report.{md,json,png}`` under ``output``; return the report."""
     from . import report as report_module
 
-    parsed = [s if isinstance(s, System) else parse_system(s) for s in systems]
+    parsed = [s if not isinstance(s, str) else parse_hybrid(s, parse_system) if is_hybrid(s) else parse_system(s)
+              for s in systems]
     names = [s.name for s in parsed]
     if len(set(names)) != len(names):
         raise SpecError(f"--system given twice: {', '.join(sorted({n for n in names if names.count(n) > 1}))}")
@@ -260,12 +264,21 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
     topics = load_topics(dataset_dir, split)
     qrels = load_qrels(dataset_dir, split)
     log = output / LOG_FILE
+    measured, done = with_parts(parsed), {}  # a hybrid's parts are measured (and reported) before it
     with log_file(log):
-        rows = [_compare_one(system, f"[{number}/{len(parsed)}] {system.name}", dataset_dir, work_dir, topics, qrels,
-                             log, split=split, hits=hits, remove_query=remove_query, batch_size=batch_size,
-                             threads=threads, build_threads=build_threads, reuse=reuse, questions=questions,
-                             serve_hits=serve_hits)
-                for number, system in enumerate(parsed, 1)]
+        for number, system in enumerate(measured, 1):
+            prefix = f"[{number}/{len(measured)}] {system.name}"
+            if is_hybrid(system):
+                say(f"{prefix} — fuse its parts' runs (costs: their sum)")
+                done[system.name] = hybrid_row(system, [done[part.name] for part in system.parts], list(topics),
+                                               work_dir / system.slug / f"run.{split}.trec",
+                                               lambda run: _metrics(qrels, run))
+                continue
+            done[system.name] = _compare_one(system, prefix, dataset_dir, work_dir, topics, qrels, log, split=split,
+                                             hits=hits, remove_query=remove_query, batch_size=batch_size,
+                                             threads=threads, build_threads=build_threads, reuse=reuse,
+                                             questions=questions, serve_hits=serve_hits)
+    rows = [done[system.name][0] for system in measured]
     result = {"dataset": str(dataset), "dataset_dir": str(dataset_dir), "split": split, "queries": len(topics),
               "hits": hits, "serve_hits": serve_hits, "remove_query": remove_query, "machine": report_module.machine(),
               "systems": rows, "comparisons": report_module.sparse_dense_ratios(rows)}
@@ -275,8 +288,9 @@ def compare(dataset: str | os.PathLike, systems: Sequence[str | System] = DEFAUL
 
 def _compare_one(system: System, prefix: str, dataset_dir: Path, work_dir: Path, topics: dict, qrels: dict,
                  log: Path, *, split: str, hits: int, remove_query: bool, batch_size: int, threads: int,
-                 build_threads: int, reuse: bool, questions: bool, serve_hits: int) -> dict:
-    """Build, serve and evaluate one system, saying each stage on the console; returns its report row."""
+                 build_threads: int, reuse: bool, questions: bool, serve_hits: int) -> tuple[dict, object]:
+    """Build, serve and evaluate one system, saying each stage on the console; returns its report row and its
+    serving stats."""
     from .run import read_trec_run
     from .serving import measure_in_child
 
@@ -292,10 +306,14 @@ def _compare_one(system: System, prefix: str, dataset_dir: Path, work_dir: Path,
     tell(f"serve {len(topics):,} queries one at a time (a fresh process)")
     stats = measure_in_child(record["index"], topics, run_path, log=log, hits=hits, remove_query=remove_query,
                              threads=threads, batch_size=batch_size, serve_hits=serve_hits)
-    metrics = evaluate(qrels, read_trec_run(run_path), DEFAULT_MEASURES)
+    metrics = _metrics(qrels, read_trec_run(run_path))
     scores = ", ".join(f"{m} {metrics[m]:.4f}" for m in DEFAULT_MEASURES)
     tell(f"evaluate: {scores} ({time.perf_counter() - start:,.0f} s)")
-    return _row(system, record, stats, metrics, run_path)
+    return _row(system, record, stats, metrics, run_path), stats
+
+
+def _metrics(qrels: dict, run: dict) -> dict:
+    return {m: round(v, 4) for m, v in evaluate(qrels, run, DEFAULT_MEASURES).items()}
 
 
 def _earlier_report(folder: Path) -> bool:
@@ -309,7 +327,7 @@ def _row(system: System, record: dict, stats, metrics: dict, run_path: Path) -> 
     row = {
         "name": system.name, "kind": system.kind, "index_type": system.index_type,
         "encoder": system.spec.to_dict() if system.spec else None,
-        "metrics": {m: round(metrics[m], 4) for m in DEFAULT_MEASURES},
+        "metrics": {m: metrics[m] for m in DEFAULT_MEASURES},
         "index_bytes": _folder_bytes(index_dir),
         "serving_rss_bytes": stats.rss_served_bytes,
         "serving_rss_loaded_bytes": stats.rss_loaded_bytes,
@@ -335,7 +353,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True, help="BEIR folder or dataset name")
     parser.add_argument("--split", default="test")
     parser.add_argument("--system", action="append", dest="systems",
-                        help="bm25 | sparse:SPEC | dense:SPEC | dense-hnsw:SPEC (repeatable; default: "
+                        help="bm25 | sparse:SPEC | dense:SPEC | dense-hnsw:SPEC | hybrid:SYSTEM+SYSTEM[+…] (RRF of "
+                             "its parts, which are measured too) (repeatable; default: "
                              + ", ".join(DEFAULT_SYSTEMS) + ")")
     parser.add_argument("--output", required=True, help="report folder (report.md, report.json, report.png)")
     parser.add_argument("--work", help="where indexes and runs are built and reused (default OUTPUT/systems)")

@@ -57,9 +57,11 @@ def claim_run_file(path: str | os.PathLike, *, flag: str = "--output") -> None:
     claim_file(path, flag=flag, ours=looks_like_run)
 
 
-def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "laconic") -> Path:
+def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "laconic", *, exact_scores: bool = False) -> Path:
     """Write ``qid Q0 docid rank score tag`` lines, atomically (a crash leaves no half-written run).
 
+    Scores are written with 6 decimals, or with ``exact_scores`` as the shortest text that reads back as the same
+    float (Python's ``repr``; fused scores such as RRF's differ below 6 decimals).
     An existing file is replaced only when it is a TREC run (:func:`claim_run_file`).
     """
     path = Path(path)
@@ -67,12 +69,17 @@ def write_trec_run(run: Run, path: str | os.PathLike, tag: str = "laconic") -> P
     with atomic_open(path) as f:
         for query_id, hits in run.items():
             for rank, (doc_id, score) in enumerate(hits, start=1):
-                f.write(f"{query_id} Q0 {doc_id} {rank} {score:.6f} {tag}\n")
+                text = repr(float(score)) if exact_scores else f"{score:.6f}"
+                f.write(f"{query_id} Q0 {doc_id} {rank} {text} {tag}\n")
     return path
 
 
-def read_trec_run(path: str | os.PathLike) -> Run:
-    """Read a TREC run; hits keep file order. Malformed lines and repeated (query, doc) pairs raise DataError."""
+def read_trec_run(path: str | os.PathLike, *, ranks_in_order: bool = False) -> Run:
+    """Read a TREC run; hits keep file order. Malformed lines and repeated (query, doc) pairs raise DataError.
+
+    ``ranks_in_order``: each query's rank column must read 1, 2, 3, … in file order (a reader that takes a hit's
+    rank from its position, such as fusion, then agrees with one that reads the column).
+    """
     run: Run = {}
     first_line: dict[tuple[str, str], int] = {}
     for number, line in iter_lines(path):
@@ -91,5 +98,9 @@ def read_trec_run(path: str | os.PathLike) -> Run:
             # trec_eval refuses such a run; keeping either row would silently change the metric.
             raise DataError(path, number, f"document {cols[2]!r} is listed twice for query {cols[0]!r} "
                             f"(first on line {seen})", "a run ranks each document at most once per query")
-        run.setdefault(cols[0], []).append((cols[2], score))
+        hits = run.setdefault(cols[0], [])
+        if ranks_in_order and cols[3] != str(len(hits) + 1):
+            raise DataError(path, number, f"rank {cols[3]!r} of query {cols[0]!r} is not {len(hits) + 1}, its "
+                            "position in the file", "sort the run by score and renumber its ranks from 1")
+        hits.append((cols[2], score))
     return run

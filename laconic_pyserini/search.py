@@ -4,6 +4,8 @@
         --output RUN [--hits 1000] [--remove-query] [--threads N] [--backend NAME]
         [--encoder SPEC_OR_PATH | --pre-encoded FILE] [--batch-size B] [--device D]
         [--query-cut N] [--heap-factor F] [--ef-search N]
+    python -m laconic_pyserini.search --index DIR --index DIR [--index …] --topics … --output RUN
+        [--fusion rrf|interpolation|average|normalize] [--rrf.k 60] [--alpha 0.5] [--depth N] [backend options]
 
 The searcher is chosen by the index's ``manifest.json`` ``kind`` (and ``--backend`` among those registered for
 it, :mod:`laconic_pyserini.searchers`); the backend options are the registry's, and one that does not apply to the
@@ -12,6 +14,11 @@ chosen backend is an error. For an impact index, query texts are encoded with th
 vectors from ``python -m laconic_pyserini.encode.query``) supplies the vectors; with ``--topics`` as well, only the
 topics' ids are searched. ``--backend seismic`` searches an approximate Seismic index built once beside the Lucene
 one.
+
+Several ``--index`` search each index with its default backend (the backend options apply to every index whose
+backend takes them) one after the other and fuse the runs as ``python -m laconic_pyserini.fuse`` does
+(:class:`laconic_pyserini.searchers.fused.FusedSearcher`): each index answers ``--depth`` hits (default: the hits
+fetched) and the fused run keeps ``--hits``.
 
 ``--remove-query`` drops hits whose doc id equals the query id (BEIR's convention for ArguAna, Quora and
 CQADupStack; Anserini's ``-removeQuery``); one extra hit is retrieved so that a run still has ``--hits`` hits per
@@ -32,10 +39,12 @@ from pathlib import Path
 from . import jvm
 from .data import DataError
 from .console import progress_bar, progress_enabled
-from .errors import cli, require_at_least, require_output_file
+from .errors import UsageError, cli, require_at_least, require_output_file
+from .fuse import add_fusion_options
+from .fusion import DEFAULT_ALPHA, DEFAULT_RRF_K, METHODS, FusionSettings
 from .index.manifest import IndexFolderError, read_index_manifest
 from .run import Run, claim_run_file, fetch_depth, kept_hits, write_trec_run
-from .searchers import Backend, Searcher, all_backends, find_backend, index_phrase, kind_of
+from .searchers import Backend, Searcher, all_backends, find_backend, index_phrase, kind_of, open_fused
 from .topics import load_topics
 
 logger = logging.getLogger(__name__)
@@ -70,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m laconic_pyserini.search", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bm25", action="store_true", help="insist that the index is a BM25 index")
-    parser.add_argument("--index", required=True, help="index folder built by laconic_pyserini.index")
+    parser.add_argument("--index", required=True, action="append",
+                        help="index folder built by laconic_pyserini.index (or milvus://…); repeat it to search "
+                             "several indexes and fuse their runs (--fusion)")
+    parser.add_argument("--fusion", choices=METHODS, default=None,
+                        help="with several --index: how their runs are fused (default rrf; pyserini's arithmetic, "
+                             "see laconic_pyserini.fuse)")
+    add_fusion_options(parser, defaults=False)
     parser.add_argument("--topics", help="BEIR folder, dataset name, or topics .tsv/.jsonl (or give --pre-encoded)")
     parser.add_argument("--split", default="test", help="qrels split whose judged queries are searched")
     parser.add_argument("--output", required=True, help="TREC run to write")
@@ -177,10 +192,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pre_encoded and args.encoder:
         parser.error("--encoder and --pre-encoded exclude each other: pre-encoded queries are already encoded")
     require_at_least(1, {"--hits": args.hits, "--threads": args.threads, "--batch-size": args.batch_size,
-                         "--query-cut": args.query_cut, "--ef-search": args.ef_search})
+                         "--query-cut": args.query_cut, "--ef-search": args.ef_search, "--depth": args.depth})
+    require_at_least(0, {"--rrf.k": args.rrf_k})
     require_output_file("--output", args.output)
     claim_run_file(args.output)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if len(args.index) > 1:
+        return _search_fused(args)
+    _single_index_only(args)
+    args.index = args.index[0]
     kind = kind_of(args.index)
     if args.bm25 and kind != "bm25":
         raise IndexFolderError(f"{args.index}: --bm25 given but this is not a BM25 index")
@@ -191,15 +211,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     topics = _queries(args)
     jvm.expect_queries(len(topics))  # a short run starts Anserini's JVM with its quick compiler
     searcher = backend.open(args.index, **options)
+    _search_and_write(args, searcher, topics)
+    _write_run_manifest(args, searcher, backend)
+    return 0
+
+
+def _single_index_only(args: argparse.Namespace) -> None:
+    given = [flag for flag, value in (("--fusion", args.fusion), ("--rrf.k", args.rrf_k), ("--alpha", args.alpha),
+                                      ("--depth", args.depth)) if value is not None]
+    if given:
+        raise UsageError(f"{', '.join(given)}: fusion options need two or more --index")
+
+
+def _search_and_write(args: argparse.Namespace, searcher, topics: dict) -> None:
     start = time.perf_counter()
     run = search_topics(searcher, topics, hits=args.hits, remove_query=args.remove_query, threads=args.threads,
                         progress=None)
     elapsed = time.perf_counter() - start
     write_trec_run(run, args.output)
-    _write_run_manifest(args, searcher, backend)
     logger.info("%d queries in %.1f s (%.1f q/s) -> %s", len(run), elapsed, len(run) / max(elapsed, 1e-9), args.output)
-    return 0
 
+
+def _search_fused(args: argparse.Namespace) -> int:
+    """Several ``--index``: each searched with its default backend and the backend flags it takes, runs fused."""
+    for flag, value in (("--backend", args.backend), ("--pre-encoded", args.pre_encoded), ("--bm25", args.bm25)):
+        if value:
+            raise UsageError(f"{flag} applies to one index; with several --index each is searched with its "
+                             "default backend and its own query encoder")
+    if args.alpha is not None and args.fusion != "interpolation":
+        raise UsageError("--alpha applies to --fusion interpolation")
+    settings = FusionSettings(args.fusion or "rrf", DEFAULT_RRF_K if args.rrf_k is None else args.rrf_k,
+                              DEFAULT_ALPHA if args.alpha is None else args.alpha, args.depth, None)
+    given = {option.keyword for b in all_backends() for option in b.options if getattr(args, option.keyword) is not None}
+    topics = load_topics(args.topics, args.split)
+    jvm.expect_queries(len(topics))
+    searcher = open_fused(args.index, settings, **{keyword: getattr(args, keyword) for keyword in given})
+    try:
+        _search_and_write(args, searcher, topics)
+    finally:
+        searcher.close()
+    from .outputs import write_json_atomic
+
+    write_json_atomic(f"{args.output}.manifest.json", {
+        "format": "laconic-pyserini/run", "run": str(args.output), "index": [str(i) for i in args.index],
+        "fusion": settings.to_dict(), "query_encoding": [getattr(getattr(part, "queries", None), "record",
+                                                                lambda: None)() for part in searcher.parts]})
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,7 @@ MAX_FUNCTION_LINES = 60
 LAYERS = (
     {"errors", "owned", "outputs", "console"},
     {"data", "ids", "ir_datasets_export", "topics", "spec", "st_folder", "fingerprint", "quantize", "modeling",
-     "yaml_file", "json_file", "text_file", "jvm", "run", "shipped"},
+     "yaml_file", "json_file", "text_file", "jvm", "run", "shipped", "fusion"},
     {"encode", "index", "searchers", "front"},
 )
 

@@ -43,9 +43,11 @@ class Hit(NamedTuple):
 class IndexSearcher:
     """A searcher over one index location, in pyserini's idiom; ``backend`` is the internal searcher it wraps."""
 
-    def __init__(self, backend: Searcher, location: str | os.PathLike) -> None:
-        self.backend, self.location = backend, str(location)
-        self._documents: DocumentLookup | None = None
+    def __init__(self, backend: Searcher, location: str | os.PathLike | Sequence[str | os.PathLike]) -> None:
+        self.backend = backend
+        # A fused searcher's parts: doc() asks each index in turn.
+        self.location = str(location) if isinstance(location, (str, os.PathLike)) else [str(x) for x in location]
+        self._documents: list[DocumentLookup] | None = None
 
     # ------------------------------------------------------------------------------------------ pyserini's idiom
 
@@ -79,15 +81,18 @@ class IndexSearcher:
             return own(docid)
         if self._documents is None:
             manifest = getattr(self.backend, "manifest", None)
-            self._documents = DocumentLookup(self.location, manifest if isinstance(manifest, dict)
-                                             else read_index_manifest(self.location))
-        return self._documents.get(docid)
+            if isinstance(self.location, list):
+                self._documents = [DocumentLookup(part, read_index_manifest(part)) for part in self.location]
+            else:
+                self._documents = [DocumentLookup(self.location, manifest if isinstance(manifest, dict)
+                                                  else read_index_manifest(self.location))]
+        return next((found for lookup in self._documents if (found := lookup.get(docid)) is not None), None)
 
     def close(self) -> None:
         """Release the index (Java readers, clients); the searcher is not usable afterwards."""
-        if self._documents is not None:
-            self._documents.close()
-            self._documents = None
+        for lookup in self._documents or []:
+            lookup.close()
+        self._documents = None
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
@@ -119,8 +124,10 @@ class IndexSearcher:
         return f"IndexSearcher({self.location!r}, backend={type(self.backend).__name__})"
 
 
-def open_searcher(location: str | os.PathLike, *, backend: str | None = None, **options) -> IndexSearcher:
+def open_searcher(location: str | os.PathLike | Sequence[str | os.PathLike], *, backend: str | None = None,
+                  **options) -> IndexSearcher:
     """Open the index at ``location`` (a folder this toolkit built, or ``milvus://…``) with its default backend, or
     ``backend`` (``seismic`` for an impact index); ``options`` are the backend's (``encoder``, ``quantize``,
-    ``query_cut`` ...), the search CLI's flags as keywords."""
+    ``query_cut`` ...), the search CLI's flags as keywords. Several locations open one fused searcher
+    (``fusion=FusionSettings(...)``, default RRF; docs/fusion.md)."""
     return IndexSearcher(open_backend(location, backend=backend, **options), location)

@@ -10,10 +10,11 @@ opened, so the JVM, faiss or Seismic load only for the index that needs them) an
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..fusion import FusionSettings
 from ..index.manifest import IndexFolderError, check_kind_holds, read_index_manifest
 from ..run import Hits, Run
 
@@ -117,9 +118,42 @@ def index_phrase(kind: str) -> str:
     return f"{'an' if kind[:1] in 'aeiou' else 'a'} {kind!r} index"
 
 
-def open_searcher(location: str | os.PathLike, *, backend: str | None = None, **options) -> Searcher:
-    """Open the searcher that fits the index at ``location`` (``backend`` picks among several for one kind)."""
-    return find_backend(kind_of(location), backend, where=str(location)).open(location, **options)
+def open_searcher(location: str | os.PathLike | Sequence[str | os.PathLike], *, backend: str | None = None,
+                  fusion: FusionSettings | None = None, **options) -> Searcher:
+    """Open the searcher that fits the index at ``location`` (``backend`` picks among several for one kind).
+
+    Several locations open a fused searcher (:mod:`.fused`): each index is searched by its own default backend,
+    with the ``options`` it takes, and the runs are fused as ``fusion`` says (default: RRF with k = 60, each part
+    searched as deep as the hits asked for).
+    """
+    if isinstance(location, (str, os.PathLike)):
+        return find_backend(kind_of(location), backend, where=str(location)).open(location, **options)
+    if backend is not None:
+        raise SearcherError("backend= picks the backend of one index; a fused searcher opens each index with "
+                            "its default")
+    return open_fused(list(location), fusion or FusionSettings(depth=None), **options)
+
+
+def open_fused(locations: Sequence[str | os.PathLike], fusion: FusionSettings, **options) -> Searcher:
+    """A fused searcher over ``locations``, each opened by its kind's default backend with the ``options`` it
+    takes; an option that no part takes is an error."""
+    from .fused import FusedSearcher
+
+    backends = [find_backend(kind_of(location), where=str(location)) for location in locations]
+    unused = sorted(keyword for keyword in options if not any(b.takes(keyword) for b in backends))
+    if unused:
+        raise SearcherError(f"{', '.join(unused)}: taken by none of the fused indexes "
+                            f"({', '.join(b.kind for b in backends)}); leave it out")
+    parts = []
+    try:
+        for backend, location in zip(backends, locations):
+            parts.append(backend.open(location, **{key: value for key, value in options.items()
+                                                   if backend.takes(key)}))
+    except BaseException:
+        for part in parts:
+            getattr(part, "close", lambda: None)()
+        raise
+    return FusedSearcher(parts, fusion, [str(location) for location in locations])
 
 
 # Openers import their module when called: opening a BM25 index never loads faiss, a faiss index never the JVM.
