@@ -12,7 +12,7 @@ DEMO_DIR ?= runs/demo
 
 # The venv is rebuilt when the package metadata changes. torch goes in first and pinned: the CPU wheel of
 # 2.13.0 is on this machine's disk, and an unpinned torch would pull a multi-GB CUDA build.
-$(VENV)/.installed: setup.cfg pyproject.toml patches/llama-cpp-amx-tile-config.patch
+$(VENV)/.installed: setup.cfg setup.py pyproject.toml patches/llama-cpp-amx-tile-config.patch
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is needed (pyserini 1.6.0)"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
