@@ -17,7 +17,7 @@ TOP = {"name": _SCALAR, "title": _SCALAR, "metrics": list, "evaluate": str, "dat
 DATASET = {"name": _SCALAR, "data": _SCALAR, "split": _SCALAR, "vars": dict, "note": _SCALAR, "documents": int}
 CONDITION = {"name": _SCALAR, "title": _SCALAR, "source": _SCALAR, "steps": list, "expected": dict,
              "expected_averages": dict, "tolerance": dict, "requires": dict, "vars": dict, "note": _SCALAR,
-             "approximates": _SCALAR}
+             "approximates": _SCALAR, "index": _SCALAR}
 STEP = {"command": str, "skip_if_exists": _SCALAR}
 REQUIRES = {"encoders": list, "models": list, "modules": list}
 TOLERANCE = {"ok": (int, float), "okish": (int, float)}
