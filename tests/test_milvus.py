@@ -64,7 +64,8 @@ def query_impacts(sparse_export, scifact):
     from laconic_pyserini.searchers.queries import QueryEncoding
     from laconic_pyserini.spec import load_spec
 
-    queries = QueryEncoding(load_spec("splade-tiny"))
+    queries = QueryEncoding(load_spec("splade-tiny"), index_fingerprint=sparse_export["manifest"].get(
+        "encoder_fingerprint"))
     return queries.vectors(scifact["topics"])
 
 

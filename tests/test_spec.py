@@ -145,6 +145,7 @@ def test_lora_adapter_folder_takes_kind_from_its_base(empty_models_root, tmp_pat
     adapter.mkdir()
     (adapter / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(base),
                                                              "peft_type": "LORA"}))
+    (adapter / "adapter_model.safetensors").write_bytes(b"")  # present: its contents are read only when loading
     spec = load_spec(str(adapter))
     assert (spec.kind, spec.base_model, spec.model) == ("decoder", str(base), str(adapter.resolve()))
 
