@@ -75,12 +75,12 @@ browser:
 # The suite runs on every core (pytest-xdist, at most 4 workers: each holds a JVM and small models), whole test
 # files per worker (a module's fixtures are built once); the artefacts several files share (SciFact encodings and
 # indexes) are built once per run (tests/conftest.py). The slowest 25 tests and the total close every run's log; a
-# test that hangs fails after 20 minutes, printing every thread's stack.
+# test that hangs fails after 30 minutes, printing every thread's stack.
 # pytest exits 5 when it collected no test: that is a failure here, said out loud.
 TEST_WORKERS ?= $(shell n=$$(nproc); echo $$(( n < 4 ? n : 4 )))
 PYTEST_ARGS ?=
 test: setup browser
-	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 --timeout=1200 $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 --timeout=1800 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; fi; exit $$rc
 
 # The side-by-side comparison on BEIR SciFact: BM25, splade-tiny (sparse, Lucene impact index) and
