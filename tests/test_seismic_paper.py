@@ -199,8 +199,12 @@ def test_fp16_is_for_gpus_and_refused_on_cpu(data_root, tmp_path, capsys):
     from laconic_pyserini.modeling.cpu import resolve_dtype
     from laconic_pyserini.modeling.loading import torch_dtype
 
-    assert resolve_dtype("fp16", decoder=True, device="cuda") == "fp16"
-    assert resolve_dtype("float16", decoder=False, device="cuda:1") == "fp16"
+    if torch.cuda.is_available():
+        assert resolve_dtype("fp16", decoder=True, device="cuda") == "fp16"
+        assert resolve_dtype("float16", decoder=False, device="cuda:0") == "fp16"
+    else:  # a CUDA device on a machine without one is refused before any model loads
+        with pytest.raises(UsageError, match="no CUDA device here; use --device cpu"):
+            resolve_dtype("fp16", decoder=True, device="cuda")
     assert torch_dtype("fp16") is torch.float16
     with pytest.raises(UsageError, match="fp16 is for GPU"):
         resolve_dtype("fp16", decoder=True, device="cpu")
