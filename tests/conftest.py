@@ -74,6 +74,25 @@ def require(module: str, install: str):
         pytest.fail(f"python module {module!r} is missing: {install}")
 
 
+def save_tiny_llama(folder: Path, tokenizer: Path):
+    """A tiny random Llama with LACONIC's vocabulary (seeded: the same weights every call) saved at ``folder``,
+    and its spec with the real Llama-3 tokenizer."""
+    import torch
+    import transformers
+
+    from laconic_pyserini.spec import load_spec
+
+    torch.manual_seed(1234)
+    config = transformers.LlamaConfig(vocab_size=128_256, hidden_size=64, intermediate_size=128,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=512, tie_word_embeddings=True)
+    model = transformers.LlamaForCausalLM(config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.normal_(0.0, 1.0)
+    model.save_pretrained(folder, safe_serialization=True)
+    return load_spec(str(folder), tokenizer=str(tokenizer))
+
+
 @pytest.fixture(scope="session")
 def llama3_tokenizer() -> Path:
     return model_dir("llama3-tokenizer", needs="tokenizer.json")

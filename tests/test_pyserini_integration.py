@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import save_tiny_llama
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -26,23 +28,11 @@ def topics(scifact200):
 def tiny_llama200(tmp_path_factory, scifact200, llama3_tokenizer):
     """A random 2-layer Llama (LM head spread as tests/test_quantized.py does) with the Llama-3 tokenizer, its
     encoding of ``scifact200`` and the impact index of it."""
-    import torch
-    import transformers
-
     from laconic_pyserini.encode import encode_corpus
     from laconic_pyserini.index.impact import build_impact_index
-    from laconic_pyserini.spec import load_spec
 
     work = tmp_path_factory.mktemp("tiny-llama200")
-    torch.manual_seed(1234)
-    config = transformers.LlamaConfig(vocab_size=128_256, hidden_size=64, intermediate_size=128,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=512, tie_word_embeddings=True)
-    model = transformers.LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.get_output_embeddings().weight.normal_(0.0, 1.0)
-    model.save_pretrained(work / "tiny-llama", safe_serialization=True)
-    spec = load_spec(str(work / "tiny-llama"), tokenizer=str(llama3_tokenizer))
+    spec = save_tiny_llama(work / "tiny-llama", llama3_tokenizer)
     assert spec.kind == "decoder"
     encode_corpus(scifact200, work / "encoded", spec, batch_size=32, progress=False)
     return {"spec": spec, "index": build_impact_index(work / "encoded", work / "index", threads=2)}

@@ -32,7 +32,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from conftest import model_dir  # noqa: E402
+from conftest import model_dir, save_tiny_llama  # noqa: E402
 
 from laconic_pyserini.modeling.bidirectional import is_bidirectional  # noqa: E402
 from laconic_pyserini.modeling import int8_gemm  # noqa: E402
@@ -47,16 +47,7 @@ TEXTS = ["Heart attack symptoms include chest pain and shortness of breath.",
 
 @pytest.fixture(scope="module")
 def tiny_spec(tmp_path_factory, llama3_tokenizer):
-    folder = tmp_path_factory.mktemp("models") / "tiny-llama"
-    torch.manual_seed(1234)
-    config = transformers.LlamaConfig(vocab_size=128_256, hidden_size=64, intermediate_size=128,
-                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                                      max_position_embeddings=512, tie_word_embeddings=True)
-    model = transformers.LlamaForCausalLM(config)
-    with torch.no_grad():
-        model.get_output_embeddings().weight.normal_(0.0, 1.0)
-    model.save_pretrained(folder, safe_serialization=True)
-    return load_spec(str(folder), tokenizer=str(llama3_tokenizer))
+    return save_tiny_llama(tmp_path_factory.mktemp("models") / "tiny-llama", llama3_tokenizer)
 
 
 def _overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> float:
